@@ -1,0 +1,38 @@
+# Two set-up commands do everything on a fresh machine with Python 3.11 and make:
+#   make sandbox   run Quorum with embedded PostgreSQL, in-process Redis and a Telegram emulator
+#   make test      run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: sandbox test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+sandbox: $(STAMP)
+	$(BIN)/quorum sandbox
+
+test: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy bot handlers storage migrations tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.outbox_storm
+	$(BIN)/python -m bench.votes
+	$(BIN)/python -m bench.alerts
+
+clean:
+	rm -rf $(VENV) .quorum .mypy_cache .ruff_cache

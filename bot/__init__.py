@@ -1,0 +1,1 @@
+"""Quorum: Telegram chat-ops approvals and alerts."""

@@ -1,0 +1,11 @@
+"""Alerts (placeholder until issue 5)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.runtime import Runtime
+
+
+async def run_maintenance(rt: Runtime) -> None:
+    await asyncio.Event().wait()

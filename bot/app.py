@@ -1,0 +1,215 @@
+"""The composition root: builds the runtime, the aiogram dispatcher and the aiohttp app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from pathlib import Path
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiohttp import web
+
+import handlers.alerts
+import handlers.approvals
+import handlers.chats
+import handlers.commands
+import handlers.health
+import handlers.webhook
+from bot import alerts, approvals, outbox
+from bot.inbound import Inbound, prune_updates
+from bot.metrics import Metrics
+from bot.policy import Policy
+from bot.runtime import RUNTIME, Runtime
+from bot.settings import Settings
+from handlers.api import error_middleware
+from storage import keys
+from storage.db import make_engine, make_sessionmaker, start_embedded_postgres, transaction
+from storage.teams import sync_teams
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+
+Worker = Callable[[Runtime], Awaitable[None]]
+
+
+def run_migrations(url: str) -> None:
+    """alembic upgrade head; blocking (alembic's env runs its own event loop)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option(
+        "script_location", str(Path(__file__).resolve().parent.parent / "migrations")
+    )
+    cfg.attributes["url"] = url
+    cfg.attributes["configure_logging"] = False
+    command.upgrade(cfg, "head")
+
+
+def make_bot(settings: Settings) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return Bot(settings.telegram_token.get_secret_value(), session=session)
+
+
+def make_dispatcher() -> Dispatcher:
+    dp = Dispatcher()
+    dp.include_routers(
+        handlers.approvals.router,
+        handlers.alerts.router,
+        handlers.chats.router,
+        handlers.commands.router,
+    )
+    return dp
+
+
+class Quorum:
+    """One Quorum process: HTTP API, webhook or polling, and its background workers."""
+
+    def __init__(self, settings: Settings, policy: Policy) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.rt: Runtime | None = None
+        self.dp = make_dispatcher()
+        self.inbound: Inbound | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.rt is not None, "Quorum.start() first"
+        return self.rt
+
+    async def start(self, *, migrate: bool = True, serve: bool = True) -> None:
+        s = self.settings
+        db_url = s.database_url
+        if not db_url:
+            db_url = await asyncio.to_thread(start_embedded_postgres, s.data_dir)
+        if migrate:
+            await asyncio.to_thread(run_migrations, db_url)
+        engine = make_engine(db_url)
+        rt = Runtime(
+            settings=s,
+            policy=self.policy,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            redis=keys.connect(s.redis_url),
+            bot=make_bot(s),
+            metrics=Metrics(),
+        )
+        self.rt = rt
+        async with transaction(rt.sessions) as session:
+            rt.team_ids = await sync_teams(
+                session, {name: t.chat_ids for name, t in self.policy.teams.items()}
+            )
+        self.inbound = Inbound(rt, self.dp)
+        with suppress(Exception):
+            me = await rt.bot.get_me()
+            rt.bot_id, rt.bot_username = me.id, me.username or ""
+        workers: list[Worker] = [
+            outbox.run_sender,
+            approvals.run_maintenance,
+            alerts.run_maintenance,
+            self._retry_updates,
+        ]
+        if s.telegram_mode == "polling":
+            workers.append(self._poll)
+        for worker in workers:
+            self._tasks.append(asyncio.create_task(self._supervise(worker), name=worker.__name__))
+        if serve:
+            self._runner = web.AppRunner(self.make_web_app(), access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, s.http_host, s.http_port)
+            await site.start()
+        if s.telegram_mode == "webhook":
+            await rt.bot.set_webhook(
+                s.webhook_url.rstrip("/"),
+                secret_token=s.webhook_secret.get_secret_value(),
+                allowed_updates=ALLOWED_UPDATES,
+            )
+        else:
+            await rt.bot.delete_webhook()
+        log.info("quorum started (%s mode, instance %s)", s.telegram_mode, rt.instance)
+
+    @property
+    def port(self) -> int:
+        """The bound HTTP port (useful with QUORUM_HTTP_PORT=0)."""
+        assert self._runner is not None
+        for site in self._runner.sites:
+            server = getattr(site, "_server", None)
+            if server is not None and server.sockets:
+                return int(server.sockets[0].getsockname()[1])
+        raise RuntimeError("not serving")
+
+    def make_web_app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[error_middleware], client_max_size=self.settings.max_body_bytes
+        )
+        app[RUNTIME] = self.runtime
+        assert self.inbound is not None
+        handlers.webhook.setup(app, self.inbound)
+        app.add_routes(handlers.health.router)
+        app.add_routes(handlers.approvals.routes)
+        app.add_routes(handlers.alerts.routes)
+        return app
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.rt is not None:
+            await self.rt.bot.session.close()
+            with suppress(Exception):
+                await self.rt.redis.aclose()
+            await self.rt.engine.dispose()
+
+    async def _supervise(self, worker: Worker) -> None:
+        """Keep a background worker alive across faults (a database restart, a bug)."""
+        while True:
+            try:
+                await worker(self.runtime)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker %s crashed; restarting in 1 s", worker.__name__)
+                await asyncio.sleep(1)
+
+    async def _retry_updates(self, rt: Runtime) -> None:
+        assert self.inbound is not None
+        ticks = 0
+        while True:
+            await self.inbound.retry_failed()
+            ticks += 1
+            if ticks % 3600 == 0:
+                await prune_updates(rt)
+            await asyncio.sleep(5)
+
+    async def _poll(self, rt: Runtime) -> None:
+        """getUpdates; the offset moves past an update only once it is stored."""
+        assert self.inbound is not None
+        offset: int | None = None
+        while True:
+            updates = await rt.bot.get_updates(
+                offset=offset, timeout=25, allowed_updates=ALLOWED_UPDATES, request_timeout=35
+            )
+            for upd in updates:
+                raw = upd.model_dump(mode="json", exclude_none=True, by_alias=True)
+                while True:
+                    try:
+                        await self.inbound.receive(raw, source="polling")
+                        break
+                    except Exception:
+                        log.exception("storing update %s failed; retrying", upd.update_id)
+                        await asyncio.sleep(2)
+                offset = upd.update_id + 1

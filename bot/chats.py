@@ -1,0 +1,64 @@
+"""Chat lifecycle: the bot kicked or re-added, a group upgraded to a supergroup."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage import audit
+from storage.models import OutboxItem, TelegramMessage
+from storage.teams import get_chat, migrate_chat, set_active
+
+
+async def bot_removed(session: AsyncSession, chat_id: int, *, reason: str) -> None:
+    """Stop sending to a chat the bot can no longer post in; its rows wait, they are not lost."""
+    if await set_active(session, chat_id, False):
+        chat = await get_chat(session, chat_id)
+        await audit.record(
+            session,
+            "chat.deactivated",
+            chat_id=chat_id,
+            team_id=chat.team_id if chat else None,
+            reason=reason,
+        )
+
+
+async def bot_added(session: AsyncSession, chat_id: int, *, by: int | None) -> None:
+    if await set_active(session, chat_id, True):
+        chat = await get_chat(session, chat_id)
+        await audit.record(
+            session,
+            "chat.reactivated",
+            chat_id=chat_id,
+            actor_telegram_id=by,
+            team_id=chat.team_id if chat else None,
+        )
+        # Rows held back while the bot was out become due now.
+        await session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.chat_id == chat_id, OutboxItem.status == "pending")
+            .values(next_attempt_at=OutboxItem.created_at)
+        )
+
+
+async def chat_migrated(session: AsyncSession, old_id: int, new_id: int) -> bool:
+    """Move the chat id everywhere; unsent messages go to the new chat. Idempotent."""
+    old = await get_chat(session, old_id)
+    if old is None or old.migrated_to == new_id:
+        return False
+    await migrate_chat(session, old_id, new_id)
+    # Messages already posted stay where they are; those not yet posted move with the chat.
+    await session.execute(
+        update(TelegramMessage)
+        .where(TelegramMessage.chat_id == old_id, TelegramMessage.message_id.is_(None))
+        .values(chat_id=new_id)
+    )
+    await session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.chat_id == old_id, OutboxItem.status == "pending")
+        .values(chat_id=new_id)
+    )
+    await audit.record(
+        session, "chat.migrated", chat_id=old_id, team_id=old.team_id, new_chat_id=new_id
+    )
+    return True

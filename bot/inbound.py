@@ -1,0 +1,159 @@
+"""Durable inbound updates: stored, deduplicated and handled in one transaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from aiogram import Dispatcher
+from aiogram.methods import AnswerCallbackQuery, TelegramMethod
+from aiogram.types import Update
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.runtime import Runtime
+from storage import keys
+from storage.models import InboundUpdate
+from storage.outbox import Priority, enqueue_call
+
+log = logging.getLogger(__name__)
+
+# Bounded dedupe memory: update ids restart after a week of silence.
+SEEN_TTL_SECONDS = 3 * 86400
+
+
+class Inbound:
+    def __init__(self, runtime: Runtime, dispatcher: Dispatcher) -> None:
+        self.rt = runtime
+        self.dp = dispatcher
+
+    async def receive(self, raw: dict[str, Any], *, source: str) -> TelegramMethod[Any] | None:
+        """Handle one update exactly once. Returns a method to answer in the webhook reply.
+
+        Raises SQLAlchemyError when the database is unreachable: the caller answers 503 so
+        Telegram delivers the update again.
+        """
+        rt = self.rt
+        rt.metrics.updates_received.labels(source).inc()
+        update_id = int(raw["update_id"])
+        if await self._seen(update_id):
+            rt.metrics.updates_deduplicated.inc()
+            return None
+        reply: TelegramMethod[Any] | None = None
+        try:
+            async with rt.sessions() as session, session.begin():
+                stmt = pg_insert(InboundUpdate).values(
+                    update_id=update_id, payload=raw, status="done", processed_at=func.now()
+                )
+                row = (
+                    await session.execute(
+                        stmt.on_conflict_do_nothing(
+                            index_elements=[InboundUpdate.update_id]
+                        ).returning(InboundUpdate.id)
+                    )
+                ).first()
+                if row is None:
+                    rt.metrics.updates_deduplicated.inc()
+                    await self._remember(update_id)
+                    return None
+                reply = await self._dispatch(raw, session, webhook_reply=source == "webhook")
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:
+            # A bug in handling must not lose the update: store it for the retry loop.
+            log.exception("update %s failed; stored for retry", update_id)
+            rt.metrics.updates_failed.inc()
+            async with rt.sessions() as session, session.begin():
+                await session.execute(
+                    pg_insert(InboundUpdate)
+                    .values(
+                        update_id=update_id,
+                        payload=raw,
+                        status="failed",
+                        attempts=1,
+                        last_error=repr(exc)[:500],
+                    )
+                    .on_conflict_do_nothing(index_elements=[InboundUpdate.update_id])
+                )
+            return None
+        await self._remember(update_id)
+        return reply
+
+    async def retry_failed(self, limit: int = 20) -> int:
+        """Handle stored updates whose first handling failed (safe with several processes)."""
+        done = 0
+        for _ in range(limit):
+            async with self.rt.sessions() as session, session.begin():
+                row = await session.scalar(
+                    select(InboundUpdate)
+                    .where(
+                        InboundUpdate.status.in_(("pending", "failed")),
+                        InboundUpdate.attempts < 5,
+                    )
+                    .order_by(InboundUpdate.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+                if row is None:
+                    return done
+                try:
+                    async with session.begin_nested():
+                        await self._dispatch(row.payload, session, webhook_reply=False)
+                    row.status, row.processed_at = "done", func.now()
+                except Exception as exc:
+                    log.exception("retry of update %s failed", row.update_id)
+                    row.attempts += 1
+                    row.last_error = repr(exc)[:500]
+                done += 1
+        return done
+
+    async def _dispatch(
+        self, raw: dict[str, Any], session: Any, *, webhook_reply: bool
+    ) -> TelegramMethod[Any] | None:
+        upd = Update.model_validate(raw, context={"bot": self.rt.bot})
+        result = await self.dp.feed_update(self.rt.bot, upd, session=session, runtime=self.rt)
+        if not isinstance(result, TelegramMethod):
+            return None
+        if webhook_reply and isinstance(result, AnswerCallbackQuery):
+            return result
+        # No webhook reply to carry it (polling, or a retry): the outbox makes the call.
+        payload = json.loads(result.model_dump_json(exclude_none=True))
+        is_answer = isinstance(result, AnswerCallbackQuery)
+        await enqueue_call(
+            session,
+            result.__api_method__,
+            payload,
+            chat_id=payload.get("chat_id"),
+            priority=Priority.CALLBACK if is_answer else Priority.REPLY,
+            kind="callback_answer" if is_answer else "reply",
+        )
+        return None
+
+    async def _seen(self, update_id: int) -> bool:
+        try:
+            return bool(await self.rt.redis.exists(keys.update_seen(update_id)))
+        except Exception:  # Redis is only the fast path; PostgreSQL decides.
+            return False
+
+    async def _remember(self, update_id: int) -> None:
+        try:
+            await self.rt.redis.set(keys.update_seen(update_id), b"1", ex=SEEN_TTL_SECONDS)
+        except Exception:
+            log.debug("redis unavailable; dedupe falls back to PostgreSQL")
+
+
+async def prune_updates(rt: Runtime, older_than_days: int = 7) -> int:
+    """Forget handled updates after a while; ids restart after a week without updates."""
+    async with rt.sessions() as session, session.begin():
+        result = await session.execute(
+            delete(InboundUpdate)
+            .where(
+                InboundUpdate.status == "done",
+                InboundUpdate.received_at < func.now() - timedelta(days=older_than_days),
+            )
+            .returning(InboundUpdate.id)
+        )
+        return len(result.all())

@@ -1,0 +1,224 @@
+"""The policy file: teams, their chats, approvers, API keys and per-risk approval rules."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.settings import ConfigError
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+# Low and medium are the original "standard" level (one approval); high and critical the
+# "critical" level (two distinct approvers).
+DEFAULT_REQUIRED = {
+    RiskLevel.LOW: 1,
+    RiskLevel.MEDIUM: 1,
+    RiskLevel.HIGH: 2,
+    RiskLevel.CRITICAL: 2,
+}
+APPROVAL_LEVEL = {
+    RiskLevel.LOW: "standard",
+    RiskLevel.MEDIUM: "standard",
+    RiskLevel.HIGH: "critical",
+    RiskLevel.CRITICAL: "critical",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApproverModel(_Strict):
+    telegram_id: int = Field(gt=0)
+    name: str = Field(min_length=1, max_length=64)
+    roles: tuple[str, ...] = ()
+
+
+class ApiKeyModel(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        v = v.lower()
+        if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+            raise ValueError("must be the 64-character hex SHA-256 of the key")
+        return v
+
+
+class RuleModel(_Strict):
+    required_approvals: int = Field(default=1, ge=1, le=50)
+    reject_threshold: int = Field(default=1, ge=1, le=50)
+    ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    escalate_after_seconds: int | None = Field(default=None, ge=30)
+    # Roles of which at least one approver must be among the approvals (empty: any approver).
+    required_roles: tuple[str, ...] = ()
+
+
+class TeamModel(_Strict):
+    chat_ids: tuple[int, ...] = ()
+    approvers: tuple[ApproverModel, ...] = ()
+    api_keys: tuple[ApiKeyModel, ...] = ()
+    policy: dict[RiskLevel, RuleModel] = Field(default_factory=dict)
+    callback_url_prefixes: tuple[str, ...] = ()
+    alertmanager_url: str | None = None
+
+    @field_validator("approvers")
+    @classmethod
+    def _unique_ids(cls, v: tuple[ApproverModel, ...]) -> tuple[ApproverModel, ...]:
+        ids = [a.telegram_id for a in v]
+        if len(ids) != len(set(ids)):
+            raise ValueError("an approver telegram_id appears twice")
+        return v
+
+
+class PolicyModel(_Strict):
+    timezone: str | None = None
+    teams: dict[str, TeamModel] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Approver:
+    telegram_id: int
+    name: str
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    required_approvals: int
+    reject_threshold: int
+    ttl_seconds: int
+    escalate_after_seconds: int | None
+    required_roles: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    name: str
+    chat_ids: tuple[int, ...]
+    approvers: dict[int, Approver]
+    api_key_hashes: tuple[tuple[str, bytes], ...]
+    rules: dict[RiskLevel, Rule]
+    callback_url_prefixes: tuple[str, ...] = ()
+    alertmanager_url: str | None = None
+
+    def rule(self, level: RiskLevel) -> Rule:
+        return self.rules[level]
+
+    def is_approver(self, telegram_id: int) -> bool:
+        return telegram_id in self.approvers
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    teams: dict[str, Team]
+    timezone: str | None = None
+    source: str = "<memory>"
+    _chat_index: dict[int, str] = field(default_factory=dict)
+
+    def team(self, name: str) -> Team:
+        return self.teams[name]
+
+    def team_for_chat(self, chat_id: int) -> Team | None:
+        name = self._chat_index.get(chat_id)
+        return self.teams[name] if name else None
+
+    def team_for_api_key(self, key: str) -> Team | None:
+        """Find the team owning an API key; compares every hash in constant time."""
+        digest = hashlib.sha256(key.encode()).digest()
+        found: Team | None = None
+        for team in self.teams.values():
+            for _name, expected in team.api_key_hashes:
+                if hmac.compare_digest(digest, expected) and found is None:
+                    found = team
+        return found
+
+    def teams_of(self, telegram_id: int) -> list[Team]:
+        return [t for t in self.teams.values() if telegram_id in t.approvers]
+
+
+def _team(name: str, model: TeamModel) -> Team:
+    rules = {}
+    for level in RiskLevel:
+        m = model.policy.get(level)
+        if m is None:
+            rules[level] = Rule(DEFAULT_REQUIRED[level], 1, 3600, None)
+        else:
+            rules[level] = Rule(
+                m.required_approvals,
+                m.reject_threshold,
+                m.ttl_seconds,
+                m.escalate_after_seconds,
+                frozenset(m.required_roles),
+            )
+    return Team(
+        name=name,
+        chat_ids=model.chat_ids,
+        approvers={
+            a.telegram_id: Approver(a.telegram_id, a.name, frozenset(a.roles))
+            for a in model.approvers
+        },
+        api_key_hashes=tuple((k.name, bytes.fromhex(k.sha256)) for k in model.api_keys),
+        rules=rules,
+        callback_url_prefixes=model.callback_url_prefixes,
+        alertmanager_url=model.alertmanager_url,
+    )
+
+
+def parse_policy(data: dict[str, Any], source: str = "<memory>") -> Policy:
+    try:
+        model = PolicyModel.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"policy file {source}: {key}: {msg}") from None
+    teams = {name: _team(name, m) for name, m in model.teams.items()}
+    index: dict[int, str] = {}
+    for team in teams.values():
+        for chat_id in team.chat_ids:
+            if chat_id in index:
+                raise ConfigError(
+                    f"policy file {source}: teams.{team.name}.chat_ids: chat {chat_id} "
+                    f"already belongs to team {index[chat_id]}"
+                )
+            index[chat_id] = team.name
+    return Policy(teams=teams, timezone=model.timezone, source=source, _chat_index=index)
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"QUORUM_POLICY_FILE: {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"QUORUM_POLICY_FILE: {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"policy file {path}: not valid TOML: {exc}") from None
+    return parse_policy(data, str(path))
+
+
+def new_api_key(name: str) -> tuple[str, str]:
+    """A fresh key and the policy line that stores only its hash."""
+    key = "qk_" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return key, f'{{ name = "{name}", sha256 = "{digest}" }}'

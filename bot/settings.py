@@ -1,0 +1,135 @@
+"""Process settings from QUORUM_* environment variables (and .env), validated at start."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Telegram's setWebhook: secret_token is 1-256 characters of A-Z a-z 0-9 _ -.
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+# BotFather tokens: numeric bot id, colon, 35 url-safe characters (we accept 30+).
+_TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{30,}$")
+
+
+class ConfigError(Exception):
+    """A setting or the policy file is unusable; the message names what and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="QUORUM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    telegram_token: SecretStr = SecretStr("")
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_mode: Literal["webhook", "polling"] = "polling"
+    webhook_url: str = ""
+    webhook_secret: SecretStr = SecretStr("")
+    database_url: str = ""
+    redis_url: str = ""
+    token_secret: SecretStr = SecretStr("")
+    # Older HS256 keys that still verify tokens during a rotation (JSON list); the first
+    # QUORUM_TOKEN_SECRET signs. A key's kid is derived from its hash, never the key itself.
+    token_previous_secrets: list[SecretStr] = Field(default_factory=list)
+    token_ttl_seconds: int = Field(default=300, ge=10, le=86400)
+    token_issuer: str = "quorum"
+    token_audience: str = "quorum-executor"
+    policy_file: Path = Path("policy.toml")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    timezone: str = "UTC"
+    data_dir: Path = Path(".quorum")
+    alert_edit_interval_seconds: float = Field(default=10.0, ge=0)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+
+    @field_validator("telegram_token")
+    @classmethod
+    def _token_shape(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value() and not _TOKEN_RE.match(v.get_secret_value()):
+            raise ValueError("must look like 123456789:AA... (as BotFather prints it)")
+        return v
+
+    @field_validator("token_secret")
+    @classmethod
+    def _key_length(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value() and len(v.get_secret_value().encode()) < 32:
+            raise ValueError("HS256 key must be at least 32 bytes")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {v!r}") from exc
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, v: str) -> str:
+        if v and not v.startswith(("postgresql://", "postgresql+asyncpg://", "postgres://")):
+            raise ValueError("must start with postgresql:// or postgresql+asyncpg://")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @model_validator(mode="after")
+    def _webhook(self) -> Settings:
+        if self.telegram_mode == "webhook":
+            secret = self.webhook_secret.get_secret_value()
+            if not secret:
+                raise ValueError("QUORUM_WEBHOOK_SECRET: required in webhook mode")
+            if not _SECRET_RE.match(secret):
+                raise ValueError(
+                    "QUORUM_WEBHOOK_SECRET: 1-256 characters of A-Z a-z 0-9 _ - (Telegram's rule)"
+                )
+            if not self.webhook_url.startswith(("https://", "http://")):
+                raise ValueError("QUORUM_WEBHOOK_URL: required in webhook mode (an http(s) URL)")
+        return self
+
+    def require_runnable(self) -> None:
+        """What `quorum run` needs beyond what every command needs."""
+        if not self.telegram_token.get_secret_value():
+            raise ConfigError("QUORUM_TELEGRAM_TOKEN: required (the token BotFather gave you)")
+        if not self.token_secret.get_secret_value():
+            raise ConfigError("QUORUM_TOKEN_SECRET: required, at least 32 bytes")
+        for old in self.token_previous_secrets:
+            if len(old.get_secret_value().encode()) < 32:
+                raise ConfigError("QUORUM_TOKEN_PREVIOUS_SECRETS: every key must be 32+ bytes")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def async_database_url(self) -> str:
+        url = self.database_url
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        return url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's report into one line that names the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err.get("loc") or ()
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if loc:
+            raise ConfigError(f"QUORUM_{str(loc[0]).upper()}: {msg}") from None
+        raise ConfigError(msg) from None

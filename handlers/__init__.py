@@ -1,0 +1,1 @@
+"""Thin adapters: aiogram routers for Telegram updates, aiohttp routes for the HTTP API."""

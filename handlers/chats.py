@@ -1,0 +1,34 @@
+"""Updates about the bot's membership and group-to-supergroup migrations."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.types import ChatMemberUpdated, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import chats
+
+router = Router(name=__name__)
+
+_GONE = {"left", "kicked"}
+
+
+@router.my_chat_member()
+async def track_membership(event: ChatMemberUpdated, session: AsyncSession) -> None:
+    status = event.new_chat_member.status
+    if status in _GONE:
+        await chats.bot_removed(session, event.chat.id, reason=f"my_chat_member:{status}")
+    else:
+        await chats.bot_added(session, event.chat.id, by=event.from_user.id)
+
+
+@router.message(F.migrate_to_chat_id)
+async def follow_migration(message: Message, session: AsyncSession) -> None:
+    assert message.migrate_to_chat_id is not None
+    await chats.chat_migrated(session, message.chat.id, message.migrate_to_chat_id)
+
+
+@router.message(F.migrate_from_chat_id)
+async def follow_migration_from(message: Message, session: AsyncSession) -> None:
+    assert message.migrate_from_chat_id is not None
+    await chats.chat_migrated(session, message.migrate_from_chat_id, message.chat.id)

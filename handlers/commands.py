@@ -1,0 +1,42 @@
+"""/start and /help: what the bot does and who the sender is to it."""
+
+from __future__ import annotations
+
+from html import escape
+
+from aiogram import Router
+from aiogram.filters import Command, CommandStart
+from aiogram.types import Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.runtime import Runtime
+from storage.outbox import enqueue_text
+
+router = Router(name=__name__)
+
+HELP = (
+    "<b>Quorum</b> puts risky operations up for approval here: tap ✅ Approve or ❌ Reject "
+    "on a card. Critical requests need several distinct approvers; once approved, the "
+    "executor gets a single-use signed token. Alerts arrive as one living card each, with "
+    "Acknowledge, Silence and Resolve.\n\n"
+    "Commands: /pending, /status &lt;id&gt;, /whoami, /alerts, /silences, "
+    "/unsilence &lt;id&gt;, /help"
+)
+
+
+@router.message(CommandStart())
+@router.message(Command("help"))
+async def show_help(message: Message, session: AsyncSession, runtime: Runtime) -> None:
+    sender = message.from_user
+    who = (
+        f"Your Telegram id is <code>{sender.id}</code>."
+        if sender is not None and message.sender_chat is None
+        else "You are posting as a channel or anonymous admin: votes need your own account."
+    )
+    team = runtime.policy.team_for_chat(message.chat.id)
+    where = (
+        f"This chat belongs to team <b>{escape(team.name)}</b>."
+        if team
+        else f"This chat (<code>{message.chat.id}</code>) is not in the policy file yet."
+    )
+    await enqueue_text(session, message.chat.id, f"{HELP}\n\n{who}\n{where}")

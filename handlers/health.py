@@ -1,0 +1,60 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import func, select
+
+from bot.runtime import RUNTIME
+from storage.db import ping
+from storage.models import OutboxItem
+
+router = web.RouteTableDef()
+
+
+@router.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    checks: dict[str, Any] = {}
+    failing: list[str] = []
+
+    async def check(name: str, probe: Any) -> None:
+        try:
+            await asyncio.wait_for(probe, timeout=2)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"error: {type(exc).__name__}"
+            failing.append(name)
+
+    await check("postgresql", ping(rt.engine))
+    await check("redis", rt.redis.ping())
+    await check("telegram", rt.bot.get_me())
+    if "postgresql" not in failing:
+        try:
+            async with rt.sessions() as session:
+                dead = await session.scalar(
+                    select(func.count()).select_from(OutboxItem).where(OutboxItem.status == "dead")
+                )
+            checks["outbox_dead_letters"] = int(dead or 0)
+        except Exception as exc:
+            checks["outbox_dead_letters"] = f"error: {type(exc).__name__}"
+    status = 200 if not failing else 503
+    body: dict[str, Any] = {"status": "ready" if not failing else "unavailable", "checks": checks}
+    if failing:
+        body["error"] = {"code": "not_ready", "message": "failing: " + ", ".join(failing)}
+    return web.json_response(body, status=status)
+
+
+@router.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    return web.Response(body=rt.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, repositories, Redis keys (never imports bot/ or handlers/)."""

@@ -1,0 +1,68 @@
+"""Redis connection and every key Quorum writes, in one place."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+PREFIX = "quorum:"
+
+
+def connect(url: str) -> Redis:
+    """A real Redis when a URL is given, else an in-process one (single replica only).
+
+    Explicit timeouts and no silent command retries: redis-py retries by default, and a
+    retried SET NX can make a first use of a token look like a replay.
+    """
+    if not url:
+        import fakeredis
+
+        log.warning(
+            "QUORUM_REDIS_URL is not set: using in-process Redis; "
+            "several replicas need a shared real Redis"
+        )
+        fake: Redis = fakeredis.FakeAsyncRedis(decode_responses=False)
+        return fake
+    return Redis.from_url(
+        url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=10,
+    )
+
+
+def update_seen(update_id: int) -> str:
+    return f"{PREFIX}update:{update_id}"
+
+
+def token_used(jti: uuid.UUID | str) -> str:
+    return f"{PREFIX}jti:{jti}"
+
+
+def pace_bot() -> str:
+    return f"{PREFIX}pace:bot"
+
+
+def pace_chat(chat_id: int) -> str:
+    return f"{PREFIX}pace:chat:{chat_id}"
+
+
+def pace_group(chat_id: int) -> str:
+    return f"{PREFIX}pace:group:{chat_id}"
+
+
+def pause(scope: str) -> str:
+    """Until when a 429 paused a scope ('bot' or a chat id)."""
+    return f"{PREFIX}pause:{scope}"
+
+
+def lock(name: str) -> str:
+    return f"{PREFIX}lock:{name}"

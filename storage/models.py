@@ -1,0 +1,367 @@
+"""SQLAlchemy 2 models for the whole schema; timestamps are timezone-aware UTC."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Json = dict[str, Any]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        Json: JSONB,
+        list[Any]: JSONB,
+        uuid.UUID: UUID(as_uuid=True),
+    }
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class Chat(Base):
+    __tablename__ = "chats"
+    # Telegram chat ids need up to 52 bits.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str | None] = mapped_column(String(256))
+    type: Mapped[str | None] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    migrated_to: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class ApprovalRequest(Base):
+    __tablename__ = "approval_requests"
+    __table_args__ = (
+        UniqueConstraint("team_id", "idempotency_key", name="uq_approval_requests_idempotency"),
+        # At most one pending request per fingerprint: repeats merge into it.
+        Index(
+            "uq_approval_requests_pending_fingerprint",
+            "team_id",
+            "fingerprint",
+            unique=True,
+            postgresql_where=text("status = 'pending' AND fingerprint IS NOT NULL"),
+        ),
+        Index("ix_approval_requests_status_expires", "status", "expires_at"),
+        CheckConstraint(
+            "status IN ('pending','approved','rejected','expired','cancelled')", name="status"
+        ),
+        CheckConstraint("risk_level IN ('low','medium','high','critical')", name="risk_level"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
+    action: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    risk_level: Mapped[str] = mapped_column(String(16))
+    approval_level: Mapped[str] = mapped_column(String(16))
+    required_approvals: Mapped[int] = mapped_column(SmallInteger)
+    reject_threshold: Mapped[int] = mapped_column(SmallInteger)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    requested_by: Mapped[str] = mapped_column(Text)
+    requester_telegram_id: Mapped[int | None] = mapped_column(BigInteger)
+    fingerprint: Mapped[str | None] = mapped_column(String(256))
+    hit_count: Mapped[int] = mapped_column(Integer, server_default="1")
+    last_seen_at: Mapped[datetime] = _now()
+    incident_id: Mapped[str | None] = mapped_column(String(256))
+    blast_radius: Mapped[Json | None] = mapped_column(JSONB)
+    dry_run_checks: Mapped[list[Any] | None] = mapped_column(JSONB)
+    meta: Mapped[Json | None] = mapped_column("metadata", JSONB)
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    body_sha256: Mapped[str | None] = mapped_column(String(64))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[list[Any] | None] = mapped_column(JSONB)
+    escalated_at: Mapped[datetime | None]
+    result_success: Mapped[bool | None] = mapped_column(Boolean)
+    result_detail: Mapped[str | None] = mapped_column(Text)
+    result_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+
+
+class Vote(Base):
+    __tablename__ = "votes"
+    __table_args__ = (
+        UniqueConstraint("request_id", "voter_telegram_id", name="uq_votes_request_voter"),
+        CheckConstraint("decision IN ('approve','reject')", name="decision"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("approval_requests.id", ondelete="CASCADE")
+    )
+    voter_telegram_id: Mapped[int] = mapped_column(BigInteger)
+    voter_name: Mapped[str] = mapped_column(String(128))
+    decision: Mapped[str] = mapped_column(String(8))
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+
+
+class TelegramMessage(Base):
+    """One bot message as we want it to look (text/markup/version) and as last delivered."""
+
+    __tablename__ = "telegram_messages"
+    __table_args__ = (
+        Index(
+            "uq_telegram_messages_chat_message",
+            "chat_id",
+            "message_id",
+            unique=True,
+            postgresql_where=text("message_id IS NOT NULL"),
+        ),
+        Index("ix_telegram_messages_approval", "approval_id"),
+        Index("ix_telegram_messages_alert", "alert_id"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    purpose: Mapped[str] = mapped_column(String(32))
+    approval_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("approval_requests.id", ondelete="SET NULL")
+    )
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id", ondelete="SET NULL"))
+    text: Mapped[str] = mapped_column(Text)
+    reply_markup: Mapped[Json | None] = mapped_column(JSONB)
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    sent_version: Mapped[int] = mapped_column(Integer, server_default="0")
+    sent_text: Mapped[str | None] = mapped_column(Text)
+    sent_markup: Mapped[Json | None] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    sent_at: Mapped[datetime | None]
+
+
+class OutboxItem(Base):
+    """One Telegram call to make, written in the transaction of the change that causes it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        # Pending syncs of the same message coalesce: the sender reads the latest content.
+        Index(
+            "uq_outbox_pending_message",
+            "telegram_message_id",
+            unique=True,
+            postgresql_where=text("status = 'pending' AND telegram_message_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_outbox_due",
+            "priority",
+            "id",
+            postgresql_where=text("status IN ('pending','sending')"),
+        ),
+        CheckConstraint("status IN ('pending','sending','done','dead')", name="status"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    priority: Mapped[int] = mapped_column(SmallInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    method: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    telegram_message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("telegram_messages.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    claimed_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    done_at: Mapped[datetime | None]
+
+
+class InboundUpdate(Base):
+    __tablename__ = "inbound_updates"
+    __table_args__ = (
+        Index("ix_inbound_updates_pending", "id", postgresql_where=text("status = 'pending'")),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # Unique with bounded retention: Telegram's ids restart after a week of silence.
+    update_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    payload: Mapped[Json] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = _now()
+    processed_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """Append-only: UPDATE, DELETE and TRUNCATE are refused by trigger and by grants."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_approval", "approval_id"),
+        Index("ix_audit_log_event_at", "event", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = _now()
+    event: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(Text)
+    actor_telegram_id: Mapped[int | None] = mapped_column(BigInteger)
+    team_id: Mapped[int | None] = mapped_column(Integer)
+    approval_id: Mapped[uuid.UUID | None]
+    alert_id: Mapped[int | None] = mapped_column(BigInteger)
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    detail: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class ApprovalToken(Base):
+    __tablename__ = "approval_tokens"
+    jti: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # One token per approved request, minted once.
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("approval_requests.id", ondelete="CASCADE"), unique=True
+    )
+    kid: Mapped[str] = mapped_column(String(32))
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    token: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime]
+
+
+class TokenRedemption(Base):
+    """The authority for single use: a jti can be inserted here once."""
+
+    __tablename__ = "token_redemptions"
+    jti: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("approval_tokens.jti", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("approval_requests.id"))
+    redeemed_by: Mapped[str | None] = mapped_column(String(128))
+    redeemed_at: Mapped[datetime] = _now()
+
+
+class CallbackDelivery(Base):
+    """A decision POSTed to the requester's callback_url, retried with backoff."""
+
+    __tablename__ = "callback_deliveries"
+    __table_args__ = (
+        Index(
+            "ix_callback_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    approval_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("approval_requests.id", ondelete="CASCADE")
+    )
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[Json] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    done_at: Mapped[datetime | None]
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("team_id", "fingerprint", "occurrence", name="uq_alerts_occurrence"),
+        # One firing occurrence per team and fingerprint: repeats land on it.
+        Index(
+            "uq_alerts_firing",
+            "team_id",
+            "fingerprint",
+            unique=True,
+            postgresql_where=text("status = 'firing'"),
+        ),
+        CheckConstraint("status IN ('firing','resolved')", name="status"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    fingerprint: Mapped[str] = mapped_column(String(256))
+    occurrence: Mapped[int] = mapped_column(Integer, server_default="1")
+    status: Mapped[str] = mapped_column(String(16), server_default="firing")
+    source: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str | None] = mapped_column(String(32))
+    labels: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    annotations: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    url: Mapped[str | None] = mapped_column(Text)
+    incident_id: Mapped[str | None] = mapped_column(String(256))
+    starts_at: Mapped[datetime | None]
+    ends_at: Mapped[datetime | None]
+    hit_count: Mapped[int] = mapped_column(Integer, server_default="1")
+    first_seen_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = _now()
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    silenced: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    last_card_edit_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class AlertAcknowledgement(Base):
+    __tablename__ = "alert_acknowledgements"
+    __table_args__ = (UniqueConstraint("alert_id", "telegram_id", name="uq_alert_ack_who"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
+    telegram_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = _now()
+
+
+class Silence(Base):
+    __tablename__ = "silences"
+    __table_args__ = (Index("ix_silences_team_fingerprint", "team_id", "fingerprint"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    fingerprint: Mapped[str] = mapped_column(String(256))
+    matchers: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_by_id: Mapped[int] = mapped_column(BigInteger)
+    created_by_name: Mapped[str] = mapped_column(String(128))
+    starts_at: Mapped[datetime] = _now()
+    ends_at: Mapped[datetime]
+    cancelled_at: Mapped[datetime | None]
+    cancelled_by_id: Mapped[int | None] = mapped_column(BigInteger)
+    alertmanager_silence_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
