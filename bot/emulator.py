@@ -1459,7 +1459,7 @@ class TelegramEmulator:
         query.show_alert = _get_bool(params, "show_alert")
         query.url = _get_str(params, "url")
         query.answered_at = now
-        query.event.set()
+        pass
         return True
 
     async def _m_set_webhook(self, bot: _Bot, params: JSON) -> Any:
