@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -56,7 +57,11 @@ def make_bot(settings: Settings) -> Bot:
     return Bot(settings.telegram_token.get_secret_value(), session=session)
 
 
+@functools.cache
 def make_dispatcher() -> Dispatcher:
+    # aiogram lets a router belong to one parent only, so every Quorum in a process (tests,
+    # in-process replicas) shares one Dispatcher; it holds no per-instance state (the runtime
+    # and session are passed to each feed_update).
     dp = Dispatcher()
     dp.include_routers(
         handlers.approvals.router,
@@ -125,6 +130,21 @@ class Quorum:
             await self._runner.setup()
             site = web.TCPSite(self._runner, s.http_host, s.http_port)
             await site.start()
+        try:
+            await self._setup_telegram(rt)
+        except Exception as exc:
+            # An unreachable Telegram must not crash-loop the bot: serve /readyz (503) and
+            # keep trying setWebhook/deleteWebhook in the background.
+            log.warning(
+                "Telegram setup failed (%s); retrying in the background", type(exc).__name__
+            )
+            self._tasks.append(
+                asyncio.create_task(self._retry_telegram_setup(rt), name="telegram_setup")
+            )
+        log.info("quorum started (%s mode, instance %s)", s.telegram_mode, rt.instance)
+
+    async def _setup_telegram(self, rt: Runtime) -> None:
+        s = self.settings
         if s.telegram_mode == "webhook":
             await rt.bot.set_webhook(
                 s.webhook_url.rstrip("/"),
@@ -133,7 +153,23 @@ class Quorum:
             )
         else:
             await rt.bot.delete_webhook()
-        log.info("quorum started (%s mode, instance %s)", s.telegram_mode, rt.instance)
+
+    async def _retry_telegram_setup(self, rt: Runtime) -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._setup_telegram(rt)
+            except Exception as exc:
+                delay = min(delay * 2, 60.0)
+                log.warning("Telegram setup failed again (%s)", type(exc).__name__)
+                continue
+            log.info("Telegram setup done (%s mode)", self.settings.telegram_mode)
+            if rt.bot_id == 0:
+                with suppress(Exception):
+                    me = await rt.bot.get_me()
+                    rt.bot_id, rt.bot_username = me.id, me.username or ""
+            return
 
     @property
     def port(self) -> int:

@@ -10,17 +10,23 @@ from storage.models import OutboxItem, TelegramMessage
 from storage.teams import get_chat, migrate_chat, set_active
 
 
-async def bot_removed(session: AsyncSession, chat_id: int, *, reason: str) -> None:
-    """Stop sending to a chat the bot can no longer post in; its rows wait, they are not lost."""
+async def bot_removed(session: AsyncSession, chat_id: int, *, reason: str) -> bool:
+    """Stop sending to a chat the bot can no longer post in; its rows wait, they are not lost.
+
+    Returns whether the chat is one of ours (so it is now inactive and holds its rows).
+    """
+    chat = await get_chat(session, chat_id)
+    if chat is None:
+        return False
     if await set_active(session, chat_id, False):
-        chat = await get_chat(session, chat_id)
         await audit.record(
             session,
             "chat.deactivated",
             chat_id=chat_id,
-            team_id=chat.team_id if chat else None,
+            team_id=chat.team_id,
             reason=reason,
         )
+    return True
 
 
 async def bot_added(session: AsyncSession, chat_id: int, *, by: int | None) -> None:

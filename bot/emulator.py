@@ -636,6 +636,8 @@ class TelegramEmulator:
     ) -> None:
         self.enforce_limits = enforce_limits
         self.limits = limits or Limits()
+        # What a reset goes back to: tests that change limits must not leak into later ones.
+        self._initial_limits = (self.enforce_limits, self.limits)
         self.webhook_retry_base = webhook_retry_base
         self.webhook_retry_cap = webhook_retry_cap
         self.webhook_timeout = webhook_timeout
@@ -732,10 +734,7 @@ class TelegramEmulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        actual = sockets[0].getsockname()[1] if sockets else port
+        actual = self._runner.addresses[0][1]
         return f"http://{host}:{actual}"
 
     async def stop(self) -> None:
@@ -1459,7 +1458,7 @@ class TelegramEmulator:
         query.show_alert = _get_bool(params, "show_alert")
         query.url = _get_str(params, "url")
         query.answered_at = now
-        pass
+        query.event.set()
         return True
 
     async def _m_set_webhook(self, bot: _Bot, params: JSON) -> Any:
@@ -1687,6 +1686,7 @@ class TelegramEmulator:
     async def _c_reset(self, request: web.Request, body: JSON) -> Any:
         await self._cancel_tasks()
         self._init_state()
+        self.enforce_limits, self.limits = self._initial_limits
         return {"ok": True}
 
     async def _c_config(self, request: web.Request, body: JSON) -> Any:
@@ -2238,6 +2238,10 @@ class EmulatorClient:
             if value is not None:
                 body[key] = value
         return cast(JSON, await self._request("POST", "/faults", body))
+
+    async def faults(self) -> list[JSON]:
+        result = await self._request("GET", "/faults")
+        return cast(list[JSON], result["faults"])
 
     async def clear_faults(self) -> None:
         await self._request("DELETE", "/faults")

@@ -12,7 +12,8 @@ from aiogram.methods import AnswerCallbackQuery, TelegramMethod
 from aiogram.types import Update
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from bot.runtime import Runtime
 from storage import keys
@@ -25,6 +26,15 @@ log = logging.getLogger(__name__)
 SEEN_TTL_SECONDS = 3 * 86400
 
 
+def storage_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached (retry later), as opposed to a bug in handling."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError | TimeoutError | ConnectionError)
+
+
 class Inbound:
     def __init__(self, runtime: Runtime, dispatcher: Dispatcher) -> None:
         self.rt = runtime
@@ -33,8 +43,9 @@ class Inbound:
     async def receive(self, raw: dict[str, Any], *, source: str) -> TelegramMethod[Any] | None:
         """Handle one update exactly once. Returns a method to answer in the webhook reply.
 
-        Raises SQLAlchemyError when the database is unreachable: the caller answers 503 so
-        Telegram delivers the update again.
+        Raises SQLAlchemyError or OSError when the database is unreachable: the caller
+        answers 503 so Telegram delivers the update again. Any other failure of handling is
+        stored as a failed update for `retry_failed`, so it is never lost.
         """
         rt = self.rt
         rt.metrics.updates_received.labels(source).inc()
@@ -60,9 +71,9 @@ class Inbound:
                     await self._remember(update_id)
                     return None
                 reply = await self._dispatch(raw, session, webhook_reply=source == "webhook")
-        except SQLAlchemyError:
-            raise
         except Exception as exc:
+            if storage_unavailable(exc):
+                raise
             # A bug in handling must not lose the update: store it for the retry loop.
             log.exception("update %s failed; stored for retry", update_id)
             rt.metrics.updates_failed.inc()
@@ -134,13 +145,13 @@ class Inbound:
 
     async def _seen(self, update_id: int) -> bool:
         try:
-            return bool(await self.rt.redis.exists(keys.update_seen(update_id)))
+            return bool(await self.rt.redis.exists(keys.update_seen(self.rt.bot.id, update_id)))
         except Exception:  # Redis is only the fast path; PostgreSQL decides.
             return False
 
     async def _remember(self, update_id: int) -> None:
         try:
-            await self.rt.redis.set(keys.update_seen(update_id), b"1", ex=SEEN_TTL_SECONDS)
+            await self.rt.redis.set(keys.update_seen(self.rt.bot.id, update_id), b"1", ex=SEEN_TTL_SECONDS)
         except Exception:
             log.debug("redis unavailable; dedupe falls back to PostgreSQL")
 

@@ -39,6 +39,14 @@ class Metrics:
         self.dead_letters = Counter(
             "quorum_outbox_dead_letters", "Outbox rows given up on", registry=r
         )
+        self.pacing_fallback = Counter(
+            "quorum_pacing_fallback",
+            "Pacing decisions made in-process because Redis was unavailable",
+            registry=r,
+        )
+        self.outbox_paced = Counter(
+            "quorum_outbox_paced", "Outbox rows put back to respect a rate budget", registry=r
+        )
         self.votes = Counter("quorum_votes", "Votes by outcome", ["outcome"], registry=r)
         self.alerts_received = Counter(
             "quorum_alerts_received", "Alerts received", ["source"], registry=r

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -63,7 +64,8 @@ class ApiKeyModel(_Strict):
 
 
 class RuleModel(_Strict):
-    required_approvals: int = Field(default=1, ge=1, le=50)
+    # Unset: the level's default (two for high and critical), never silently one.
+    required_approvals: int | None = Field(default=None, ge=1, le=50)
     reject_threshold: int = Field(default=1, ge=1, le=50)
     ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
     escalate_after_seconds: int | None = Field(default=None, ge=30)
@@ -162,7 +164,7 @@ def _team(name: str, model: TeamModel) -> Team:
             rules[level] = Rule(DEFAULT_REQUIRED[level], 1, 3600, None)
         else:
             rules[level] = Rule(
-                m.required_approvals,
+                m.required_approvals or DEFAULT_REQUIRED[level],
                 m.reject_threshold,
                 m.ttl_seconds,
                 m.escalate_after_seconds,
@@ -221,4 +223,5 @@ def new_api_key(name: str) -> tuple[str, str]:
     """A fresh key and the policy line that stores only its hash."""
     key = "qk_" + secrets.token_urlsafe(32)
     digest = hashlib.sha256(key.encode()).hexdigest()
-    return key, f'{{ name = "{name}", sha256 = "{digest}" }}'
+    # A JSON string is a valid TOML basic string, so any name pastes safely.
+    return key, f'{{ name = {json.dumps(name)}, sha256 = "{digest}" }}'

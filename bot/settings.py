@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".quorum")
     alert_edit_interval_seconds: float = Field(default=10.0, ge=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Outbox pacing, shared by every process through Redis; defaults are Telegram's limits.
+    pace_bot_per_second: float = Field(default=30.0, gt=0)
+    pace_chat_per_second: float = Field(default=1.0, gt=0)
+    pace_chat_burst: int = Field(default=3, ge=1)
+    pace_group_per_minute: int = Field(default=20, ge=1)
+    pace_group_window_seconds: float = Field(default=60.0, gt=0)
+    # Outbox faults: backoff base (doubling, capped at 16x), tries before a dead letter.
+    outbox_retry_base_seconds: float = Field(default=1.0, gt=0)
+    outbox_max_attempts: int = Field(default=6, ge=1)
+    outbox_call_timeout_seconds: float = Field(default=10.0, gt=0)
+    outbox_claim_lease_seconds: float = Field(default=30.0, ge=1)
+    outbox_concurrency: int = Field(default=32, ge=1)
     log_level: str = "INFO"
 
     @field_validator("telegram_token")

@@ -1,9 +1,307 @@
-"""Approvals handlers (placeholder)."""
+"""Approvals: vote buttons, /pending /status /whoami, and the /api/v1 HTTP API."""
 
 from __future__ import annotations
 
+import uuid
+from typing import Any, TypeVar
+
 from aiogram import Router
+from aiogram.filters import Command, CommandObject, Filter
+from aiogram.methods import AnswerCallbackQuery
+from aiogram.types import CallbackQuery, Message
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import approvals
+from bot.buttons import ApprovalVote
+from bot.policy import RiskLevel
+from bot.runtime import RUNTIME, Runtime
+from handlers.api import ApiError, authenticate, fail, read_json
+from handlers.openapi import API, CreateApproval, RedeemToken, ReportResult, document
+from storage.outbox import enqueue_text
 
 router = Router(name=__name__)
 routes = web.RouteTableDef()
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+# ---------------------------------------------------------------- Telegram
+
+
+class MalformedApprovalButton(Filter):
+    """callback_data that claims to be a vote but does not unpack (a forged or stale client)."""
+
+    async def __call__(self, query: CallbackQuery) -> bool:
+        return bool(query.data) and str(query.data).startswith("ap:")
+
+
+@router.callback_query(ApprovalVote.filter())
+async def vote_by_button(
+    query: CallbackQuery, callback_data: ApprovalVote, session: AsyncSession, runtime: Runtime
+) -> AnswerCallbackQuery:
+    msg = query.message
+    if msg is None:
+        return query.answer("This button is not valid.", show_alert=True)
+    tap = approvals.Tap(
+        ref=callback_data.ref,
+        vote=callback_data.vote,
+        tag=callback_data.tag,
+        chat_id=msg.chat.id,
+        message_id=msg.message_id,
+        user_id=query.from_user.id,
+        user_name=query.from_user.username or query.from_user.first_name,
+    )
+    try:
+        result = await approvals.vote(runtime, session, tap)
+    except approvals.VoteRefused as exc:
+        return query.answer(exc.message[:200], show_alert=exc.show_alert)
+    return query.answer(result.toast[:200])
+
+
+@router.callback_query(MalformedApprovalButton())
+async def refuse_malformed_button(
+    query: CallbackQuery, session: AsyncSession, runtime: Runtime
+) -> AnswerCallbackQuery:
+    msg = query.message
+    err = await approvals.refuse_malformed(
+        runtime,
+        session,
+        chat_id=msg.chat.id if msg else 0,
+        message_id=msg.message_id if msg else 0,
+        user_id=query.from_user.id,
+    )
+    return query.answer(err.message, show_alert=True)
+
+
+@router.message(Command("pending"))
+async def show_pending(message: Message, session: AsyncSession, runtime: Runtime) -> None:
+    text = await approvals.pending_text(runtime, session, message.chat.id)
+    await enqueue_text(session, message.chat.id, text, reply_to=message.message_id)
+
+
+@router.message(Command("status"))
+async def show_status(
+    message: Message, command: CommandObject, session: AsyncSession, runtime: Runtime
+) -> None:
+    text = await approvals.status_text(runtime, session, message.chat.id, command.args or "")
+    await enqueue_text(session, message.chat.id, text, reply_to=message.message_id)
+
+
+@router.message(Command("whoami"))
+async def show_whoami(message: Message, session: AsyncSession, runtime: Runtime) -> None:
+    sender = message.from_user
+    if sender is None or message.sender_chat is not None:
+        text = "You are posting as a channel or anonymous admin: votes need your own account."
+    else:
+        text = approvals.whoami_text(runtime, sender.id, sender.first_name)
+    await enqueue_text(session, message.chat.id, text, reply_to=message.message_id)
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def parse(model: type[Model], data: Any) -> Model:
+    """Validate a body; 422 naming the first offending field."""
+    if not isinstance(data, dict):
+        fail(422, "validation_error", "(body): must be a JSON object", field="(body)")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "(body)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        fail(422, "validation_error", f"{name}: {msg}", field=name)
+
+
+def _request_id(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["id"])
+    except ValueError:
+        fail(404, "not_found", "no such approval request")
+
+
+def _time(value: Any) -> Any:
+    return value.isoformat() if value is not None else None
+
+
+def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
+    r = d.request
+    ignored = set(d.outcome.ignored)
+    out: dict[str, Any] = {
+        "id": str(r.id),
+        "status": r.status,
+        "team": rt.team_name(r.team_id),
+        "action": r.action,
+        "target": r.target,
+        "description": r.description,
+        "risk_level": r.risk_level,
+        "required_approvals": d.outcome.required,
+        "reject_threshold": d.outcome.reject_threshold,
+        "approvals": len(d.outcome.approvals),
+        "rejects": len(d.outcome.rejects),
+        "requested_by": r.requested_by,
+        "requested_by_telegram_id": r.requester_telegram_id,
+        "fingerprint": r.fingerprint,
+        "incident_id": r.incident_id,
+        "hit_count": r.hit_count,
+        "last_seen_at": _time(r.last_seen_at),
+        "metadata": r.metadata,
+        "blast_radius": r.blast_radius,
+        "dry_run_checks": r.dry_run_checks,
+        "callback_url": r.callback_url,
+        "created_at": _time(r.created_at),
+        "expires_at": _time(r.expires_at),
+        "decided_at": _time(r.decided_at),
+        "decided_by": r.decided_by or [],
+        "votes": [
+            {
+                "voter_telegram_id": v.voter_telegram_id,
+                "voter_name": v.voter_name,
+                "decision": v.decision,
+                "at": _time(v.created_at),
+                "counted": v.voter_telegram_id not in ignored,
+            }
+            for v in d.votes
+        ],
+        "result": None
+        if r.result_at is None
+        else {"success": r.result_success, "detail": r.result_detail, "at": _time(r.result_at)},
+    }
+    if r.status == "approved" and d.token is not None:
+        out["approval_token"] = d.token.token
+        out["token_expires_at"] = _time(d.token.expires_at)
+        out["token_redeemed"] = d.token.redeemed_at is not None
+    return out
+
+
+def _error(exc: approvals.ApprovalError) -> ApiError:
+    status = {
+        approvals.NotFound: 404,
+        approvals.Conflict: 409,
+        approvals.Invalid: 422,
+        approvals.TokenRefused: 401,
+        approvals.TokenReplayed: 409,
+    }.get(type(exc), 400)
+    extra = {"field": exc.field} if isinstance(exc, approvals.Invalid) else {}
+    return ApiError(status, exc.code, exc.message, **extra)
+
+
+@routes.post(f"{API}/approvals")
+async def create_approval(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    team = authenticate(request)
+    data = await read_json(request)
+    body = parse(CreateApproval, data)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 256:
+        fail(422, "validation_error", "Idempotency-Key: 1-256 characters", field="Idempotency-Key")
+    new = approvals.NewRequest(
+        action=body.action,
+        target=body.target,
+        risk_level=RiskLevel(body.risk_level),
+        requested_by=body.requested_by,
+        requested_by_telegram_id=body.requested_by_telegram_id,
+        description=body.description,
+        fingerprint=body.fingerprint,
+        incident_id=body.incident_id,
+        metadata=body.metadata,
+        blast_radius=body.blast_radius,
+        dry_run_checks=body.dry_run_checks,
+        expires_in=body.expires_in,
+        callback_url=body.callback_url,
+    )
+    try:
+        req, created = await approvals.create_request(
+            rt,
+            team,
+            new,
+            idempotency_key=key,
+            body_sha256=approvals.body_digest(data) if key is not None else None,
+        )
+        details = await approvals.get_request(rt, team, req.id)
+    except approvals.ApprovalError as exc:
+        raise _error(exc) from None
+    return web.json_response(approval_json(rt, details), status=201 if created else 200)
+
+
+@routes.get(f"{API}/approvals")
+async def list_approvals(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    team = authenticate(request)
+    status = request.query.get("status")
+    if status is not None and status not in approvals.STATUSES:
+        fail(
+            422,
+            "validation_error",
+            f"status: one of {', '.join(approvals.STATUSES)}",
+            field="status",
+        )
+    items = await approvals.list_requests(rt, team, status)
+    return web.json_response({"approvals": [approval_json(rt, d) for d in items]})
+
+
+@routes.get(f"{API}/approvals/{{id}}")
+async def get_approval(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    team = authenticate(request)
+    try:
+        details = await approvals.get_request(rt, team, _request_id(request))
+    except approvals.ApprovalError as exc:
+        raise _error(exc) from None
+    return web.json_response(approval_json(rt, details))
+
+
+@routes.post(f"{API}/approvals/{{id}}/cancel")
+async def cancel_approval(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    team = authenticate(request)
+    try:
+        details = await approvals.cancel_request(
+            rt, team, _request_id(request), actor=f"api:{team.name}"
+        )
+    except approvals.ApprovalError as exc:
+        raise _error(exc) from None
+    return web.json_response(approval_json(rt, details))
+
+
+@routes.post(f"{API}/approvals/{{id}}/result")
+async def report_result(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    team = authenticate(request)
+    body = parse(ReportResult, await read_json(request))
+    try:
+        details = await approvals.report_result(
+            rt, team, _request_id(request), body.success, body.detail, actor=f"api:{team.name}"
+        )
+    except approvals.ApprovalError as exc:
+        raise _error(exc) from None
+    return web.json_response(approval_json(rt, details))
+
+
+@routes.post(f"{API}/tokens/redeem")
+async def redeem_token(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    team = authenticate(request)
+    body = parse(RedeemToken, await read_json(request))
+    try:
+        done = await approvals.redeem_token(rt, team, body.token, actor=f"api:{team.name}")
+    except approvals.ApprovalError as exc:
+        raise _error(exc) from None
+    r = done.request
+    return web.json_response(
+        {
+            "id": str(r.id),
+            "action": r.action,
+            "target": r.target,
+            "risk_level": r.risk_level,
+            "approvers": list(done.approvers),
+            "jti": str(done.jti),
+        }
+    )
+
+
+@routes.get(f"{API}/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Router
+from aiogram.filters import Filter
 from aiogram.types import ChatMemberUpdated, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,6 +12,20 @@ from bot import chats
 router = Router(name=__name__)
 
 _GONE = {"left", "kicked"}
+
+
+class MigratedTo(Filter):
+    """A group's last service message: it became the supergroup `migrate_to_chat_id`."""
+
+    async def __call__(self, message: Message) -> bool:
+        return message.migrate_to_chat_id is not None
+
+
+class MigratedFrom(Filter):
+    """A supergroup's first service message: it was the group `migrate_from_chat_id`."""
+
+    async def __call__(self, message: Message) -> bool:
+        return message.migrate_from_chat_id is not None
 
 
 @router.my_chat_member()
@@ -22,13 +37,13 @@ async def track_membership(event: ChatMemberUpdated, session: AsyncSession) -> N
         await chats.bot_added(session, event.chat.id, by=event.from_user.id)
 
 
-@router.message(F.migrate_to_chat_id)
+@router.message(MigratedTo())
 async def follow_migration(message: Message, session: AsyncSession) -> None:
     assert message.migrate_to_chat_id is not None
     await chats.chat_migrated(session, message.chat.id, message.migrate_to_chat_id)
 
 
-@router.message(F.migrate_from_chat_id)
+@router.message(MigratedFrom())
 async def follow_migration_from(message: Message, session: AsyncSession) -> None:
     assert message.migrate_from_chat_id is not None
     await chats.chat_migrated(session, message.migrate_from_chat_id, message.chat.id)

@@ -39,7 +39,7 @@ async def receive_update(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
     try:
         reply = await inbound.receive(raw, source="webhook")
-    except (SQLAlchemyError, OSError):
+    except (SQLAlchemyError, OSError, TimeoutError):
         log.exception("update %s not stored; asking Telegram to retry", raw.get("update_id"))
         return web.json_response(
             {"error": {"code": "unavailable", "message": "storage unavailable"}},

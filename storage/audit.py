@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import AuditEntry
@@ -34,4 +35,32 @@ async def record(
             chat_id=chat_id,
             detail=detail,
         )
+    )
+
+
+async def record_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Append many audit rows in one statement (keys as in `record`, plus a `detail` dict)."""
+    if not rows:
+        return
+    fields = ("event", "actor", "actor_telegram_id", "team_id", "approval_id", "alert_id")
+    payload = [
+        {
+            **{f: row.get(f) for f in fields},
+            "approval_id": str(row["approval_id"]) if row.get("approval_id") else None,
+            "chat_id": row.get("chat_id"),
+            "detail": row.get("detail") or {},
+        }
+        for row in rows
+    ]
+    await session.execute(
+        text(
+            "INSERT INTO audit_log (event, actor, actor_telegram_id, team_id, approval_id,"
+            " alert_id, chat_id, detail)"
+            " SELECT r.event, r.actor, r.actor_telegram_id, r.team_id, r.approval_id,"
+            " r.alert_id, r.chat_id, coalesce(r.detail, '{}'::jsonb)"
+            " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(event text, actor text,"
+            " actor_telegram_id bigint, team_id int, approval_id uuid, alert_id bigint,"
+            " chat_id bigint, detail jsonb)"
+        ),
+        {"rows": json.dumps(payload, default=str)},
     )

@@ -193,6 +193,14 @@ class OutboxItem(Base):
             "id",
             postgresql_where=text("status IN ('pending','sending')"),
         ),
+        # Each chat's queue in send order: the sender reads only the head row of every chat.
+        Index(
+            "ix_outbox_chat_queue",
+            "chat_id",
+            "priority",
+            "id",
+            postgresql_where=text("status IN ('pending','sending')"),
+        ),
         CheckConstraint("status IN ('pending','sending','done','dead')", name="status"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -314,6 +322,17 @@ class Alert(Base):
             postgresql_where=text("status = 'firing'"),
         ),
         CheckConstraint("status IN ('firing','resolved')", name="status"),
+        # The card refresh worker's queue: alerts whose cards show stale counts.
+        Index(
+            "ix_alerts_card_due",
+            "card_due_at",
+            postgresql_where=text("card_due_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_alerts_silenced_firing",
+            "team_id",
+            postgresql_where=text("silenced AND status = 'firing'"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
@@ -336,6 +355,10 @@ class Alert(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(128))
     silenced: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     last_card_edit_at: Mapped[datetime | None]
+    # When the cards must next be re-rendered (repeats are coalesced into one edit).
+    card_due_at: Mapped[datetime | None]
+    # Source context shown on the card: groupKey, truncatedAlerts, Grafana values and links.
+    context: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -352,7 +375,12 @@ class AlertAcknowledgement(Base):
 
 class Silence(Base):
     __tablename__ = "silences"
-    __table_args__ = (Index("ix_silences_team_fingerprint", "team_id", "fingerprint"),)
+    __table_args__ = (
+        Index("ix_silences_team_fingerprint", "team_id", "fingerprint"),
+        Index(
+            "ix_silences_am_due", "id", postgresql_where=text("am_status IN ('create','expire')")
+        ),
+    )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
     fingerprint: Mapped[str] = mapped_column(String(256))
@@ -364,4 +392,8 @@ class Silence(Base):
     cancelled_at: Mapped[datetime | None]
     cancelled_by_id: Mapped[int | None] = mapped_column(BigInteger)
     alertmanager_silence_id: Mapped[str | None] = mapped_column(String(64))
+    # Alertmanager sync, done outside any transaction: create/expire pending, then done/failed.
+    am_status: Mapped[str | None] = mapped_column(String(16))
+    am_error: Mapped[str | None] = mapped_column(Text)
+    am_claimed_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = _now()

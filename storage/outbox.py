@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
@@ -223,3 +223,372 @@ async def enqueue_text(
     return await enqueue_call(
         session, "sendMessage", payload, chat_id=chat_id, priority=priority, kind=kind
     )
+
+
+# ---------------------------------------------------------------- the sender's side
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTarget:
+    """A bot message as wanted (text/markup/version) and as last delivered."""
+
+    id: int
+    chat_id: int
+    message_id: int | None
+    text: str
+    reply_markup: dict[str, Any] | None
+    version: int
+    sent_version: int
+    sent_text: str | None
+    sent_markup: dict[str, Any] | None
+
+    @property
+    def up_to_date(self) -> bool:
+        return (
+            self.message_id is not None
+            and self.sent_text == self.text
+            and self.sent_markup == self.reply_markup
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    id: int
+    kind: str
+    priority: int
+    chat_id: int | None
+    method: str
+    payload: dict[str, Any]
+    telegram_message_id: int | None
+    attempts: int
+    created_at: datetime
+    target: SyncTarget | None
+
+
+# The head of each chat's queue (strict order per chat: a later row never overtakes an earlier
+# one that is in flight or waiting), plus chat-less rows (callback answers). Chats the bot was
+# removed from are held back until it is added again. The chats with waiting rows are found by
+# skipping through ix_outbox_chat_queue (one index probe per chat, however deep the queues
+# are) and each one's head is that index's first entry for the chat. Each candidate chat gets
+# a transaction-scoped advisory lock, so two senders never claim rows of one chat at once; the
+# claim below runs as a new statement (a fresh snapshot) after the lock, so it sees any claim
+# another sender committed before releasing the same lock.
+_HEADS = text(
+    """
+    WITH RECURSIVE chat_ids(chat_id) AS (
+        (SELECT o.chat_id FROM outbox o
+         WHERE o.status IN ('pending', 'sending') AND o.chat_id IS NOT NULL
+         ORDER BY o.chat_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT o.chat_id FROM outbox o
+                WHERE o.status IN ('pending', 'sending') AND o.chat_id > q.chat_id
+                ORDER BY o.chat_id LIMIT 1)
+        FROM chat_ids q WHERE q.chat_id IS NOT NULL
+    ), due AS (
+        SELECT h.id, h.chat_id, h.priority
+        FROM chat_ids q
+        CROSS JOIN LATERAL (
+            SELECT o.id, o.chat_id, o.priority, o.status, o.next_attempt_at, o.claimed_until
+            FROM outbox o
+            WHERE o.status IN ('pending', 'sending') AND o.chat_id = q.chat_id
+            ORDER BY o.priority, o.id
+            LIMIT 1
+        ) h
+        WHERE q.chat_id IS NOT NULL
+          AND ((h.status = 'pending' AND h.next_attempt_at <= now())
+            OR (h.status = 'sending' AND h.claimed_until < now()))
+          AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.id = q.chat_id AND NOT c.active)
+        UNION ALL
+        (SELECT o.id, o.chat_id, o.priority FROM outbox o
+         WHERE o.status IN ('pending', 'sending') AND o.chat_id IS NULL
+           AND ((o.status = 'pending' AND o.next_attempt_at <= now())
+             OR (o.status = 'sending' AND o.claimed_until < now()))
+         ORDER BY o.priority, o.id LIMIT :limit)
+    )
+    SELECT d.id FROM (SELECT * FROM due ORDER BY priority, id LIMIT :limit) d
+    WHERE d.chat_id IS NULL OR pg_try_advisory_xact_lock(7170, hashtext(d.chat_id::text))
+    """
+)
+# The same for one chat, whose sender has just finished its previous row.
+_CHAT_HEAD = text(
+    """
+    SELECT d.id FROM (
+        SELECT h.id
+        FROM (
+            SELECT o.id, o.status, o.next_attempt_at, o.claimed_until
+            FROM outbox o
+            WHERE o.status IN ('pending', 'sending') AND o.chat_id = :chat
+            ORDER BY o.priority, o.id
+            LIMIT 1
+        ) h
+        WHERE ((h.status = 'pending' AND h.next_attempt_at <= now())
+            OR (h.status = 'sending' AND h.claimed_until < now()))
+          AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.id = :chat AND NOT c.active)
+        LIMIT 1
+    ) d
+    WHERE pg_try_advisory_xact_lock(7170, hashtext(CAST(:chat AS bigint)::text))
+    """
+)
+
+_CLAIM = text(
+    """
+    UPDATE outbox AS u
+    SET status = 'sending', claimed_by = :instance,
+        claimed_until = now() + make_interval(secs => CAST(:lease AS double precision))
+    WHERE u.id IN (
+        SELECT o.id FROM outbox o
+        WHERE o.id = ANY(CAST(:ids AS bigint[]))
+          AND ((o.status = 'pending' AND o.next_attempt_at <= now())
+           OR (o.status = 'sending' AND o.claimed_until < now()))
+        FOR UPDATE SKIP LOCKED
+    )
+    AND (u.chat_id IS NULL OR NOT EXISTS (
+        SELECT 1 FROM outbox p
+        WHERE p.status IN ('pending', 'sending') AND p.chat_id = u.chat_id
+          AND (p.priority, p.id) < (u.priority, u.id)
+    ))
+    RETURNING u.id, u.kind, u.priority, u.chat_id, u.method, u.payload,
+              u.telegram_message_id, u.attempts, u.created_at
+    """
+)
+
+
+async def claim_due(
+    session: AsyncSession,
+    *,
+    instance: str,
+    lease_seconds: float,
+    limit: int,
+    chat_id: int | None = None,
+) -> list[ClaimedRow]:
+    """Mark up to `limit` due rows 'sending' for this instance; commit before calling Telegram.
+
+    Every chat's head row is considered, or only `chat_id`'s (a sender that has just finished
+    a chat's row takes the next one at once).
+    """
+    if chat_id is None:
+        heads = await session.execute(_HEADS, {"limit": limit})
+    else:
+        heads = await session.execute(_CHAT_HEAD, {"chat": chat_id})
+    ids = [int(r.id) for r in heads]
+    if not ids:
+        return []
+    rows = (
+        await session.execute(
+            _CLAIM, {"instance": instance, "lease": float(lease_seconds), "ids": ids}
+        )
+    ).all()
+    msg_ids = [int(r.telegram_message_id) for r in rows if r.telegram_message_id is not None]
+    targets: dict[int, SyncTarget] = {}
+    if msg_ids:
+        for m in await session.scalars(
+            select(TelegramMessage).where(TelegramMessage.id.in_(msg_ids))
+        ):
+            targets[m.id] = SyncTarget(
+                id=m.id,
+                chat_id=m.chat_id,
+                message_id=m.message_id,
+                text=m.text,
+                reply_markup=m.reply_markup,
+                version=m.version,
+                sent_version=m.sent_version,
+                sent_text=m.sent_text,
+                sent_markup=m.sent_markup,
+            )
+    out = [
+        ClaimedRow(
+            id=int(r.id),
+            kind=r.kind,
+            priority=int(r.priority),
+            chat_id=r.chat_id,
+            method=r.method,
+            payload=dict(r.payload or {}),
+            telegram_message_id=r.telegram_message_id,
+            attempts=int(r.attempts),
+            created_at=r.created_at,
+            target=targets.get(r.telegram_message_id) if r.telegram_message_id else None,
+        )
+        for r in rows
+    ]
+    out.sort(key=lambda c: (c.priority, c.id))
+    return out
+
+
+def _mine(row_id: int, instance: str) -> Any:
+    return (
+        (OutboxItem.id == row_id)
+        & (OutboxItem.status == "sending")
+        & (OutboxItem.claimed_by == instance)
+    )
+
+
+async def complete(session: AsyncSession, row_id: int, instance: str) -> bool:
+    """The call succeeded (or was not needed); False when the claim was lost meanwhile."""
+    result = await session.execute(
+        update(OutboxItem)
+        .where(_mine(row_id, instance))
+        .values(status="done", done_at=func.now(), claimed_until=None, last_error=None)
+        .returning(OutboxItem.id)
+    )
+    return result.first() is not None
+
+
+async def record_sent(
+    session: AsyncSession,
+    message_row_id: int,
+    *,
+    message_id: int | None,
+    version: int,
+    sent_text: str,
+    sent_markup: dict[str, Any] | None,
+) -> None:
+    """What Telegram now shows for a bot message (the id it returned, when it was a send)."""
+    values: dict[str, Any] = {
+        "sent_version": func.greatest(TelegramMessage.sent_version, version),
+        "sent_text": sent_text,
+        "sent_markup": sent_markup,
+        "status": "sent",
+        "sent_at": func.now(),
+        "last_error": None,
+    }
+    if message_id is not None:
+        values["message_id"] = message_id
+    await session.execute(
+        update(TelegramMessage).where(TelegramMessage.id == message_row_id).values(**values)
+    )
+
+
+async def release(
+    session: AsyncSession,
+    row_id: int,
+    instance: str,
+    *,
+    delay_seconds: float,
+    count_attempt: bool = False,
+    error: str | None = None,
+) -> bool:
+    """Put a claimed row back to wait `delay_seconds`.
+
+    A sync row whose message got a newer pending sync meanwhile is folded into that one (the
+    partial unique index allows one pending sync per message; the newer one reads the latest
+    content anyway), keeping the earlier due time and the attempts count.
+    """
+    row = (
+        await session.execute(
+            select(OutboxItem.telegram_message_id, OutboxItem.attempts)
+            .where(_mine(row_id, instance))
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        return False
+    attempts = int(row.attempts) + (1 if count_attempt else 0)
+    due = func.now() + timedelta(seconds=max(0.0, delay_seconds))
+    if row.telegram_message_id is not None:
+        sibling = (
+            await session.execute(
+                update(OutboxItem)
+                .where(
+                    OutboxItem.telegram_message_id == row.telegram_message_id,
+                    OutboxItem.status == "pending",
+                )
+                .values(
+                    next_attempt_at=func.least(OutboxItem.next_attempt_at, due),
+                    attempts=func.greatest(OutboxItem.attempts, attempts),
+                    last_error=error,
+                )
+                .returning(OutboxItem.id)
+            )
+        ).first()
+        if sibling is not None:
+            await session.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == row_id)
+                .values(
+                    status="done",
+                    done_at=func.now(),
+                    claimed_until=None,
+                    last_error=f"superseded by outbox row {sibling.id}",
+                )
+            )
+            return True
+    await session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.id == row_id)
+        .values(
+            status="pending",
+            next_attempt_at=due,
+            attempts=attempts,
+            last_error=error,
+            claimed_by=None,
+            claimed_until=None,
+        )
+    )
+    return True
+
+
+async def dead_letter(session: AsyncSession, row_id: int, instance: str, error: str) -> bool:
+    """Give up on a claimed row; operators see it in /readyz and the audit log."""
+    result = (
+        await session.execute(
+            update(OutboxItem)
+            .where(_mine(row_id, instance))
+            .values(
+                status="dead",
+                done_at=func.now(),
+                claimed_until=None,
+                attempts=OutboxItem.attempts + 1,
+                last_error=error,
+            )
+            .returning(OutboxItem.telegram_message_id)
+        )
+    ).first()
+    if result is None:
+        return False
+    if result.telegram_message_id is not None:
+        await session.execute(
+            update(TelegramMessage)
+            .where(TelegramMessage.id == result.telegram_message_id)
+            .values(status="failed", last_error=error)
+        )
+    return True
+
+
+async def move_to_chat(
+    session: AsyncSession, row_id: int, old_chat_id: int, new_chat_id: int
+) -> None:
+    """A claimed row's chat became a supergroup: address the new id (a posted card is posted
+    again there, since the old group is read-only)."""
+    row = await session.get(OutboxItem, row_id)
+    if row is None:
+        return
+    row.chat_id = new_chat_id
+    if "chat_id" in row.payload:
+        row.payload = {**row.payload, "chat_id": new_chat_id}
+    if row.telegram_message_id is not None:
+        await session.execute(
+            update(TelegramMessage)
+            .where(
+                TelegramMessage.id == row.telegram_message_id,
+                TelegramMessage.chat_id == old_chat_id,
+            )
+            .values(chat_id=new_chat_id, message_id=None, sent_text=None, sent_markup=None)
+        )
+
+
+async def forget_message_id(session: AsyncSession, message_row_id: int) -> None:
+    """Telegram no longer has the message (deleted by someone): the next sync posts it again."""
+    await session.execute(
+        update(TelegramMessage)
+        .where(TelegramMessage.id == message_row_id)
+        .values(message_id=None, sent_text=None, sent_markup=None)
+    )
+
+
+async def depth_by_kind(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(OutboxItem.kind, func.count())
+        .where(OutboxItem.status.in_(("pending", "sending")))
+        .group_by(OutboxItem.kind)
+    )
+    return {str(kind): int(n) for kind, n in rows.all()}

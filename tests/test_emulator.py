@@ -406,7 +406,7 @@ async def test_fault_after_and_chat_filter(bot: Bot, emulator_url: Emu) -> None:
         with pytest.raises(TelegramServerError):
             await bot.send_message(GROUP, "x")
     await bot.send_message(GROUP, "3")
-    assert (await emu._request("GET", "/faults"))["faults"] == []
+    assert await emu.faults() == []
 
 
 async def test_fault_timeout_creates_message(bot: Bot, emulator_url: Emu) -> None:
@@ -530,7 +530,9 @@ async def test_tap_carries_real_callback_data_and_wait_returns_answer(
                     return
 
     task = asyncio.create_task(answer_soon())
+    started = time.monotonic()
     tap = await emu.tap(GROUP, msg.message_id, BOB, button_text="Reject", wait=5)
+    assert time.monotonic() - started < 3  # woken by the answer, not by the wait timeout
     await task
     answer = tap["answer"]
     assert answer is not None
@@ -880,3 +882,31 @@ async def test_webhook_callback_update_expires(
     finally:
         await tg.session.close()
         await emulator.stop()
+
+
+async def test_two_bots_share_chats_with_separate_updates_and_budgets(
+    bot: Bot, emulator_url: Emu
+) -> None:
+    url, emu = emulator_url
+    other_token = "987654321:" + "Z" * 35
+    other = Bot(other_token, session=AiohttpSession(api=TelegramAPIServer.from_base(url)))
+    try:
+        await bot.get_me()
+        assert (await other.get_me()).id == 987654321
+        sent = await emu.send_text(GROUP, ALICE, "to both")
+        assert len(sent["update_ids"]) == 2
+        for tg in (bot, other):
+            [upd] = await tg.get_updates()
+            assert upd.message is not None
+            assert upd.message.text == "to both"
+        for i in range(3):
+            await bot.send_message(GROUP, f"b{i}")
+        with pytest.raises(TelegramRetryAfter):
+            await bot.send_message(GROUP, "over")
+        m = await other.send_message(GROUP, "other bot has its own budget")
+        assert m.from_user is not None
+        assert m.from_user.id == 987654321
+        with pytest.raises(TelegramBadRequest, match="message can't be edited"):
+            await bot.edit_message_text("x", chat_id=GROUP, message_id=m.message_id)
+    finally:
+        await other.session.close()

@@ -1,0 +1,350 @@
+"""Alert benchmarks: HTTP ingest throughput, a 10,000-alert storm, and the bot's peak RSS.
+
+Run: python -m bench.alerts [--quick]
+
+Real PostgreSQL (a fresh database quorum_bench_alerts on QUORUM_BENCH_DATABASE_URL, default
+postgresql://postgres@127.0.0.1:5432) and Redis (127.0.0.1:6379 db 12); the Telegram emulator
+enforcing Telegram's limits runs in this process; Quorum runs as `quorum run` in a subprocess
+in webhook mode, so its RSS is its own. Prints figures; it is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
+
+from bot.app import run_migrations
+from bot.emulator import EmulatorClient, TelegramEmulator
+from storage.db import to_sync_dsn
+
+TOKEN = "876543210:" + "C" * 35
+BOT_ID = 876543210
+DB_NAME = "quorum_bench_alerts"
+REDIS_URL = "redis://127.0.0.1:6379/12"
+SERVER_URL = os.environ.get("QUORUM_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
+USER = 7001
+STORM_TEAMS = 25  # 2 fingerprints per group chat: see explain_storm()
+STORM_FINGERPRINTS = 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def key_for(team: str) -> str:
+    return f"bench-key-{team}"
+
+
+def policy_toml(storm_chats: list[int]) -> str:
+    lines = ['timezone = "UTC"', ""]
+    teams: dict[str, list[int]] = {"ingest": []} | {
+        f"storm{i:02d}": [c] for i, c in enumerate(storm_chats)
+    }
+    for name, chats in teams.items():
+        digest = hashlib.sha256(key_for(name).encode()).hexdigest()
+        lines += [
+            f"[teams.{name}]",
+            f"chat_ids = {chats}",
+            f'approvers = [{{ telegram_id = {USER}, name = "oncall" }}]',
+            f'api_keys = [{{ name = "bench", sha256 = "{digest}" }}]',
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def am_body(alerts: list[dict[str, Any]]) -> bytes:
+    return json.dumps(
+        {
+            "version": "4",
+            "groupKey": '{}:{alertname="Bench"}',
+            "truncatedAlerts": 0,
+            "status": "firing",
+            "receiver": "quorum",
+            "groupLabels": {"alertname": "Bench"},
+            "commonLabels": {"alertname": "Bench"},
+            "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093",
+            "alerts": alerts,
+        }
+    ).encode()
+
+
+def am_alert(n: int, prefix: str) -> dict[str, Any]:
+    labels = {
+        "alertname": "Bench",
+        "instance": f"{prefix}-{n}:9100",
+        "job": "node",
+        "severity": "warning",
+    }
+    return {
+        "status": "firing",
+        "labels": labels,
+        "annotations": {"summary": f"{prefix} alert {n}", "description": "disk <b>95%</b> & up"},
+        "startsAt": "2026-01-01T10:00:00.000Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
+        "fingerprint": hashlib.sha256(f"{prefix}{n}".encode()).hexdigest()[:16],
+    }
+
+
+async def prepare_database() -> str:
+    admin = await asyncpg.connect(to_sync_dsn(SERVER_URL + "/postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{DB_NAME}"')
+    finally:
+        await admin.close()
+    url = make_url(SERVER_URL + "/postgres").set(database=DB_NAME)
+    db_url = url.render_as_string(hide_password=False)
+    await asyncio.to_thread(run_migrations, db_url)
+    return db_url
+
+
+def vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def post(
+    http: aiohttp.ClientSession, url: str, body: bytes, key: str, statuses: Counter[int]
+) -> None:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    for _ in range(20):
+        async with http.post(url, data=body, headers=headers) as resp:
+            await resp.read()
+            statuses[resp.status] += 1
+            if resp.status < 500:
+                return
+        await asyncio.sleep(0.2)  # like Alertmanager: retry a 5xx
+
+
+async def bench_ingest(
+    http: aiohttp.ClientSession, base: str, bodies: int, concurrency: int, distinct: int
+) -> float:
+    url = base + "/api/v1/alerts/alertmanager"
+    payloads = [
+        am_body([am_alert((b * 100 + i) % distinct, "ingest") for i in range(100)])
+        for b in range(bodies)
+    ]
+    statuses: Counter[int] = Counter()
+    # Warm up connections and prepared statements; not counted.
+    await asyncio.gather(*(post(http, url, p, key_for("ingest"), statuses) for p in payloads[:8]))
+    statuses.clear()
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for p in payloads:
+        queue.put_nowait(p)
+
+    async def worker() -> None:
+        while not queue.empty():
+            p = queue.get_nowait()
+            await post(http, url, p, key_for("ingest"), statuses)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    rate = bodies * 100 / elapsed
+    print(
+        f"[1] ingest: {bodies} Alertmanager bodies x 100 alerts ({distinct} distinct "
+        f"fingerprints), concurrency {concurrency}: {elapsed:.2f} s -> {rate:,.0f} alerts/s "
+        f"(target >= 5,000); HTTP statuses {dict(statuses)}"
+    )
+    return rate
+
+
+def explain_storm(seconds: float) -> None:
+    per_chat = STORM_FINGERPRINTS // STORM_TEAMS
+    edits = per_chat * seconds / 10
+    print(
+        f"    storm layout: {STORM_TEAMS} teams x 1 group chat, {per_chat} fingerprints each. "
+        f"Every card goes to every chat of its team, and a group chat allows 20 messages/min "
+        f"(edits included): {per_chat} cards edited at most once per 10 s is about "
+        f"{per_chat + edits:.0f} calls per chat over {seconds:.0f} s, within budget; 50 "
+        f"fingerprints on one chat would need ~{50 + 50 * seconds / 10:.0f} calls there."
+    )
+
+
+async def bench_storm(
+    http: aiohttp.ClientSession,
+    base: str,
+    emu: EmulatorClient,
+    db_url: str,
+    chats: list[int],
+    total: int,
+    seconds: float,
+) -> None:
+    url = base + "/api/v1/alerts/alertmanager"
+    rng = random.Random(7)
+    teams = [f"storm{i:02d}" for i in range(STORM_TEAMS)]
+    per_team = STORM_FINGERPRINTS // STORM_TEAMS
+    expected: Counter[str] = Counter()
+    requests: list[tuple[str, bytes]] = []
+    per_request = 10
+    for r in range(total // per_request):
+        team = teams[r % len(teams)]
+        alerts = []
+        for _ in range(per_request):
+            n = rng.randrange(per_team)
+            a = am_alert(n, team)
+            expected[a["fingerprint"]] += 1
+            alerts.append(a)
+        requests.append((team, am_body(alerts)))
+    explain_storm(seconds)
+    statuses: Counter[int] = Counter()
+    gap = seconds / len(requests)
+    start = time.monotonic()
+    pending: set[asyncio.Task[None]] = set()
+    for i, (team, body) in enumerate(requests):
+        delay = start + i * gap - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(post(http, url, body, key_for(team), statuses))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    storm_end = time.monotonic()
+    print(
+        f"[2] storm: {total} alerts over {len(expected)} fingerprints in "
+        f"{storm_end - start:.1f} s ({len(requests)} requests); HTTP statuses {dict(statuses)}"
+    )
+
+    async def card_state() -> tuple[int, int]:
+        n_cards = 0
+        final = 0
+        for chat in chats:
+            for m in await emu.messages(chat):
+                text = str(m["text"])
+                if m["from_id"] != BOT_ID or "Fingerprint:" not in text:
+                    continue
+                n_cards += 1
+                fp = text.rsplit("Fingerprint: ", 1)[1][:16]
+                if f"Hits: {expected[fp]} " in text:
+                    final += 1
+        return n_cards, final
+
+    deadline = storm_end + 60
+    n_cards, final = await card_state()
+    while final < len(expected) and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        n_cards, final = await card_state()
+    converged = time.monotonic() - storm_end
+    conn = await asyncpg.connect(to_sync_dsn(db_url))
+    try:
+        hits = await conn.fetchval(
+            "SELECT coalesce(sum(hit_count), 0) FROM alerts a JOIN teams t ON t.id = a.team_id"
+            " WHERE t.name LIKE 'storm%'"
+        )
+    finally:
+        await conn.close()
+    stats = await emu.stats()
+    ok = final == len(expected)
+    print(f"    cards in the emulator: {n_cards} (expected {len(expected)})")
+    print(f"    sum of hit_count in PostgreSQL: {hits} (expected {total})")
+    print(f"    429 answers from the emulator: {stats['too_many_requests_total']} (expected 0)")
+    print(
+        f"    final card state delivered for {final}/{len(expected)} cards, "
+        f"{converged:.1f} s after the storm ended (target <= 15 s){'' if ok else ' NOT MET'}"
+    )
+    calls = stats["calls_by_method"]
+    print(
+        f"    Telegram calls: sendMessage {calls.get('sendMessage', 0)}, "
+        f"editMessageText {calls.get('editMessageText', 0)}"
+    )
+
+
+async def main(quick: bool) -> None:
+    db_url = await prepare_database()
+    redis = Redis.from_url(REDIS_URL)
+    await redis.flushdb()
+    await redis.aclose()
+    emulator = TelegramEmulator(enforce_limits=True)
+    emu_url = await emulator.start("127.0.0.1", 0)
+    emu = EmulatorClient(emu_url)
+    await emu.add_bot(TOKEN, username="quorum_bench_bot", first_name="Quorum")
+    await emu.add_user(USER, "Oncall", username="oncall")
+    chats = [-1003000000000 - i for i in range(STORM_TEAMS)]
+    for c in chats:
+        await emu.add_chat(c, "supergroup", title=f"storm {c}", members=[USER])
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-alerts-"))
+    policy = workdir / "policy.toml"
+    policy.write_text(policy_toml(chats))
+    env = {
+        **os.environ,
+        "QUORUM_TELEGRAM_TOKEN": TOKEN,
+        "QUORUM_TELEGRAM_API_URL": emu_url,
+        "QUORUM_TELEGRAM_MODE": "webhook",
+        "QUORUM_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram/webhook",
+        "QUORUM_WEBHOOK_SECRET": "bench_secret",
+        "QUORUM_TOKEN_SECRET": "bench-token-secret-0123456789abcdef-xyz",
+        "QUORUM_DATABASE_URL": db_url,
+        "QUORUM_REDIS_URL": REDIS_URL,
+        "QUORUM_HTTP_PORT": str(port),
+        "QUORUM_POLICY_FILE": str(policy),
+        "QUORUM_DATA_DIR": str(workdir),
+        "QUORUM_LOG_LEVEL": "WARNING",
+    }
+    log = (workdir / "quorum.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "run"], env=env, stdout=log, stderr=log, cwd=os.getcwd()
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                try:
+                    async with http.get(base + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if proc.poll() is not None:
+                    raise SystemExit(f"quorum exited; see {workdir / 'quorum.log'}")
+                await asyncio.sleep(0.1)
+            print(f"bench.alerts on {os.cpu_count()} CPUs; Quorum pid {proc.pid} (webhook mode)")
+            bodies = 100 if quick else 400
+            await bench_ingest(http, base, bodies, concurrency=8, distinct=2000)
+            total, seconds = (2000, 12.0) if quick else (10_000, 60.0)
+            await bench_storm(http, base, emu, db_url, chats, total, seconds)
+            print(f"[3] Quorum peak RSS (VmHWM): {vm_hwm_kib(proc.pid) / 1024:.1f} MiB")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        await emu.close()
+        await emulator.stop()
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a shorter run (12 s storm)")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick))
+
+
+if __name__ == "__main__":
+    cli()

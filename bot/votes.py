@@ -1,0 +1,118 @@
+"""Pure vote counting: who counts, how many are needed, and whether a request is decided."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from bot.policy import Approver, Rule
+
+APPROVE = "approve"
+REJECT = "reject"
+
+
+class Decision(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Ballot:
+    voter_telegram_id: int
+    decision: str  # "approve" | "reject"
+
+
+class Subject(Protocol):
+    """What tally needs to know about a request (the repository record satisfies it)."""
+
+    @property
+    def required_approvals(self) -> int: ...
+    @property
+    def reject_threshold(self) -> int: ...
+    @property
+    def requester_telegram_id(self) -> int | None: ...
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decision: Decision
+    required: int
+    reject_threshold: int
+    approvals: tuple[int, ...]  # eligible approvers who approved, in vote order
+    rejects: tuple[int, ...]  # eligible approvers who rejected, in vote order
+    ignored: tuple[int, ...]  # votes that do not count (removed approver, requester)
+    missing_role: bool  # enough approvals, but none by a required role
+
+    @property
+    def decided(self) -> bool:
+        return self.decision is not Decision.PENDING
+
+    @property
+    def deciders(self) -> tuple[int, ...]:
+        if self.decision is Decision.APPROVED:
+            return self.approvals
+        if self.decision is Decision.REJECTED:
+            return self.rejects
+        return ()
+
+
+def tally(
+    request: Subject,
+    rule: Rule,
+    approvers: Mapping[int, Approver],
+    votes: Iterable[Ballot],
+    now: datetime,
+) -> Outcome:
+    """Count the votes of a pending request against the CURRENT policy.
+
+    `approvers` is the team's approver list as it is now: a vote by someone since removed no
+    longer counts, and the requester's vote never does. The stricter of the stored and the
+    current approval count applies, so editing the policy can never weaken a pending request.
+    Expiry wins over everything: at or past expires_at nothing can be decided any more.
+    """
+    required = max(request.required_approvals, rule.required_approvals)
+    reject_threshold = request.reject_threshold
+    seen: set[int] = set()
+    approvals: list[int] = []
+    rejects: list[int] = []
+    ignored: list[int] = []
+    for ballot in votes:
+        voter = ballot.voter_telegram_id
+        if voter in seen:
+            continue  # the database keeps one vote per voter; be safe anyway
+        seen.add(voter)
+        if voter not in approvers or voter == request.requester_telegram_id:
+            ignored.append(voter)
+        elif ballot.decision == APPROVE:
+            approvals.append(voter)
+        elif ballot.decision == REJECT:
+            rejects.append(voter)
+        else:
+            ignored.append(voter)
+    role_ok = not rule.required_roles or any(
+        approvers[v].roles & rule.required_roles for v in approvals
+    )
+    if now >= request.expires_at:
+        decision = Decision.EXPIRED
+    elif len(rejects) >= reject_threshold:
+        decision = Decision.REJECTED
+    elif len(approvals) >= required and role_ok:
+        decision = Decision.APPROVED
+    else:
+        decision = Decision.PENDING
+    return Outcome(
+        decision=decision,
+        required=required,
+        reject_threshold=reject_threshold,
+        approvals=tuple(approvals),
+        rejects=tuple(rejects),
+        ignored=tuple(ignored),
+        missing_role=len(approvals) >= required and not role_ok,
+    )

@@ -1,0 +1,347 @@
+"""The HTTP API's request bodies (pydantic) and its OpenAPI 3 document built from them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+API = "/api/v1"
+
+CREATE_EXAMPLE: dict[str, Any] = {
+    "action": "restart deployment",
+    "target": "prod/payments-api",
+    "risk_level": "critical",
+    "requested_by": "deploy-bot",
+    "description": "Rolling restart after config change",
+    "fingerprint": "payments-restart",
+    "metadata": {"ticket": "OPS-1234"},
+    "blast_radius": {"pods": 12},
+    "dry_run_checks": ["kubectl diff: ok"],
+    "expires_in": 1800,
+}
+
+
+class _Body(BaseModel):
+    # Strict: "5" is not a number and true is not 1; unknown fields are refused by name.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateApproval(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [CREATE_EXAMPLE]})
+    action: str = Field(min_length=1, max_length=65536)
+    target: str = Field(min_length=1, max_length=65536)
+    risk_level: Literal["low", "medium", "high", "critical"]
+    requested_by: str = Field(min_length=1, max_length=65536)
+    requested_by_telegram_id: int | None = Field(default=None, gt=0, lt=2**52)
+    description: str | None = Field(default=None, max_length=65536)
+    fingerprint: str | None = Field(default=None, min_length=1, max_length=256)
+    incident_id: str | None = Field(default=None, min_length=1, max_length=256)
+    metadata: dict[str, Any] | None = None
+    blast_radius: dict[str, Any] | None = None
+    dry_run_checks: list[Any] | None = None
+    expires_in: int | None = Field(
+        default=None, ge=60, le=30 * 86400, description="seconds; capped by the policy's ttl"
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="must start with one of the team's callback_url_prefixes",
+    )
+
+
+class ReportResult(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"success": True, "detail": "restarted 12/12 pods"}]}
+    )
+    success: bool
+    detail: str = Field(default="", max_length=4096)
+
+
+class RedeemToken(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"token": "eyJhbGciOi…"}]})
+    token: str = Field(min_length=1, max_length=8192)
+
+
+REQUEST_BODIES: dict[str, type[BaseModel]] = {
+    "CreateApproval": CreateApproval,
+    "ReportResult": ReportResult,
+    "RedeemToken": RedeemToken,
+}
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        }
+    },
+}
+
+_VOTE = {
+    "type": "object",
+    "properties": {
+        "voter_telegram_id": {"type": "integer"},
+        "voter_name": {"type": "string"},
+        "decision": {"type": "string", "enum": ["approve", "reject"]},
+        "at": {"type": "string", "format": "date-time"},
+        "counted": {"type": "boolean"},
+    },
+}
+
+_STATUS_ENUM = ["pending", "approved", "rejected", "expired", "cancelled"]
+
+_APPROVAL = {
+    "type": "object",
+    "required": ["id", "status", "required_approvals", "expires_at", "hit_count"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "status": {"type": "string", "enum": _STATUS_ENUM},
+        "team": {"type": "string"},
+        "action": {"type": "string"},
+        "target": {"type": "string"},
+        "description": {"type": ["string", "null"]},
+        "risk_level": {"type": "string", "enum": ["low", "medium", "high", "critical"]},
+        "required_approvals": {"type": "integer"},
+        "reject_threshold": {"type": "integer"},
+        "approvals": {"type": "integer"},
+        "rejects": {"type": "integer"},
+        "requested_by": {"type": "string"},
+        "requested_by_telegram_id": {"type": ["integer", "null"]},
+        "fingerprint": {"type": ["string", "null"]},
+        "incident_id": {"type": ["string", "null"]},
+        "hit_count": {"type": "integer"},
+        "last_seen_at": {"type": "string", "format": "date-time"},
+        "metadata": {"type": ["object", "null"]},
+        "blast_radius": {"type": ["object", "null"]},
+        "dry_run_checks": {"type": ["array", "null"]},
+        "callback_url": {"type": ["string", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "decided_at": {"type": ["string", "null"], "format": "date-time"},
+        "decided_by": {"type": "array", "items": {"type": "object"}},
+        "votes": {"type": "array", "items": {"$ref": "#/components/schemas/Vote"}},
+        "result": {"type": ["object", "null"]},
+        "approval_token": {
+            "type": "string",
+            "description": "HS256 JWT, present once approved; redeem it exactly once",
+        },
+        "token_expires_at": {"type": "string", "format": "date-time"},
+        "token_redeemed": {"type": "boolean"},
+    },
+}
+
+_REDEEMED = {
+    "type": "object",
+    "required": ["id", "action", "target", "approvers"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "action": {"type": "string"},
+        "target": {"type": "string"},
+        "risk_level": {"type": "string"},
+        "approvers": {"type": "array", "items": {"type": "integer"}},
+        "jti": {"type": "string", "format": "uuid"},
+    },
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "malformed JSON",
+        401: "no or unknown API key",
+        404: "no such request for this key's team",
+        409: "conflict (see error.code)",
+        413: "body over the size limit",
+        415: "not application/json",
+        422: "validation error naming the field",
+    }
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+_ID_PARAM = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+
+
+_INGESTED = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string"},
+        "received": {"type": "integer"},
+        "new": {"type": "integer"},
+        "repeats": {"type": "integer"},
+        "resolved": {"type": "integer"},
+        "silenced": {"type": "integer"},
+    },
+}
+
+
+def _alert_intake(operation: str, summary: str) -> dict[str, Any]:
+    # Body schemas belong to the alerts handlers (issue 5); refine them there.
+    return {
+        "post": {
+            "operationId": operation,
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+            },
+            "responses": {
+                "200": _json(_ref("AlertsIngested"), "stored; cards posted or updated"),
+                **_errors(400, 401, 413, 415, 422),
+            },
+        }
+    }
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document; request schemas come from the models the handlers validate."""
+    schemas: dict[str, Any] = {
+        name: model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, model in REQUEST_BODIES.items()
+    }
+    schemas.update(
+        Error=_ERROR,
+        Approval=_APPROVAL,
+        Vote=_VOTE,
+        Redeemed=_REDEEMED,
+        AlertsIngested=_INGESTED,
+    )
+    common = _errors(400, 401, 413, 415, 422)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Quorum",
+            "version": "1",
+            "description": "Ask for approval in Telegram; redeem the approval token once.",
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"apiKey": []}],
+        "paths": {
+            f"{API}/approvals": {
+                "post": {
+                    "operationId": "createApproval",
+                    "summary": "Ask for approval (idempotent with Idempotency-Key)",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 256},
+                        }
+                    ],
+                    "requestBody": _body("CreateApproval"),
+                    "responses": {
+                        "201": _json(_ref("Approval"), "created; cards posted"),
+                        "200": _json(_ref("Approval"), "same Idempotency-Key, or merged"),
+                        **common,
+                        **_errors(409),
+                    },
+                },
+                "get": {
+                    "operationId": "listApprovals",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": _STATUS_ENUM},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "approvals": {"type": "array", "items": _ref("Approval")}
+                                },
+                            },
+                            "this team's requests, newest first (at most 100)",
+                        ),
+                        **_errors(401, 422),
+                    },
+                },
+            },
+            f"{API}/approvals/{{id}}": {
+                "get": {
+                    "operationId": "getApproval",
+                    "parameters": [_ID_PARAM],
+                    "responses": {
+                        "200": _json(_ref("Approval"), "the request, its votes and token"),
+                        **_errors(401, 404),
+                    },
+                }
+            },
+            f"{API}/approvals/{{id}}/cancel": {
+                "post": {
+                    "operationId": "cancelApproval",
+                    "parameters": [_ID_PARAM],
+                    "responses": {
+                        "200": _json(_ref("Approval"), "cancelled"),
+                        **_errors(401, 404, 409),
+                    },
+                }
+            },
+            f"{API}/approvals/{{id}}/result": {
+                "post": {
+                    "operationId": "reportResult",
+                    "parameters": [_ID_PARAM],
+                    "requestBody": _body("ReportResult"),
+                    "responses": {
+                        "200": _json(_ref("Approval"), "recorded; card updated"),
+                        **common,
+                        **_errors(404, 409),
+                    },
+                }
+            },
+            f"{API}/tokens/redeem": {
+                "post": {
+                    "operationId": "redeemToken",
+                    "requestBody": _body("RedeemToken"),
+                    "responses": {
+                        "200": _json(_ref("Redeemed"), "valid; consumed now"),
+                        **common,
+                        **_errors(404, 409),
+                    },
+                }
+            },
+            f"{API}/alerts": _alert_intake("ingestAlerts", "Generic JSON alerts"),
+            f"{API}/alerts/alertmanager": _alert_intake(
+                "ingestAlertmanager", "Prometheus Alertmanager webhook"
+            ),
+            f"{API}/alerts/grafana": _alert_intake("ingestGrafana", "Grafana webhook"),
+            f"{API}/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "security": [],
+                    "responses": {"200": {"description": "this document"}},
+                }
+            },
+        },
+    }

@@ -1,0 +1,666 @@
+"""Alerts, acknowledgements and silences: set-based upserts for ingest, frozen records out."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Alert, AlertAcknowledgement, ApprovalRequest, Silence, TelegramMessage
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingAlert:
+    """One alert as a source reported it, already normalised."""
+
+    fingerprint: str
+    status: str
+    source: str
+    title: str
+    severity: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    url: str | None = None
+    incident_id: str | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    id: int
+    team_id: int
+    fingerprint: str
+    occurrence: int
+    status: str
+    source: str
+    title: str
+    severity: str | None
+    labels: dict[str, Any]
+    annotations: dict[str, Any]
+    url: str | None
+    incident_id: str | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+    hit_count: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+    silenced: bool
+    last_card_edit_at: datetime | None
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AckRecord:
+    alert_id: int
+    telegram_id: int
+    name: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRecord:
+    id: int
+    team_id: int
+    fingerprint: str
+    matchers: dict[str, Any]
+    created_by_id: int
+    created_by_name: str
+    starts_at: datetime
+    ends_at: datetime
+    cancelled_at: datetime | None
+    alertmanager_silence_id: str | None
+    am_status: str | None
+    am_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedApproval:
+    id: uuid.UUID
+    team_id: int
+    fingerprint: str | None
+    incident_id: str | None
+    action: str
+    target: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class CardRef:
+    """A bot message showing an alert card."""
+
+    row_id: int
+    chat_id: int
+    alert_id: int
+    text: str
+    reply_markup: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertRow:
+    id: int
+    fingerprint: str
+    inserted: bool
+    silenced: bool
+
+
+def alert_record(row: Alert) -> AlertRecord:
+    return AlertRecord(
+        id=row.id,
+        team_id=row.team_id,
+        fingerprint=row.fingerprint,
+        occurrence=row.occurrence,
+        status=row.status,
+        source=row.source,
+        title=row.title,
+        severity=row.severity,
+        labels=dict(row.labels or {}),
+        annotations=dict(row.annotations or {}),
+        url=row.url,
+        incident_id=row.incident_id,
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        hit_count=row.hit_count,
+        first_seen_at=row.first_seen_at,
+        last_seen_at=row.last_seen_at,
+        resolved_at=row.resolved_at,
+        resolved_by=row.resolved_by,
+        silenced=row.silenced,
+        last_card_edit_at=row.last_card_edit_at,
+        context=dict(row.context or {}),
+    )
+
+
+def silence_record(row: Silence) -> SilenceRecord:
+    return SilenceRecord(
+        id=row.id,
+        team_id=row.team_id,
+        fingerprint=row.fingerprint,
+        matchers=dict(row.matchers or {}),
+        created_by_id=row.created_by_id,
+        created_by_name=row.created_by_name,
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        cancelled_at=row.cancelled_at,
+        alertmanager_silence_id=row.alertmanager_silence_id,
+        am_status=row.am_status,
+        am_error=row.am_error,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# One statement per body: a conflict on the partial index uq_alerts_firing turns the insert
+# into a repeat. Rows go in fingerprint order so concurrent bodies lock in the same order.
+# A repeat never re-renders the card here: it schedules a coalesced refresh (card_due_at) no
+# earlier than one edit interval after the last one; a silenced alert schedules none.
+_UPSERT_FIRING = text(
+    """
+    INSERT INTO alerts AS a (team_id, fingerprint, occurrence, status, source, title, severity,
+        labels, annotations, url, incident_id, starts_at, ends_at, hit_count, silenced, context)
+    SELECT :team_id, r.fingerprint,
+        coalesce((SELECT max(o.occurrence) FROM alerts o
+                  WHERE o.team_id = :team_id AND o.fingerprint = r.fingerprint), 0) + 1,
+        'firing', r.source, r.title, r.severity, r.labels, r.annotations, r.url,
+        r.incident_id, r.starts_at, r.ends_at, r.hits,
+        EXISTS (SELECT 1 FROM silences s
+                WHERE s.team_id = :team_id AND s.fingerprint = r.fingerprint
+                  AND s.cancelled_at IS NULL AND s.starts_at <= now() AND s.ends_at > now()),
+        r.context
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(fingerprint text, source text,
+        title text, severity text, labels jsonb, annotations jsonb, url text,
+        incident_id text, starts_at timestamptz, ends_at timestamptz, hits int, context jsonb)
+    ORDER BY r.fingerprint
+    ON CONFLICT (team_id, fingerprint) WHERE status = 'firing' DO UPDATE SET
+        hit_count = a.hit_count + EXCLUDED.hit_count,
+        last_seen_at = now(),
+        updated_at = now(),
+        title = EXCLUDED.title,
+        severity = EXCLUDED.severity,
+        labels = EXCLUDED.labels,
+        annotations = EXCLUDED.annotations,
+        url = coalesce(EXCLUDED.url, a.url),
+        incident_id = coalesce(EXCLUDED.incident_id, a.incident_id),
+        ends_at = EXCLUDED.ends_at,
+        context = EXCLUDED.context,
+        silenced = EXCLUDED.silenced,
+        card_due_at = CASE WHEN EXCLUDED.silenced THEN a.card_due_at
+            ELSE coalesce(a.card_due_at, greatest(now(),
+                a.last_card_edit_at + make_interval(secs => CAST(:interval AS float8))))
+            END
+    RETURNING a.id, a.fingerprint, (a.xmax = 0) AS inserted, a.silenced
+    """
+)
+
+
+async def upsert_firing(
+    session: AsyncSession,
+    team_id: int,
+    alerts: Sequence[tuple[IncomingAlert, int]],
+    *,
+    edit_interval: float,
+) -> list[UpsertRow]:
+    """Insert new occurrences or count repeats; `alerts` holds (alert, hits) per fingerprint."""
+    if not alerts:
+        return []
+    rows = [
+        {
+            "fingerprint": a.fingerprint,
+            "source": a.source,
+            "title": a.title,
+            "severity": a.severity,
+            "labels": a.labels,
+            "annotations": a.annotations,
+            "url": a.url,
+            "incident_id": a.incident_id,
+            "starts_at": _iso(a.starts_at),
+            "ends_at": _iso(a.ends_at),
+            "hits": hits,
+            "context": a.context,
+        }
+        for a, hits in alerts
+    ]
+    result = await session.execute(
+        _UPSERT_FIRING,
+        {"team_id": team_id, "rows": json.dumps(rows), "interval": float(edit_interval)},
+    )
+    return [UpsertRow(r.id, r.fingerprint, bool(r.inserted), bool(r.silenced)) for r in result]
+
+
+async def get_alerts(session: AsyncSession, ids: Iterable[int]) -> list[AlertRecord]:
+    id_list = list(ids)
+    if not id_list:
+        return []
+    rows = await session.scalars(select(Alert).where(Alert.id.in_(id_list)).order_by(Alert.id))
+    return [alert_record(r) for r in rows]
+
+
+async def get_alert(
+    session: AsyncSession, alert_id: int, *, for_update: bool = False
+) -> AlertRecord | None:
+    stmt = select(Alert).where(Alert.id == alert_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = await session.scalar(stmt)
+    return alert_record(row) if row else None
+
+
+_RESOLVE = text(
+    """
+    UPDATE alerts AS a SET status = 'resolved', resolved_at = now(), resolved_by = :by,
+        card_due_at = NULL, updated_at = now(), ends_at = coalesce(r.ends_at, now()),
+        last_card_edit_at = greatest(now(),
+            a.last_card_edit_at + make_interval(secs => CAST(:interval AS float8)))
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(fingerprint text, ends_at timestamptz)
+    WHERE a.id = ANY(:ids) AND a.fingerprint = r.fingerprint
+    RETURNING a.id
+    """
+)
+
+
+async def resolve_firing(
+    session: AsyncSession,
+    team_id: int,
+    ends: dict[str, datetime | None],
+    *,
+    edit_interval: float,
+    resolved_by: str | None = None,
+) -> list[AlertRecord]:
+    """Resolve the firing occurrences of these fingerprints (fingerprint -> source end time).
+
+    last_card_edit_at becomes the time the resolved card may be sent (one edit per interval).
+    """
+    if not ends:
+        return []
+    locked = (
+        select(Alert.id)
+        .where(
+            Alert.team_id == team_id,
+            Alert.status == "firing",
+            Alert.fingerprint.in_(sorted(ends)),
+        )
+        .order_by(Alert.fingerprint)
+        .with_for_update()
+    )
+    ids = list(await session.scalars(locked))
+    if not ids:
+        return []
+    rows = [{"fingerprint": fp, "ends_at": _iso(end)} for fp, end in ends.items()]
+    result = await session.execute(
+        _RESOLVE,
+        {
+            "ids": ids,
+            "rows": json.dumps(rows),
+            "by": resolved_by,
+            "interval": float(edit_interval),
+        },
+    )
+    return await get_alerts(session, [r[0] for r in result])
+
+
+async def resolve_one(session: AsyncSession, alert_id: int, by: str) -> AlertRecord | None:
+    """A person resolved it: None when it was not firing."""
+    row = await session.scalar(
+        update(Alert)
+        .where(Alert.id == alert_id, Alert.status == "firing")
+        .values(
+            status="resolved",
+            resolved_at=func.now(),
+            ends_at=func.now(),
+            resolved_by=by,
+            card_due_at=None,
+            updated_at=func.now(),
+            last_card_edit_at=func.now(),
+        )
+        .returning(Alert),
+        execution_options={"synchronize_session": False},
+    )
+    return alert_record(row) if row else None
+
+
+async def mark_cards_rendered(session: AsyncSession, ids: Sequence[int]) -> None:
+    if ids:
+        await session.execute(
+            update(Alert)
+            .where(Alert.id.in_(list(ids)))
+            .values(last_card_edit_at=func.now(), card_due_at=None)
+        )
+
+
+async def schedule_refresh(session: AsyncSession, ids: Sequence[int]) -> None:
+    """Ask the card worker to re-render these alerts as soon as it can."""
+    if ids:
+        await session.execute(
+            update(Alert)
+            .where(Alert.id.in_(list(ids)), Alert.status == "firing")
+            .values(card_due_at=func.now())
+        )
+
+
+async def claim_due_cards(session: AsyncSession, limit: int) -> list[AlertRecord]:
+    """Alerts whose cards must be refreshed now, locked; other workers skip them."""
+    rows = await session.scalars(
+        select(Alert)
+        .where(Alert.card_due_at.is_not(None), Alert.card_due_at <= func.now())
+        .order_by(Alert.card_due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [alert_record(r) for r in rows]
+
+
+async def card_refs(session: AsyncSession, alert_ids: Sequence[int]) -> dict[int, list[CardRef]]:
+    out: dict[int, list[CardRef]] = {i: [] for i in alert_ids}
+    if not alert_ids:
+        return out
+    rows = await session.execute(
+        select(
+            TelegramMessage.id,
+            TelegramMessage.chat_id,
+            TelegramMessage.alert_id,
+            TelegramMessage.text,
+            TelegramMessage.reply_markup,
+        )
+        .where(TelegramMessage.alert_id.in_(list(alert_ids)))
+        .order_by(TelegramMessage.id)
+    )
+    for row_id, chat_id, alert_id, text_html, markup in rows:
+        if alert_id is not None:
+            ref = CardRef(row_id, chat_id, alert_id, text_html, markup)
+            out.setdefault(alert_id, []).append(ref)
+    return out
+
+
+async def add_ack(session: AsyncSession, alert_id: int, telegram_id: int, name: str) -> bool:
+    """False when this person had already acknowledged it."""
+    stmt = (
+        pg_insert(AlertAcknowledgement)
+        .values(alert_id=alert_id, telegram_id=telegram_id, name=name[:128])
+        .on_conflict_do_nothing(constraint="uq_alert_ack_who")
+        .returning(AlertAcknowledgement.id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def acks_for(session: AsyncSession, alert_ids: Sequence[int]) -> dict[int, list[AckRecord]]:
+    out: dict[int, list[AckRecord]] = {i: [] for i in alert_ids}
+    if not alert_ids:
+        return out
+    rows = await session.scalars(
+        select(AlertAcknowledgement)
+        .where(AlertAcknowledgement.alert_id.in_(list(alert_ids)))
+        .order_by(AlertAcknowledgement.at, AlertAcknowledgement.id)
+    )
+    for r in rows:
+        out.setdefault(r.alert_id, []).append(AckRecord(r.alert_id, r.telegram_id, r.name, r.at))
+    return out
+
+
+def _active_silence() -> Any:
+    return (
+        Silence.cancelled_at.is_(None),
+        Silence.starts_at <= func.now(),
+        Silence.ends_at > func.now(),
+    )
+
+
+async def create_silence(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    fingerprint: str,
+    matchers: dict[str, Any],
+    by_id: int,
+    by_name: str,
+    hours: int,
+    sync_alertmanager: bool,
+) -> SilenceRecord:
+    """Store a silence and mark the fingerprint's firing alert silenced."""
+    row = await session.scalar(
+        pg_insert(Silence)
+        .values(
+            team_id=team_id,
+            fingerprint=fingerprint,
+            matchers=matchers,
+            created_by_id=by_id,
+            created_by_name=by_name[:128],
+            ends_at=func.now() + func.make_interval(0, 0, 0, 0, hours),
+            am_status="create" if sync_alertmanager else None,
+        )
+        .returning(Silence)
+    )
+    assert row is not None
+    await session.execute(
+        update(Alert)
+        .where(Alert.team_id == team_id, Alert.fingerprint == fingerprint, Alert.status == "firing")
+        .values(silenced=True, updated_at=func.now())
+    )
+    return silence_record(row)
+
+
+async def active_silences(
+    session: AsyncSession, team_id: int, fingerprints: Sequence[str] | None = None
+) -> list[SilenceRecord]:
+    stmt = select(Silence).where(Silence.team_id == team_id, *_active_silence())
+    if fingerprints is not None:
+        stmt = stmt.where(Silence.fingerprint.in_(list(fingerprints)))
+    rows = await session.scalars(stmt.order_by(Silence.ends_at.desc(), Silence.id.desc()))
+    return [silence_record(r) for r in rows]
+
+
+async def find_silence(session: AsyncSession, team_id: int, ref: str) -> SilenceRecord | None:
+    """By our numeric id or by the Alertmanager silence id."""
+    cond = Silence.alertmanager_silence_id == ref
+    if ref.isdigit() and len(ref) < 18:
+        cond = or_(Silence.id == int(ref), cond)
+    row = await session.scalar(
+        select(Silence).where(Silence.team_id == team_id, cond).with_for_update()
+    )
+    return silence_record(row) if row else None
+
+
+async def cancel_silence(session: AsyncSession, silence_id: int, by_id: int) -> SilenceRecord:
+    """End a silence now; a synced Alertmanager silence is queued to expire there too.
+
+    Firing alerts left without an active silence are unsilenced and their cards refreshed.
+    """
+    row = await session.scalar(
+        update(Silence)
+        .where(Silence.id == silence_id)
+        .values(
+            cancelled_at=func.now(),
+            cancelled_by_id=by_id,
+            am_status=text(
+                "CASE WHEN alertmanager_silence_id IS NOT NULL THEN 'expire'"
+                " WHEN am_status = 'create' THEN 'cancelled' ELSE am_status END"
+            ),
+            am_claimed_until=None,
+        )
+        .returning(Silence),
+        execution_options={"synchronize_session": False},
+    )
+    assert row is not None
+    await release_silenced(session, team_id=row.team_id, fingerprint=row.fingerprint)
+    return silence_record(row)
+
+
+async def release_silenced(
+    session: AsyncSession, *, team_id: int | None = None, fingerprint: str | None = None
+) -> list[int]:
+    """Unsilence firing alerts whose silences all ended; their cards are due for a refresh."""
+    still = (
+        select(Silence.id)
+        .where(
+            Silence.team_id == Alert.team_id,
+            Silence.fingerprint == Alert.fingerprint,
+            *_active_silence(),
+        )
+        .exists()
+    )
+    stmt = update(Alert).where(Alert.silenced, Alert.status == "firing", ~still)
+    if team_id is not None:
+        stmt = stmt.where(Alert.team_id == team_id)
+    if fingerprint is not None:
+        stmt = stmt.where(Alert.fingerprint == fingerprint)
+    result = await session.execute(
+        stmt.values(silenced=False, card_due_at=func.now(), updated_at=func.now()).returning(
+            Alert.id
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    return [r[0] for r in result]
+
+
+async def claim_alertmanager_jobs(
+    session: AsyncSession, limit: int, lease_seconds: int = 60
+) -> list[SilenceRecord]:
+    """Silences waiting to be created or expired in Alertmanager, leased to this worker."""
+    ids = list(
+        await session.scalars(
+            select(Silence.id)
+            .where(
+                Silence.am_status.in_(("create", "expire")),
+                or_(Silence.am_claimed_until.is_(None), Silence.am_claimed_until < func.now()),
+            )
+            .order_by(Silence.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not ids:
+        return []
+    rows = await session.scalars(
+        update(Silence)
+        .where(Silence.id.in_(ids))
+        .values(am_claimed_until=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds))
+        .returning(Silence),
+        execution_options={"synchronize_session": False},
+    )
+    return [silence_record(r) for r in rows]
+
+
+async def finish_alertmanager_job(
+    session: AsyncSession,
+    silence_id: int,
+    *,
+    expected: str,
+    status: str,
+    silence_ref: str | None = None,
+    error: str | None = None,
+) -> SilenceRecord | None:
+    """Store the outcome, unless the silence changed meanwhile (then the job runs again)."""
+    values: dict[str, Any] = {"am_status": status, "am_error": error, "am_claimed_until": None}
+    if silence_ref is not None:
+        values["alertmanager_silence_id"] = silence_ref[:64]
+    row = await session.scalar(
+        update(Silence)
+        .where(Silence.id == silence_id, Silence.am_status == expected)
+        .values(**values)
+        .returning(Silence),
+        execution_options={"synchronize_session": False},
+    )
+    if row is None and silence_ref is not None:
+        # Cancelled while being created: keep the id so the expiry reaches Alertmanager.
+        row = await session.scalar(
+            update(Silence)
+            .where(Silence.id == silence_id)
+            .values(
+                alertmanager_silence_id=silence_ref[:64],
+                am_status="expire",
+                am_claimed_until=None,
+            )
+            .returning(Silence),
+            execution_options={"synchronize_session": False},
+        )
+    return silence_record(row) if row else None
+
+
+async def firing_alerts(session: AsyncSession, team_id: int, limit: int) -> list[AlertRecord]:
+    rows = await session.scalars(
+        select(Alert)
+        .where(Alert.team_id == team_id, Alert.status == "firing")
+        .order_by(Alert.first_seen_at.desc(), Alert.id.desc())
+        .limit(limit)
+    )
+    return [alert_record(r) for r in rows]
+
+
+async def count_firing(session: AsyncSession, team_id: int) -> int:
+    n = await session.scalar(
+        select(func.count())
+        .select_from(Alert)
+        .where(Alert.team_id == team_id, Alert.status == "firing")
+    )
+    return int(n or 0)
+
+
+async def find_linked_alerts(
+    session: AsyncSession, team_id: int, fingerprint: str | None, incident_id: str | None
+) -> list[AlertRecord]:
+    """Firing alerts with this fingerprint or incident id."""
+    conds = []
+    if fingerprint:
+        conds.append(Alert.fingerprint == fingerprint)
+    if incident_id:
+        conds.append(Alert.incident_id == incident_id)
+    if not conds:
+        return []
+    rows = await session.scalars(
+        select(Alert)
+        .where(Alert.team_id == team_id, Alert.status == "firing", or_(*conds))
+        .order_by(Alert.id)
+        .limit(20)
+    )
+    return [alert_record(r) for r in rows]
+
+
+async def pending_approvals_for(
+    session: AsyncSession, alerts: Sequence[AlertRecord]
+) -> dict[int, list[LinkedApproval]]:
+    """Pending approval requests naming each alert's fingerprint or incident id."""
+    out: dict[int, list[LinkedApproval]] = {a.id: [] for a in alerts}
+    if not alerts:
+        return out
+    teams = {a.team_id for a in alerts}
+    fps = {a.fingerprint for a in alerts}
+    incidents = {a.incident_id for a in alerts if a.incident_id}
+    cond: ColumnElement[bool] = ApprovalRequest.fingerprint.in_(fps)
+    if incidents:
+        cond = or_(cond, ApprovalRequest.incident_id.in_(incidents))
+    rows = await session.execute(
+        select(
+            ApprovalRequest.id,
+            ApprovalRequest.team_id,
+            ApprovalRequest.fingerprint,
+            ApprovalRequest.incident_id,
+            ApprovalRequest.action,
+            ApprovalRequest.target,
+            ApprovalRequest.status,
+        )
+        .where(ApprovalRequest.team_id.in_(teams), ApprovalRequest.status == "pending", cond)
+        .order_by(ApprovalRequest.created_at)
+        .limit(200)
+    )
+    found = [LinkedApproval(*r) for r in rows]
+    for a in alerts:
+        out[a.id] = [
+            r
+            for r in found
+            if r.team_id == a.team_id
+            and (
+                r.fingerprint == a.fingerprint or (a.incident_id and r.incident_id == a.incident_id)
+            )
+        ]
+    return out

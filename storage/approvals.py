@@ -1,0 +1,540 @@
+"""Approval requests, votes, tokens, redemptions and callback deliveries (frozen records)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import (
+    ApprovalRequest,
+    ApprovalToken,
+    CallbackDelivery,
+    TelegramMessage,
+    TokenRedemption,
+    Vote,
+)
+
+_R = cast(Table, ApprovalRequest.__table__)
+_COLUMNS = tuple(_R.c)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    id: uuid.UUID
+    team_id: int
+    action: str
+    target: str
+    description: str | None
+    risk_level: str
+    approval_level: str
+    required_approvals: int
+    reject_threshold: int
+    status: str
+    requested_by: str
+    requester_telegram_id: int | None
+    fingerprint: str | None
+    hit_count: int
+    last_seen_at: datetime
+    incident_id: str | None
+    blast_radius: dict[str, Any] | None
+    dry_run_checks: list[Any] | None
+    metadata: dict[str, Any] | None
+    idempotency_key: str | None
+    body_sha256: str | None
+    callback_url: str | None
+    decided_by: list[Any] | None
+    escalated_at: datetime | None
+    result_success: bool | None
+    result_detail: str | None
+    result_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+
+    @property
+    def pending(self) -> bool:
+        return self.status == "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRecord:
+    id: int
+    voter_telegram_id: int
+    voter_name: str
+    decision: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VoteContext:
+    """A tapped card with its request, locked for the vote, and the database's clock."""
+
+    request: RequestRecord
+    cards: tuple[tuple[int, int], ...]  # (telegram_messages.id, chat id) of every card
+    db_now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    jti: uuid.UUID
+    request_id: uuid.UUID
+    kid: str
+    payload_sha256: str
+    token: str
+    issued_at: datetime
+    expires_at: datetime
+    redeemed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRecord:
+    id: int
+    approval_id: uuid.UUID
+    url: str
+    body: dict[str, Any]
+    attempts: int
+
+
+def _request(row: Any) -> RequestRecord:
+    m = row._mapping
+    return RequestRecord(*(m[c] for c in _COLUMNS))
+
+
+async def get(session: AsyncSession, request_id: uuid.UUID) -> RequestRecord | None:
+    row = (await session.execute(select(*_COLUMNS).where(_R.c.id == request_id))).first()
+    return _request(row) if row else None
+
+
+async def by_idempotency(session: AsyncSession, team_id: int, key: str) -> RequestRecord | None:
+    row = (
+        await session.execute(
+            select(*_COLUMNS).where(_R.c.team_id == team_id, _R.c.idempotency_key == key)
+        )
+    ).first()
+    return _request(row) if row else None
+
+
+async def merge_fingerprint(
+    session: AsyncSession, team_id: int, fingerprint: str
+) -> RequestRecord | None:
+    """Count a repeat on the pending request with this fingerprint, if there is one."""
+    row = (
+        await session.execute(
+            update(_R)
+            .where(
+                _R.c.team_id == team_id,
+                _R.c.fingerprint == fingerprint,
+                _R.c.status == "pending",
+                _R.c.expires_at > func.now(),
+            )
+            .values(hit_count=_R.c.hit_count + 1, last_seen_at=func.now(), updated_at=func.now())
+            .returning(*_COLUMNS)
+        )
+    ).first()
+    return _request(row) if row else None
+
+
+async def insert_request(
+    session: AsyncSession, values: dict[str, Any], ttl_seconds: int
+) -> RequestRecord | None:
+    """None when the idempotency key or the pending fingerprint was taken concurrently.
+
+    expires_at comes from the database's clock, the one every expiry check uses.
+    """
+    expires = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, float(ttl_seconds))
+    row = (
+        await session.execute(
+            pg_insert(_R)
+            .values(**values, expires_at=expires)
+            .on_conflict_do_nothing()
+            .returning(*_COLUMNS)
+        )
+    ).first()
+    return _request(row) if row else None
+
+
+async def list_for_team(
+    session: AsyncSession, team_id: int, status: str | None, limit: int = 100
+) -> list[RequestRecord]:
+    stmt = select(*_COLUMNS).where(_R.c.team_id == team_id)
+    if status is not None:
+        stmt = stmt.where(_R.c.status == status)
+    rows = await session.execute(stmt.order_by(_R.c.created_at.desc()).limit(limit))
+    return [_request(r) for r in rows]
+
+
+# Every card of the request as [[row id, chat id], ...], read with the tapped one.
+_CARDS = (
+    select(func.json_agg(text("json_build_array(tm2.id, tm2.chat_id) ORDER BY tm2.id")))
+    .select_from(text("telegram_messages AS tm2"))
+    .where(text("tm2.approval_id = approval_requests.id"))
+    .scalar_subquery()
+)
+
+
+# Built once: a statement object reused with bound values skips SQLAlchemy's per-call cache
+# key generation, a measurable share of the hot path's CPU.
+_LOCK_FOR_VOTE = (
+    select(*_COLUMNS, func.now().label("db_now"), _CARDS.label("cards"))
+    .select_from(TelegramMessage.__table__.join(_R, _R.c.id == TelegramMessage.approval_id))
+    .where(
+        TelegramMessage.chat_id == bindparam("chat"),
+        TelegramMessage.message_id == bindparam("mid"),
+    )
+    .with_for_update(of=_R, key_share=True)
+)
+
+
+async def lock_for_vote(session: AsyncSession, chat_id: int, message_id: int) -> VoteContext | None:
+    """The request behind a tapped card, row-locked so votes on it are counted one at a time.
+
+    The lock is what makes the last voter see every earlier vote (READ COMMITTED takes a new
+    snapshot per statement): without it two concurrent final votes could each miss the other.
+    """
+    row = (await session.execute(_LOCK_FOR_VOTE, {"chat": chat_id, "mid": message_id})).first()
+    if row is None:
+        return None
+    cards = tuple((int(c[0]), int(c[1])) for c in row.cards or ())
+    return VoteContext(_request(row), cards, row.db_now)
+
+
+async def lock(
+    session: AsyncSession, request_id: uuid.UUID
+) -> tuple[RequestRecord, datetime] | None:
+    row = (
+        await session.execute(
+            select(*_COLUMNS, func.now().label("db_now"))
+            .where(_R.c.id == request_id)
+            .with_for_update(key_share=True)
+        )
+    ).first()
+    return (_request(row), row.db_now) if row else None
+
+
+_ADD_VOTE = text(
+    """
+    WITH ins AS (
+        INSERT INTO votes (request_id, voter_telegram_id, voter_name, decision, chat_id, message_id)
+        VALUES (:rid, :voter, :name, :decision, :chat_id, :message_id)
+        ON CONFLICT DO NOTHING
+        RETURNING id, voter_telegram_id, voter_name, decision, created_at
+    )
+    SELECT id, voter_telegram_id, voter_name, decision, created_at, false AS mine
+      FROM votes WHERE request_id = :rid
+    UNION ALL
+    SELECT id, voter_telegram_id, voter_name, decision, created_at, true FROM ins
+    ORDER BY id
+    """
+)
+
+
+async def add_vote(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    *,
+    voter: int,
+    name: str,
+    decision: str,
+    chat_id: int | None,
+    message_id: int | None,
+) -> tuple[bool, list[VoteRecord]]:
+    """Insert one vote (a second by the same voter is a no-op) and read all votes, one trip."""
+    rows = await session.execute(
+        _ADD_VOTE,
+        {
+            "rid": request_id,
+            "voter": voter,
+            "name": name,
+            "decision": decision,
+            "chat_id": chat_id,
+            "message_id": message_id,
+        },
+    )
+    inserted = False
+    votes = []
+    for r in rows:
+        inserted = inserted or bool(r.mine)
+        votes.append(VoteRecord(r.id, r.voter_telegram_id, r.voter_name, r.decision, r.created_at))
+    return inserted, votes
+
+
+async def votes_for(
+    session: AsyncSession, request_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[VoteRecord]]:
+    out: dict[uuid.UUID, list[VoteRecord]] = {rid: [] for rid in request_ids}
+    if not request_ids:
+        return out
+    rows = await session.execute(
+        select(
+            Vote.request_id,
+            Vote.id,
+            Vote.voter_telegram_id,
+            Vote.voter_name,
+            Vote.decision,
+            Vote.created_at,
+        )
+        .where(Vote.request_id.in_(request_ids))
+        .order_by(Vote.id)
+    )
+    for r in rows:
+        out[r.request_id].append(
+            VoteRecord(r.id, r.voter_telegram_id, r.voter_name, r.decision, r.created_at)
+        )
+    return out
+
+
+async def transition(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    status: str,
+    *,
+    decided_by: list[Any] | None = None,
+    require_live: bool = True,
+) -> RequestRecord | None:
+    """pending -> status, at most once; None if someone else got there first.
+
+    With require_live the database's clock must still be before expires_at.
+    """
+    cond = [_R.c.id == request_id, _R.c.status == "pending"]
+    if require_live:
+        cond.append(_R.c.expires_at > func.now())
+    row = (
+        await session.execute(
+            update(_R)
+            .where(*cond)
+            .values(
+                status=status,
+                decided_by=decided_by,
+                decided_at=func.now(),
+                updated_at=func.now(),
+            )
+            .returning(*_COLUMNS)
+        )
+    ).first()
+    return _request(row) if row else None
+
+
+async def set_result(
+    session: AsyncSession, request_id: uuid.UUID, success: bool, detail: str
+) -> RequestRecord | None:
+    """Store the executor's report once, on an approved request."""
+    row = (
+        await session.execute(
+            update(_R)
+            .where(_R.c.id == request_id, _R.c.status == "approved", _R.c.result_at.is_(None))
+            .values(
+                result_success=success,
+                result_detail=detail,
+                result_at=func.now(),
+                updated_at=func.now(),
+            )
+            .returning(*_COLUMNS)
+        )
+    ).first()
+    return _request(row) if row else None
+
+
+async def claim_expired(session: AsyncSession, limit: int = 50) -> list[RequestRecord]:
+    """Pending requests past their expiry, locked; other processes skip them."""
+    rows = await session.execute(
+        select(*_COLUMNS)
+        .where(_R.c.status == "pending", _R.c.expires_at <= func.now())
+        .order_by(_R.c.expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [_request(r) for r in rows]
+
+
+async def claim_escalations(
+    session: AsyncSession, team_id: int, risk_level: str, after_seconds: int, limit: int = 20
+) -> list[RequestRecord]:
+    rows = await session.execute(
+        select(*_COLUMNS)
+        .where(
+            _R.c.team_id == team_id,
+            _R.c.risk_level == risk_level,
+            _R.c.status == "pending",
+            _R.c.escalated_at.is_(None),
+            _R.c.expires_at > func.now(),
+            _R.c.created_at
+            <= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, float(after_seconds)),
+        )
+        .order_by(_R.c.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [_request(r) for r in rows]
+
+
+async def mark_escalated(session: AsyncSession, request_id: uuid.UUID) -> None:
+    await session.execute(update(_R).where(_R.c.id == request_id).values(escalated_at=func.now()))
+
+
+async def add_token(
+    session: AsyncSession,
+    *,
+    jti: uuid.UUID,
+    request_id: uuid.UUID,
+    kid: str,
+    payload_sha256: str,
+    token: str,
+    expires_at: datetime,
+) -> bool:
+    """False if the request already has a token (minted once)."""
+    row = (
+        await session.execute(
+            pg_insert(ApprovalToken)
+            .values(
+                jti=jti,
+                request_id=request_id,
+                kid=kid,
+                payload_sha256=payload_sha256,
+                token=token,
+                expires_at=expires_at,
+            )
+            .on_conflict_do_nothing()
+            .returning(ApprovalToken.jti)
+        )
+    ).first()
+    return row is not None
+
+
+def _token_stmt() -> Any:
+    return select(
+        ApprovalToken.jti,
+        ApprovalToken.request_id,
+        ApprovalToken.kid,
+        ApprovalToken.payload_sha256,
+        ApprovalToken.token,
+        ApprovalToken.issued_at,
+        ApprovalToken.expires_at,
+        TokenRedemption.redeemed_at,
+    ).outerjoin(TokenRedemption, TokenRedemption.jti == ApprovalToken.jti)
+
+
+async def tokens_for(
+    session: AsyncSession, request_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, TokenRecord]:
+    if not request_ids:
+        return {}
+    rows = await session.execute(_token_stmt().where(ApprovalToken.request_id.in_(request_ids)))
+    return {r.request_id: TokenRecord(*r) for r in rows}
+
+
+async def token_by_jti(session: AsyncSession, jti: uuid.UUID) -> TokenRecord | None:
+    row = (await session.execute(_token_stmt().where(ApprovalToken.jti == jti))).first()
+    return TokenRecord(*row) if row else None
+
+
+async def redeem(
+    session: AsyncSession, jti: uuid.UUID, request_id: uuid.UUID, redeemed_by: str
+) -> bool:
+    """The single-use authority: True for the first redemption of a jti, False ever after."""
+    row = (
+        await session.execute(
+            pg_insert(TokenRedemption)
+            .values(jti=jti, request_id=request_id, redeemed_by=redeemed_by[:128])
+            .on_conflict_do_nothing()
+            .returning(TokenRedemption.jti)
+        )
+    ).first()
+    return row is not None
+
+
+async def queue_callback(
+    session: AsyncSession, approval_id: uuid.UUID, url: str, body: dict[str, Any]
+) -> None:
+    await session.execute(
+        insert(CallbackDelivery).values(approval_id=approval_id, url=url, body=body)
+    )
+
+
+async def claim_callbacks(
+    session: AsyncSession, limit: int, lease_seconds: int
+) -> list[CallbackRecord]:
+    """Due deliveries, leased (pushed into the future) so no other process sends them meanwhile."""
+    due = (
+        select(CallbackDelivery.id)
+        .where(CallbackDelivery.status == "pending", CallbackDelivery.next_attempt_at <= func.now())
+        .order_by(CallbackDelivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        update(CallbackDelivery)
+        .where(CallbackDelivery.id.in_(due))
+        .values(
+            attempts=CallbackDelivery.attempts + 1,
+            next_attempt_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, float(lease_seconds)),
+        )
+        .returning(
+            CallbackDelivery.id,
+            CallbackDelivery.approval_id,
+            CallbackDelivery.url,
+            CallbackDelivery.body,
+            CallbackDelivery.attempts,
+        )
+    )
+    return [CallbackRecord(*r) for r in rows]
+
+
+async def finish_callback(
+    session: AsyncSession,
+    delivery_id: int,
+    *,
+    delivered: bool,
+    error: str | None,
+    retry_in_seconds: float | None,
+) -> None:
+    values: dict[str, Any] = {"last_error": error}
+    if delivered:
+        values.update(status="done", done_at=func.now())
+    elif retry_in_seconds is None:
+        values.update(status="dead", done_at=func.now())
+    else:
+        values["next_attempt_at"] = func.now() + func.make_interval(
+            0, 0, 0, 0, 0, 0, float(retry_in_seconds)
+        )
+    await session.execute(
+        update(CallbackDelivery).where(CallbackDelivery.id == delivery_id).values(**values)
+    )
+
+
+async def cards_of(session: AsyncSession, approval_id: uuid.UUID) -> list[tuple[int, int]]:
+    """(telegram_messages.id, chat id) of every card of a request."""
+    rows = await session.execute(
+        select(TelegramMessage.id, TelegramMessage.chat_id)
+        .where(TelegramMessage.approval_id == approval_id)
+        .order_by(TelegramMessage.id)
+    )
+    return [(r.id, r.chat_id) for r in rows]
+
+
+async def card_links(
+    session: AsyncSession, approval_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[tuple[int, int]]]:
+    """(chat id, message id) of every delivered card of these requests."""
+    out: dict[uuid.UUID, list[tuple[int, int]]] = {a: [] for a in approval_ids}
+    if not approval_ids:
+        return out
+    rows = await session.execute(
+        select(TelegramMessage.approval_id, TelegramMessage.chat_id, TelegramMessage.message_id)
+        .where(
+            TelegramMessage.approval_id.in_(approval_ids),
+            TelegramMessage.message_id.is_not(None),
+        )
+        .order_by(TelegramMessage.id)
+    )
+    for r in rows:
+        out[r.approval_id].append((r.chat_id, r.message_id))
+    return out

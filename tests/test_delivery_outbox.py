@@ -1,0 +1,339 @@
+"""The outbox sender against the emulator: sends, edits, coalescing, faults, truncation."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from bot.emulator import parse_html
+from bot.outbox import fit_html, sanitize, visible_length
+from storage.db import transaction
+from storage.models import AuditEntry, Chat, OutboxItem, TelegramMessage
+from storage.outbox import Priority, edit_message, enqueue_call, enqueue_text, put_message
+from tests.conftest import BOT_TOKEN, CHAT, Harness, QuorumFactory
+
+FAST: dict[str, Any] = {"outbox_retry_base_seconds": 0.05, "outbox_call_timeout_seconds": 1.0}
+KEYBOARD = {"inline_keyboard": [[{"text": "OK", "callback_data": "ok"}]]}
+
+
+async def put_card(h: Harness, text: str, *, chat: int = CHAT, markup: Any = None) -> int:
+    async with transaction(h.app.runtime.sessions) as s:
+        return await put_message(
+            s,
+            chat_id=chat,
+            purpose="test",
+            text_html=text,
+            reply_markup=markup,
+            priority=Priority.CARD,
+        )
+
+
+async def edit_card(
+    h: Harness, row_id: int, text: str, *, markup: Any = None, not_before: datetime | None = None
+) -> None:
+    async with transaction(h.app.runtime.sessions) as s:
+        await edit_message(
+            s,
+            row_id,
+            text_html=text,
+            reply_markup=markup,
+            priority=Priority.CARD,
+            not_before=not_before,
+        )
+
+
+async def card(h: Harness, row_id: int) -> TelegramMessage:
+    async with h.app.runtime.sessions() as s:
+        row = await s.get(TelegramMessage, row_id)
+        assert row is not None
+        return row
+
+
+async def outbox(h: Harness) -> list[OutboxItem]:
+    async with h.app.runtime.sessions() as s:
+        return list(await s.scalars(select(OutboxItem).order_by(OutboxItem.id)))
+
+
+async def drained(h: Harness) -> bool:
+    return all(r.status in ("done", "dead") for r in await outbox(h))
+
+
+async def sent(h: Harness, row_id: int, version: int = 1) -> bool:
+    return (await card(h, row_id)).sent_version >= version
+
+
+async def test_card_is_sent_then_edited_in_place(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum()
+    row_id = await put_card(h, "<b>deploy</b> api", markup=KEYBOARD)
+    await h.wait_for(lambda: sent(h, row_id))
+    msgs = await h.bot_messages()
+    assert [m["text"] for m in msgs] == ["deploy api"]
+    assert (await card(h, row_id)).message_id == msgs[0]["message_id"]
+
+    await edit_card(h, row_id, "<b>deploy</b> api: approved", markup=None)
+    await h.wait_for(lambda: sent(h, row_id, 2))
+    msgs = await h.bot_messages()
+    assert [(m["text"], m["edits"], m["reply_markup"]) for m in msgs] == [
+        ("deploy api: approved", 1, None)
+    ]
+
+
+async def test_markup_only_change_edits_the_markup(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum()
+    row_id = await put_card(h, "card", markup=KEYBOARD)
+    await h.wait_for(lambda: sent(h, row_id))
+    await edit_card(h, row_id, "card", markup=None)
+    await h.wait_for(lambda: sent(h, row_id, 2))
+    assert len(await h.emu.calls("editMessageReplyMarkup")) == 1
+    assert await h.emu.calls("editMessageText") == []
+
+
+async def test_unchanged_content_is_not_sent_again(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum()
+    row_id = await put_card(h, "same", markup=KEYBOARD)
+    await h.wait_for(lambda: sent(h, row_id))
+    await edit_card(h, row_id, "same", markup=KEYBOARD)
+    await h.wait_for(lambda: sent(h, row_id, 2))
+    await h.wait_for(lambda: drained(h))
+    assert await h.emu.calls("editMessageText") == []
+    assert await h.emu.calls("editMessageReplyMarkup") == []
+
+
+async def test_pending_edits_coalesce_to_the_last(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum()
+    async with transaction(h.app.runtime.sessions) as s:
+        row_id = await put_message(
+            s,
+            chat_id=CHAT,
+            purpose="test",
+            text_html="v1",
+            reply_markup=None,
+            priority=Priority.CARD,
+        )
+        for v in range(2, 6):
+            await edit_message(
+                s, row_id, text_html=f"v{v}", reply_markup=None, priority=Priority.CARD
+            )
+    await h.wait_for(lambda: sent(h, row_id, 5))
+    assert [c["params"]["text"] for c in await h.emu.calls("sendMessage")] == ["v5"]
+
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    for v in range(6, 10):
+        await edit_card(h, row_id, f"v{v}", not_before=later)
+    assert len([r for r in await outbox(h) if r.status == "pending"]) == 1
+    await h.wait_for(lambda: sent(h, row_id, 9))
+    assert [c["params"]["text"] for c in await h.emu.calls("editMessageText")] == ["v9"]
+
+
+async def test_server_error_is_retried_with_backoff(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(**FAST)
+    await h.emu.add_fault("server_error", method="sendMessage", count=2, status=502)
+    row_id = await put_card(h, "after two 502s")
+    await h.wait_for(lambda: sent(h, row_id))
+    (row,) = await outbox(h)
+    assert (row.status, row.attempts) == ("done", 2)
+    assert [m["text"] for m in await h.bot_messages()] == ["after two 502s"]
+    assert h.app.runtime.metrics.retries._value.get() == 2
+
+
+async def test_timeout_is_retried(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(**FAST)
+    await h.emu.add_fault("timeout", method="sendMessage", delay=2.5)
+    async with transaction(h.app.runtime.sessions) as s:
+        await enqueue_text(s, CHAT, "slow")
+    await h.wait_for(lambda: drained(h))
+    (row,) = await outbox(h)
+    assert (row.status, row.attempts) == ("done", 1)
+    # The timed-out call did reach Telegram: a duplicate is the documented cost.
+    assert 1 <= len([m for m in await h.bot_messages() if m["text"] == "slow"]) <= 2
+
+
+async def test_dead_letter_after_the_last_try(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(outbox_max_attempts=3, **FAST)
+    await h.emu.add_fault("server_error", method="sendMessage", count=10)
+    row_id = await put_card(h, "never")
+    await h.wait_for(lambda: drained(h))
+    (row,) = await outbox(h)
+    assert (row.status, row.attempts) == ("dead", 3)
+    assert row.last_error and BOT_TOKEN not in row.last_error
+    assert (await card(h, row_id)).status == "failed"
+    async with h.app.runtime.sessions() as s:
+        events = list(await s.scalars(select(AuditEntry.event)))
+    assert "outbox.dead_letter" in events
+    assert h.app.runtime.metrics.dead_letters._value.get() == 1
+    _status, body = await h.api("GET", "/readyz", key=None)
+    assert body["checks"]["outbox_dead_letters"] == 1
+
+
+async def test_other_bad_request_is_dead_at_once(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(**FAST)
+    async with transaction(h.app.runtime.sessions) as s:
+        await enqueue_text(s, CHAT, "<b>broken")
+    await h.wait_for(lambda: drained(h))
+    (row,) = await outbox(h)
+    assert (row.status, row.attempts) == ("dead", 1)
+    assert "parse" in (row.last_error or "")
+
+
+async def test_not_modified_counts_as_success(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(**FAST)
+    row_id = await put_card(h, "one")
+    await h.wait_for(lambda: sent(h, row_id))
+    await h.emu.add_fault("not_modified", method="editMessageText")
+    await edit_card(h, row_id, "two")
+    await h.wait_for(lambda: sent(h, row_id, 2))
+    rows = await outbox(h)
+    assert [(r.status, r.attempts) for r in rows] == [("done", 0), ("done", 0)]
+
+
+async def test_edit_of_a_vanished_card_posts_it_again(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(**FAST)
+    row_id = await put_card(h, "first")
+    await h.wait_for(lambda: sent(h, row_id))
+    first_id = (await card(h, row_id)).message_id
+    await h.emu.add_fault("not_found", method="editMessageText")
+    await edit_card(h, row_id, "second")
+    await h.wait_for(lambda: sent(h, row_id, 2))
+    again = await card(h, row_id)
+    assert again.message_id is not None and again.message_id != first_id
+    texts = {m["message_id"]: m["text"] for m in await h.bot_messages()}
+    assert texts[again.message_id] == "second"
+
+
+async def test_429_pauses_the_chat_without_using_a_try(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(**FAST)
+    await h.emu.add_fault("too_many_requests", method="sendMessage", chat_id=CHAT, retry_after=1)
+    t0 = datetime.now(UTC)
+    row_id = await put_card(h, "patient")
+    await h.wait_for(lambda: sent(h, row_id))
+    (row,) = await outbox(h)
+    assert (row.status, row.attempts) == ("done", 0)
+    assert row.done_at is not None and row.done_at - t0 >= timedelta(seconds=0.9)
+    ok = [c for c in await h.emu.calls("sendMessage") if c["status"] == 200]
+    assert len(ok) == 1
+    assert h.app.runtime.metrics.rate_limited._value.get() == 1
+
+
+async def test_forbidden_holds_rows_until_the_bot_is_back(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(mode="polling", **FAST)
+    await h.emu.add_fault("kicked", method="sendMessage", chat_id=CHAT)
+    await put_card(h, "while kicked")
+
+    async def inactive() -> bool:
+        async with h.app.runtime.sessions() as s:
+            chat = await s.get(Chat, CHAT)
+            return chat is not None and not chat.active
+
+    await h.wait_for(inactive)
+    await put_card(h, "also held")
+    rows = await outbox(h)
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 0), ("pending", 0)]
+    assert await h.bot_messages() == []
+    async with h.app.runtime.sessions() as s:
+        events = list(await s.scalars(select(AuditEntry.event)))
+    assert "chat.deactivated" in events
+
+    await h.emu.add_back(CHAT, by_user_id=1001)
+    await h.wait_for(lambda: drained(h))
+    assert sorted(m["text"] for m in await h.bot_messages()) == ["also held", "while kicked"]
+
+
+async def test_migrated_chat_gets_the_message_once(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(**FAST)
+    await h.emu.add_fault("migrate", method="sendMessage", chat_id=CHAT)
+    row_id = await put_card(h, "to the supergroup")
+    await h.wait_for(lambda: sent(h, row_id))
+    new_id = (await h.emu.chat(CHAT))["migrated_to"]
+    assert new_id is not None
+    msg = await card(h, row_id)
+    assert msg.chat_id == new_id
+    assert [m["text"] for m in await h.bot_messages(new_id)] == ["to the supergroup"]
+    async with h.app.runtime.sessions() as s:
+        old = await s.get(Chat, CHAT)
+        assert old is not None and old.migrated_to == new_id
+        assert await s.get(Chat, new_id) is not None
+
+
+async def test_long_text_is_cut_on_a_safe_boundary(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum()
+    text = "<b>" + "a &amp; b " * 700 + "</b><i>" + "x" * 2000 + "</i>"
+    row_id = await put_card(h, text)
+    await h.wait_for(lambda: sent(h, row_id))
+    (msg,) = await h.bot_messages()
+    assert len(msg["text"]) <= 4096 and msg["text"].endswith("…")
+    assert (await card(h, row_id)).sent_text == text
+
+
+async def test_callback_answer_too_old_is_dropped(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(**FAST)
+    async with transaction(h.app.runtime.sessions) as s:
+        await enqueue_call(
+            s,
+            "answerCallbackQuery",
+            {"callback_query_id": "12345", "text": "late"},
+            chat_id=None,
+            priority=Priority.CALLBACK,
+            kind="callback_answer",
+        )
+    await h.wait_for(lambda: drained(h))
+    (row,) = await outbox(h)
+    assert (row.status, row.attempts) == ("done", 0)
+
+
+def test_sanitize_masks_the_token() -> None:
+    err = f"Cannot connect to https://api.telegram.org/bot{BOT_TOKEN}/sendMessage"
+    assert BOT_TOKEN not in sanitize(err)
+    assert "<token>" in sanitize(err, BOT_TOKEN)
+
+
+# ---------------------------------------------------------------- fit_html
+
+_TAGS = ["b", "i", "u", "s", "code", "tg-spoiler"]
+
+
+def _render(node: Any) -> str:
+    if isinstance(node, str):
+        return html.escape(node, quote=False)
+    tag, children = node
+    inner = "".join(_render(c) for c in children)
+    if tag == "a":
+        return f'<a href="https://example.com/?q=&quot;x&quot;">{inner}</a>'
+    return f"<{tag}>{inner}</{tag}>"
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=40)
+_nodes = st.recursive(
+    _text,
+    lambda children: st.tuples(st.sampled_from([*_TAGS, "a"]), st.lists(children, max_size=4)),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_nodes, min_size=1, max_size=8), st.integers(min_value=1, max_value=120))
+def test_fit_html_keeps_html_valid_and_within_the_limit(nodes: list[Any], limit: int) -> None:
+    source = "".join(_render(n) for n in nodes)
+    if not parse_html(source)[0].strip():
+        return
+    fitted = fit_html(source, limit)
+    visible, _ = parse_html(fitted)
+    assert len(visible) <= limit
+    assert visible_length(fitted) == len(visible)
+    original, _ = parse_html(source)
+    if len(original) <= limit:
+        assert fitted == source
+    else:
+        assert visible.endswith("…")
+        assert original.startswith(visible[:-1])
+
+
+def test_fit_html_never_splits_an_entity_or_a_tag() -> None:
+    assert fit_html("ab&amp;cd", 3) == "ab…"
+    assert fit_html("<b>abcdef</b>", 4) == "<b>abc</b>…"
+    assert fit_html('x<a href="https://e.x/">link text</a>', 2) == "x…"
+    assert fit_html("short", 4096) == "short"
