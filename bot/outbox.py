@@ -423,6 +423,10 @@ class Sender:
         self.retry_base = s.outbox_retry_base_seconds
         self.token = s.telegram_token.get_secret_value()
         self._next_due = math.inf
+        # Chats whose pacing budget is spent, and until when (a hint for this process only:
+        # the budgets themselves are shared in Redis). A vote storm re-queues a card's edit as
+        # due now; claiming it before the budget returns would only put it back.
+        self._chat_wait: dict[int, float] = {}
         self._depth_at = 0.0
         self._kinds: set[str] = set()
 
@@ -468,9 +472,16 @@ class Sender:
         self.wake.set()  # the chat is free again, and so is a slot
 
     async def _claim(self, limit: int) -> list[store.ClaimedRow]:
+        now = time.monotonic()
+        if self._chat_wait:
+            self._chat_wait = {c: t for c, t in self._chat_wait.items() if t > now}
         async with transaction(self.rt.sessions) as session:
             return await store.claim_due(
-                session, instance=self.rt.instance, lease_seconds=self.lease, limit=limit
+                session,
+                instance=self.rt.instance,
+                lease_seconds=self.lease,
+                limit=limit,
+                skip_chats=list(self._chat_wait),
             )
 
     async def _hand_back(self) -> None:
@@ -795,6 +806,8 @@ class Sender:
             log.info("chat %s migrated to %s", outcome.chat_id, outcome.new_chat_id)
         if outcome.delay > 0 and action in ("release", "retry"):
             self._next_due = min(self._next_due, time.monotonic() + outcome.delay)
+            if action == "release" and row.chat_id is not None:
+                self._chat_wait[row.chat_id] = time.monotonic() + outcome.delay
         elif action in ("release", "migrated", "removed"):
             self._next_due = time.monotonic()
 

@@ -1,4 +1,4 @@
-"""/start and /help: what the bot does and who the sender is to it."""
+"""/start and /help, and the fallback answer for buttons no other router knows."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from html import escape
 
 from aiogram import Router
 from aiogram.filters import Command, CommandStart
-from aiogram.types import Message
+from aiogram.methods import AnswerCallbackQuery
+from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.runtime import Runtime
@@ -40,3 +41,9 @@ async def show_help(message: Message, session: AsyncSession, runtime: Runtime) -
         else f"This chat (<code>{message.chat.id}</code>) is not in the policy file yet."
     )
     await enqueue_text(session, message.chat.id, f"{HELP}\n\n{who}\n{where}")
+
+
+@router.callback_query()
+async def refuse_unknown_button(query: CallbackQuery) -> AnswerCallbackQuery:
+    # Every tap must be answered, or the client shows a spinner until Telegram gives up.
+    return query.answer("This button is not valid here.", show_alert=True)

@@ -32,13 +32,16 @@ def to_sync_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-def make_engine(url: str, *, pool_size: int = 10, statement_timeout_ms: int = 15000) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 20, statement_timeout_ms: int = 15000) -> AsyncEngine:
     # Bounded waits: a held row lock or a slow statement becomes a clear error, never a hang.
+    # No pre-ping (a round trip per checkout): a dropped connection fails its statement, the
+    # dialect flags it as a disconnect and the pool invalidates it; callers retry the unit of
+    # work (webhook 503, outbox record retries).
     return create_async_engine(
         to_async_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+        max_overflow=pool_size // 2,
+        pool_pre_ping=False,
         pool_timeout=10,
         connect_args={
             "timeout": 5,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import OutboxItem, TelegramMessage
@@ -112,6 +114,40 @@ async def put_message(
     return msg_id
 
 
+# The message's new content and its coalesced pending sync, in one round trip. A pending sync
+# already there will read the newest content: it is kept (the earlier due time and the more
+# urgent priority win), so a vote storm on one card leaves one pending row.
+_EDIT_AND_SYNC = text(
+    """
+    WITH m AS (
+        UPDATE telegram_messages
+        SET text = :text, reply_markup = CAST(:markup AS jsonb), version = version + 1,
+            updated_at = now()
+        WHERE id = :id
+        RETURNING id, chat_id
+    )
+    INSERT INTO outbox (method, telegram_message_id, chat_id, priority, kind, next_attempt_at)
+    SELECT 'sync', m.id, m.chat_id, :priority, :kind,
+           coalesce(CAST(:not_before AS timestamptz), now())
+    FROM m
+    ON CONFLICT (telegram_message_id) WHERE status = 'pending' AND telegram_message_id IS NOT NULL
+    DO UPDATE SET priority = least(outbox.priority, excluded.priority),
+                  next_attempt_at = least(outbox.next_attempt_at, excluded.next_attempt_at)
+    RETURNING outbox.id
+    """
+)
+_QUEUE_SYNC = text(
+    """
+    INSERT INTO outbox (method, telegram_message_id, chat_id, priority, kind, next_attempt_at)
+    VALUES ('sync', :id, :chat_id, :priority, :kind,
+            coalesce(CAST(:not_before AS timestamptz), now()))
+    ON CONFLICT (telegram_message_id) WHERE status = 'pending' AND telegram_message_id IS NOT NULL
+    DO UPDATE SET priority = least(outbox.priority, excluded.priority),
+                  next_attempt_at = least(outbox.next_attempt_at, excluded.next_attempt_at)
+    """
+)
+
+
 async def edit_message(
     session: AsyncSession,
     message_row_id: int,
@@ -122,20 +158,21 @@ async def edit_message(
     not_before: datetime | None = None,
 ) -> None:
     """Change what a message should show; pending syncs coalesce so only the latest is sent."""
-    chat_id = (
+    row = (
         await session.execute(
-            update(TelegramMessage)
-            .where(TelegramMessage.id == message_row_id)
-            .values(
-                text=text_html,
-                reply_markup=reply_markup,
-                version=TelegramMessage.version + 1,
-                updated_at=func.now(),
-            )
-            .returning(TelegramMessage.chat_id)
+            _EDIT_AND_SYNC,
+            {
+                "id": message_row_id,
+                "text": text_html,
+                "markup": json.dumps(reply_markup),
+                "priority": int(priority),
+                "kind": "edit",
+                "not_before": not_before,
+            },
         )
-    ).scalar_one()
-    await _queue_sync(session, message_row_id, chat_id, priority, "edit", not_before)
+    ).first()
+    if row is None:
+        raise NoResultFound(f"no bot message {message_row_id}")
 
 
 async def _queue_sync(
@@ -146,29 +183,16 @@ async def _queue_sync(
     kind: str,
     not_before: datetime | None,
 ) -> None:
-    values: dict[str, Any] = {
-        "method": "sync",
-        "telegram_message_id": message_row_id,
-        "chat_id": chat_id,
-        "priority": int(priority),
-        "kind": kind,
-    }
-    if not_before is not None:
-        values["next_attempt_at"] = not_before
-    stmt = pg_insert(OutboxItem).values(**values)
-    # A pending sync already exists: it will read the newest content, keep it (the earlier
-    # due time and the more urgent priority win).
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[OutboxItem.telegram_message_id],
-        index_where=text("status = 'pending' AND telegram_message_id IS NOT NULL"),
-        set_={
-            "priority": func.least(OutboxItem.priority, stmt.excluded.priority),
-            "next_attempt_at": func.least(
-                OutboxItem.next_attempt_at, stmt.excluded.next_attempt_at
-            ),
+    await session.execute(
+        _QUEUE_SYNC,
+        {
+            "id": message_row_id,
+            "chat_id": chat_id,
+            "priority": int(priority),
+            "kind": kind,
+            "not_before": not_before,
         },
     )
-    await session.execute(stmt)
 
 
 async def messages_for_approval(
@@ -298,6 +322,7 @@ _HEADS = text(
           AND ((h.status = 'pending' AND h.next_attempt_at <= now())
             OR (h.status = 'sending' AND h.claimed_until < now()))
           AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.id = q.chat_id AND NOT c.active)
+          AND q.chat_id <> ALL(CAST(:skip AS bigint[]))
         UNION ALL
         (SELECT o.id, o.chat_id, o.priority FROM outbox o
          WHERE o.status IN ('pending', 'sending') AND o.chat_id IS NULL
@@ -360,14 +385,16 @@ async def claim_due(
     lease_seconds: float,
     limit: int,
     chat_id: int | None = None,
+    skip_chats: Sequence[int] = (),
 ) -> list[ClaimedRow]:
     """Mark up to `limit` due rows 'sending' for this instance; commit before calling Telegram.
 
     Every chat's head row is considered, or only `chat_id`'s (a sender that has just finished
-    a chat's row takes the next one at once).
+    a chat's row takes the next one at once). `skip_chats` are chats known to have no budget
+    left yet: claiming their rows would only put them back.
     """
     if chat_id is None:
-        heads = await session.execute(_HEADS, {"limit": limit})
+        heads = await session.execute(_HEADS, {"limit": limit, "skip": list(skip_chats)})
     else:
         heads = await session.execute(_CHAT_HEAD, {"chat": chat_id})
     ids = [int(r.id) for r in heads]

@@ -173,12 +173,12 @@ def redis_server_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def redis_url(redis_server_url: str) -> AsyncIterator[str]:
+async def redis_url(redis_server_url: str) -> str:
     if redis_server_url:
         client = Redis.from_url(redis_server_url)
         await client.flushdb()
         await client.aclose()
-    yield redis_server_url
+    return redis_server_url
 
 
 # ---------------------------------------------------------------- Telegram emulator

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.conftest import ALICE, CAROL, CHAT, Harness
+from tests.conftest import ALICE, CAROL, CHAT, WEBHOOK_SECRET, Harness
 
 UNKNOWN_CHAT = -1001000000999
 ANONYMOUS_ADMIN = 1087968824  # Telegram's GroupAnonymousBot
@@ -85,3 +85,33 @@ async def test_anonymous_admin_is_not_taken_for_a_person(quorum: Harness) -> Non
     assert str(ANONYMOUS_ADMIN) not in text
     assert "Your Telegram id" not in text
     assert "This chat belongs to team platform." in text
+
+
+async def test_unknown_button_gets_an_answer(quorum: Harness) -> None:
+    """A tap whose callback_data no router knows still stops the client's spinner."""
+    await quorum.emu.send_text(CHAT, ALICE, "/help")
+    msgs = await quorum.wait_for(quorum.bot_messages)
+    update = {
+        "callback_query": {
+            "id": "cq-unknown-1",
+            "from": {"id": ALICE, "is_bot": False, "first_name": "Alice"},
+            "chat_instance": "1",
+            "data": "zz:not-ours",
+            "message": {
+                "message_id": msgs[0]["message_id"],
+                "date": 0,
+                "chat": {"id": CHAT, "type": "supergroup", "title": "platform"},
+            },
+        }
+    }
+    status, body = await quorum.api(
+        "POST",
+        "/telegram/webhook",
+        {"update_id": 990001, **update},
+        key=None,
+        headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
+    )
+    assert status == 200
+    assert body["method"] == "answerCallbackQuery"
+    assert body["callback_query_id"] == "cq-unknown-1"
+    assert "not valid" in body["text"]

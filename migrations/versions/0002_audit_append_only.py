@@ -55,6 +55,11 @@ def upgrade() -> None:
                 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO quorum_app;
                 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO quorum_app;
                 REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM quorum_app;
+                -- Tables later migrations create (as this same owner) are granted too.
+                ALTER DEFAULT PRIVILEGES IN SCHEMA public
+                    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO quorum_app;
+                ALTER DEFAULT PRIVILEGES IN SCHEMA public
+                    GRANT USAGE, SELECT ON SEQUENCES TO quorum_app;
             END IF;
         END $$;
         """
@@ -86,6 +91,10 @@ def downgrade() -> None:
             IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'quorum_app') THEN
                 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM quorum_app;
                 REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM quorum_app;
+                ALTER DEFAULT PRIVILEGES IN SCHEMA public
+                    REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLES FROM quorum_app;
+                ALTER DEFAULT PRIVILEGES IN SCHEMA public
+                    REVOKE USAGE, SELECT ON SEQUENCES FROM quorum_app;
             END IF;
         END $$;
         """
