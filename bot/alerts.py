@@ -294,7 +294,7 @@ async def _render_cards(
                 )
                 audit_rows.append(
                     {
-                        "event": "alert_sent",
+                        "event": "alert.sent",
                         "team_id": alert.team_id,
                         "alert_id": alert.id,
                         "chat_id": chat_id,
@@ -363,7 +363,7 @@ async def ingest(rt: Runtime, team: Team, alerts: Sequence[IncomingAlert]) -> In
         done = await store.resolve_firing(session, team_id, resolved, edit_interval=interval)
         audit_rows: list[dict[str, Any]] = [
             {
-                "event": "alert_received" if r.inserted else "alert_deduplicated",
+                "event": "alert.received" if r.inserted else "alert.deduplicated",
                 "team_id": team_id,
                 "alert_id": r.id,
                 "actor": latest[r.fingerprint].source,
@@ -378,7 +378,7 @@ async def ingest(rt: Runtime, team: Team, alerts: Sequence[IncomingAlert]) -> In
         resolved_fps = {a.fingerprint for a in done}
         audit_rows.extend(
             {
-                "event": "alert_resolved",
+                "event": "alert.resolved",
                 "team_id": team_id,
                 "alert_id": a.id,
                 "actor": a.source,
@@ -388,7 +388,7 @@ async def ingest(rt: Runtime, team: Team, alerts: Sequence[IncomingAlert]) -> In
         )
         audit_rows.extend(
             {
-                "event": "alert_received",
+                "event": "alert.received",
                 "team_id": team_id,
                 "actor": latest[fp].source,
                 "detail": {"fingerprint": fp, "status": "resolved", "matched": False},
@@ -449,7 +449,7 @@ async def press_button(
     if forged:
         await audit.record(
             session,
-            "alert_button_forged",
+            "alert.button_forged",
             actor_telegram_id=user_id,
             chat_id=chat_id,
             ref=ref[:40],
@@ -466,7 +466,7 @@ async def press_button(
     if approver is None:
         await audit.record(
             session,
-            "alert_button_refused",
+            "alert.button_refused",
             actor_telegram_id=user_id,
             team_id=alert.team_id,
             alert_id=alert.id,
@@ -484,7 +484,7 @@ async def press_button(
             return "You already acknowledged this alert."
         await audit.record(
             session,
-            "alert_acknowledged",
+            "alert.acknowledged",
             actor=who,
             actor_telegram_id=user_id,
             team_id=alert.team_id,
@@ -499,7 +499,7 @@ async def press_button(
             raise AlertClosed
         await audit.record(
             session,
-            "alert_resolved",
+            "alert.resolved",
             actor=who,
             actor_telegram_id=user_id,
             team_id=alert.team_id,
@@ -525,7 +525,7 @@ async def press_button(
         )
         await audit.record(
             session,
-            "alert_silenced",
+            "alert.silenced",
             actor=who,
             actor_telegram_id=user_id,
             team_id=alert.team_id,
@@ -629,7 +629,7 @@ async def unsilence(
     cancelled = await store.cancel_silence(session, found.id, user_id)
     await audit.record(
         session,
-        "alert_unsilenced",
+        "alert.unsilenced",
         actor=approver.name,
         actor_telegram_id=user_id,
         team_id=team_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
@@ -61,8 +62,9 @@ def make_bot(settings: Settings) -> Bot:
 def make_dispatcher() -> Dispatcher:
     # aiogram lets a router belong to one parent only, so every Quorum in a process (tests,
     # in-process replicas) shares one Dispatcher; it holds no per-instance state (the runtime
-    # and session are passed to each feed_update).
-    dp = Dispatcher()
+    # and session are passed to each feed_update). No handler keeps FSM state, so the FSM
+    # middleware (a storage lookup and context objects per update) is left out.
+    dp = Dispatcher(disable_fsm=True)
     dp.include_routers(
         handlers.approvals.router,
         handlers.alerts.router,
@@ -70,6 +72,20 @@ def make_dispatcher() -> Dispatcher:
         handlers.commands.router,
     )
     return dp
+
+
+async def _bounded(what: str, step: Awaitable[object], seconds: float) -> None:
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.warning("stopping %s took over %s s; moving on", what, seconds)
+    except Exception as exc:
+        log.warning("stopping %s failed (%s)", what, type(exc).__name__)
+    else:
+        if time.monotonic() - started > 2:
+            log.warning("stopping %s took %.1f s", what, time.monotonic() - started)
 
 
 class Quorum:
@@ -126,7 +142,7 @@ class Quorum:
         for worker in workers:
             self._tasks.append(asyncio.create_task(self._supervise(worker), name=worker.__name__))
         if serve:
-            self._runner = web.AppRunner(self.make_web_app(), access_log=None)
+            self._runner = web.AppRunner(self.make_web_app(), access_log=None, shutdown_timeout=5)
             await self._runner.setup()
             site = web.TCPSite(self._runner, s.http_host, s.http_port)
             await site.start()
@@ -194,20 +210,22 @@ class Quorum:
         return app
 
     async def stop(self) -> None:
+        """Stop serving, then the workers, then the pools; each step is bounded so that a
+        stuck peer can never keep the process from exiting."""
+        if self._runner is not None:
+            await _bounded("http server", self._runner.cleanup(), 10)
+            self._runner = None
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=10)
+            for task in pending:
+                log.warning("worker %s did not stop within 10 s", task.get_name())
         self._tasks.clear()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
         if self.rt is not None:
-            await self.rt.bot.session.close()
-            with suppress(Exception):
-                await self.rt.redis.aclose()
-            await self.rt.engine.dispose()
+            await _bounded("telegram session", self.rt.bot.session.close(), 5)
+            await _bounded("redis", self.rt.redis.aclose(), 5)
+            await _bounded("database pool", self.rt.engine.dispose(), 10)
 
     async def _supervise(self, worker: Worker) -> None:
         """Keep a background worker alive across faults (a database restart, a bug)."""

@@ -42,6 +42,8 @@ CALLBACK_MAX_ATTEMPTS = 8
 CALLBACK_LEASE_SECONDS = 30
 CALLBACK_TIMEOUT_SECONDS = 5.0
 CALLBACK_SIGNATURE_HEADER = "X-Quorum-Signature"
+UNNUMBERED_WAIT_SECONDS = 0.02
+UNNUMBERED_WAIT_STEPS = 50
 
 
 # ---------------------------------------------------------------- domain errors
@@ -291,18 +293,18 @@ def render_card(
     return text_html
 
 
+@lru_cache(maxsize=4096)
+def _vote_buttons(secret: str, request_id: uuid.UUID, chat_id: int) -> tuple[str, str]:
+    # Signed once per card: every vote re-renders the card with the same two buttons.
+    s = _signer_for(secret)
+    return s.approval_button(request_id, "a", chat_id), s.approval_button(request_id, "r", chat_id)
+
+
 def card_markup(rt: Runtime, req: repo.RequestRecord, chat_id: int) -> dict[str, Any] | None:
     if not req.pending:
         return None
-    s = signer(rt)
-    return keyboard(
-        [
-            [
-                ("✅ Approve", s.approval_button(req.id, "a", chat_id)),
-                ("❌ Reject", s.approval_button(req.id, "r", chat_id)),
-            ]
-        ]
-    )
+    approve, reject = _vote_buttons(rt.settings.token_secret.get_secret_value(), req.id, chat_id)
+    return keyboard([[("✅ Approve", approve), ("❌ Reject", reject)]])
 
 
 async def _alert_line(session: AsyncSession, req: repo.RequestRecord) -> str | None:
@@ -676,6 +678,14 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
             rt, session, tap, ForgedButton("This button is not valid here."), "bad_tag"
         )
     ctx = await repo.lock_for_vote(session, tap.chat_id, tap.message_id)
+    if ctx is None and await repo.card_unnumbered(session, request_id, tap.chat_id):
+        # A genuine button (its tag checked out) on a card whose message id is not stored
+        # yet: the tap raced the sender recording Telegram's answer. Wait for it, briefly.
+        for _ in range(UNNUMBERED_WAIT_STEPS):
+            await asyncio.sleep(UNNUMBERED_WAIT_SECONDS)
+            ctx = await repo.lock_for_vote(session, tap.chat_id, tap.message_id)
+            if ctx is not None:
+                break
     if ctx is None or ctx.request.id != request_id:
         raise await _refuse(
             rt,

@@ -46,6 +46,13 @@ POLL_SECONDS = 1.0
 DEPTH_EVERY_SECONDS = 5.0
 # Waits up to this long are slept through holding the claim; longer ones put the row back.
 HOLD_MAX_SECONDS = 2.0
+# NOTIFY wake-ups closer together than this share one claim: a vote storm notifies on every
+# card edit, and each claim walks every chat's queue head, mostly finding paced chats.
+NOTIFY_COALESCE_SECONDS = 0.05
+# Pacing waits up to this long (the bot-wide budget's next token) are slept through holding
+# this process's pacing turn: the senders queue here instead of all polling Redis each time
+# a token comes due, which at full send rate cost more CPU than the sends themselves.
+TURN_HOLD_SECONDS = 0.1
 RATE_MARGIN = 0.97
 # Not counted against Telegram's message budgets.
 UNPACED = frozenset({"answerCallbackQuery", "getMe", "getChat", "deleteWebhook", "setWebhook"})
@@ -306,6 +313,7 @@ class Pacer:
             try:
                 return await self._acquire_shared(chat_id)
             except Exception as exc:  # any Redis fault: degrade, never stop sending
+                _reraise_if_cancelled(exc)
                 if self._redis_retry_at == 0.0 or time.monotonic() - self._redis_retry_at > 5:
                     log.warning("pacing falls back to in-process limits: %s", type(exc).__name__)
                 self._redis_retry_at = time.monotonic() + 1.0
@@ -399,6 +407,14 @@ class Outcome:
     forget_message: bool = False  # the card is gone from Telegram: post it again
 
 
+def _reraise_if_cancelled(exc: Exception) -> None:
+    """A cancelled unit of work can fail in its rollback (the connection is still busy with
+    the cancelled statement): that error must not turn the cancellation into a retry."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
 @dataclass
 class _Rows:
     """Rows this process holds a claim on (so shutdown can hand them back)."""
@@ -429,6 +445,9 @@ class Sender:
         self._chat_wait: dict[int, float] = {}
         self._depth_at = 0.0
         self._kinds: set[str] = set()
+        self._claimed_at = 0.0
+        self._pace_turn = asyncio.Lock()
+        self._slot_freed = False  # set when a delivery ends: claim again at once
 
     # ---------------------------------------------------------------- loop
 
@@ -439,10 +458,16 @@ class Sender:
                 free = self.concurrency - len(self.tasks)
                 claimed: list[store.ClaimedRow] = []
                 if free > 0:
+                    since = time.monotonic() - self._claimed_at
+                    if not self._slot_freed and since < NOTIFY_COALESCE_SECONDS:
+                        await asyncio.sleep(NOTIFY_COALESCE_SECONDS - since)
                     self.wake.clear()
+                    self._slot_freed = False
+                    self._claimed_at = time.monotonic()
                     try:
                         claimed = await self._claim(free)
                     except Exception as exc:
+                        _reraise_if_cancelled(exc)
                         log.warning("outbox claim failed (%s); retrying", type(exc).__name__)
                         await asyncio.sleep(0.5)
                         continue
@@ -469,6 +494,7 @@ class Sender:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
+        self._slot_freed = True
         self.wake.set()  # the chat is free again, and so is a slot
 
     async def _claim(self, limit: int) -> list[store.ClaimedRow]:
@@ -501,7 +527,8 @@ class Sender:
         try:
             async with self.rt.sessions() as session:
                 depth = await store.depth_by_kind(session)
-        except Exception:
+        except Exception as exc:
+            _reraise_if_cancelled(exc)
             return
         gauge = self.rt.metrics.outbox_depth
         for kind in self._kinds - depth.keys():  # kinds that drained go to zero
@@ -527,6 +554,7 @@ class Sender:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _reraise_if_cancelled(exc)
                 log.info("outbox LISTEN connection lost (%s); reconnecting", type(exc).__name__)
                 self.wake.set()
                 await asyncio.sleep(backoff)
@@ -600,13 +628,18 @@ class Sender:
         if name not in UNPACED:
             held = 0.0
             while True:
-                wait = await self.pacer.acquire(chat_id)
+                async with self._pace_turn:
+                    wait = await self.pacer.acquire(chat_id)
+                    while 0 < wait <= TURN_HOLD_SECONDS and held + wait <= self.lease / 3:
+                        await asyncio.sleep(wait)
+                        held += wait
+                        wait = await self.pacer.acquire(chat_id)
                 if wait <= 0:
                     break
                 if wait > HOLD_MAX_SECONDS or held + wait > self.lease / 3:
                     self.rt.metrics.outbox_paced.inc()
                     return Outcome("release", delay=wait)
-                await asyncio.sleep(wait)
+                await asyncio.sleep(wait)  # a chat's budget: others may send meanwhile
                 held += wait
         if first and row.attempts == 0:
             self.rt.metrics.send_latency.observe(max(0.0, time.time() - row.created_at.timestamp()))
@@ -719,6 +752,7 @@ class Sender:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _reraise_if_cancelled(exc)
                 log.warning(
                     "recording outbox row %s failed (%s); retrying", row.id, type(exc).__name__
                 )

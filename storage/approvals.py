@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db import raw
 from storage.models import (
     ApprovalRequest,
     ApprovalToken,
@@ -171,26 +173,25 @@ async def list_for_team(
     return [_request(r) for r in rows]
 
 
-# Every card of the request as [[row id, chat id], ...], read with the tapped one.
-_CARDS = (
-    select(func.json_agg(text("json_build_array(tm2.id, tm2.chat_id) ORDER BY tm2.id")))
-    .select_from(text("telegram_messages AS tm2"))
-    .where(text("tm2.approval_id = approval_requests.id"))
-    .scalar_subquery()
-)
+_NAMES = ", ".join(f"r.{c.name}" for c in _COLUMNS)
+_N = len(_COLUMNS)
 
 
-# Built once: a statement object reused with bound values skips SQLAlchemy's per-call cache
-# key generation, a measurable share of the hot path's CPU.
-_LOCK_FOR_VOTE = (
-    select(*_COLUMNS, func.now().label("db_now"), _CARDS.label("cards"))
-    .select_from(TelegramMessage.__table__.join(_R, _R.c.id == TelegramMessage.approval_id))
-    .where(
-        TelegramMessage.chat_id == bindparam("chat"),
-        TelegramMessage.message_id == bindparam("mid"),
-    )
-    .with_for_update(of=_R, key_share=True)
-)
+def _request_raw(row: Any) -> RequestRecord:
+    """A record from an asyncpg row whose first columns are _COLUMNS (json already decoded)."""
+    return RequestRecord(*(row[i] for i in range(_N)))
+
+
+# The request behind a tapped card with every card of it ([[row id, chat id], ...]) and the
+# database's clock; run on the raw asyncpg connection (prepared once per connection).
+_LOCK_FOR_VOTE = f"""
+    SELECT {_NAMES}, now() AS db_now,
+           (SELECT json_agg(json_build_array(tm2.id, tm2.chat_id) ORDER BY tm2.id)
+              FROM telegram_messages AS tm2 WHERE tm2.approval_id = r.id) AS cards
+      FROM telegram_messages AS tm JOIN approval_requests AS r ON r.id = tm.approval_id
+     WHERE tm.chat_id = $1 AND tm.message_id = $2
+       FOR NO KEY UPDATE OF r
+"""  # noqa: S608 (column names from our own table)
 
 
 async def lock_for_vote(session: AsyncSession, chat_id: int, message_id: int) -> VoteContext | None:
@@ -199,11 +200,11 @@ async def lock_for_vote(session: AsyncSession, chat_id: int, message_id: int) ->
     The lock is what makes the last voter see every earlier vote (READ COMMITTED takes a new
     snapshot per statement): without it two concurrent final votes could each miss the other.
     """
-    row = (await session.execute(_LOCK_FOR_VOTE, {"chat": chat_id, "mid": message_id})).first()
+    row = await (await raw(session)).fetchrow(_LOCK_FOR_VOTE, chat_id, message_id)
     if row is None:
         return None
-    cards = tuple((int(c[0]), int(c[1])) for c in row.cards or ())
-    return VoteContext(_request(row), cards, row.db_now)
+    cards = tuple((int(c[0]), int(c[1])) for c in row["cards"] or ())
+    return VoteContext(_request_raw(row), cards, row["db_now"])
 
 
 async def lock(
@@ -219,21 +220,19 @@ async def lock(
     return (_request(row), row.db_now) if row else None
 
 
-_ADD_VOTE = text(
-    """
+_ADD_VOTE = """
     WITH ins AS (
         INSERT INTO votes (request_id, voter_telegram_id, voter_name, decision, chat_id, message_id)
-        VALUES (:rid, :voter, :name, :decision, :chat_id, :message_id)
+        VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT DO NOTHING
         RETURNING id, voter_telegram_id, voter_name, decision, created_at
     )
     SELECT id, voter_telegram_id, voter_name, decision, created_at, false AS mine
-      FROM votes WHERE request_id = :rid
+      FROM votes WHERE request_id = $1
     UNION ALL
     SELECT id, voter_telegram_id, voter_name, decision, created_at, true FROM ins
     ORDER BY id
-    """
-)
+"""
 
 
 async def add_vote(
@@ -247,22 +246,14 @@ async def add_vote(
     message_id: int | None,
 ) -> tuple[bool, list[VoteRecord]]:
     """Insert one vote (a second by the same voter is a no-op) and read all votes, one trip."""
-    rows = await session.execute(
-        _ADD_VOTE,
-        {
-            "rid": request_id,
-            "voter": voter,
-            "name": name,
-            "decision": decision,
-            "chat_id": chat_id,
-            "message_id": message_id,
-        },
+    rows = await (await raw(session)).fetch(
+        _ADD_VOTE, request_id, voter, name, decision, chat_id, message_id
     )
     inserted = False
     votes = []
     for r in rows:
-        inserted = inserted or bool(r.mine)
-        votes.append(VoteRecord(r.id, r.voter_telegram_id, r.voter_name, r.decision, r.created_at))
+        inserted = inserted or bool(r[5])
+        votes.append(VoteRecord(r[0], r[1], r[2], r[3], r[4]))
     return inserted, votes
 
 
@@ -291,6 +282,14 @@ async def votes_for(
     return out
 
 
+_TRANSITION = f"""
+    UPDATE approval_requests AS r
+       SET status = $2, decided_by = $3::jsonb, decided_at = now(), updated_at = now()
+     WHERE r.id = $1 AND r.status = 'pending' AND (NOT $4 OR r.expires_at > now())
+    RETURNING {_NAMES}
+"""  # noqa: S608 (column names from our own table)
+
+
 async def transition(
     session: AsyncSession,
     request_id: uuid.UUID,
@@ -303,23 +302,14 @@ async def transition(
 
     With require_live the database's clock must still be before expires_at.
     """
-    cond = [_R.c.id == request_id, _R.c.status == "pending"]
-    if require_live:
-        cond.append(_R.c.expires_at > func.now())
-    row = (
-        await session.execute(
-            update(_R)
-            .where(*cond)
-            .values(
-                status=status,
-                decided_by=decided_by,
-                decided_at=func.now(),
-                updated_at=func.now(),
-            )
-            .returning(*_COLUMNS)
-        )
-    ).first()
-    return _request(row) if row else None
+    row = await (await raw(session)).fetchrow(
+        _TRANSITION,
+        request_id,
+        status,
+        json.dumps(decided_by),  # None is JSON null, as the ORM column stored it
+        require_live,
+    )
+    return _request_raw(row) if row else None
 
 
 async def set_result(
@@ -508,6 +498,19 @@ async def finish_callback(
     await session.execute(
         update(CallbackDelivery).where(CallbackDelivery.id == delivery_id).values(**values)
     )
+
+
+_UNNUMBERED_CARD = """
+    SELECT 1 FROM telegram_messages
+     WHERE approval_id = $1 AND chat_id = $2 AND message_id IS NULL
+     LIMIT 1
+"""
+
+
+async def card_unnumbered(session: AsyncSession, approval_id: uuid.UUID, chat_id: int) -> bool:
+    """The request's card in this chat is not numbered yet: posted, and Telegram's message id
+    not stored yet (the sender records it after Telegram answered), or still queued."""
+    return await (await raw(session)).fetchrow(_UNNUMBERED_CARD, approval_id, chat_id) is not None
 
 
 async def cards_of(session: AsyncSession, approval_id: uuid.UUID) -> list[tuple[int, int]]:

@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db import raw
 from storage.models import OutboxItem, TelegramMessage
 
 
@@ -116,26 +117,23 @@ async def put_message(
 
 # The message's new content and its coalesced pending sync, in one round trip. A pending sync
 # already there will read the newest content: it is kept (the earlier due time and the more
-# urgent priority win), so a vote storm on one card leaves one pending row.
-_EDIT_AND_SYNC = text(
-    """
+# urgent priority win), so a vote storm on one card leaves one pending row. Run on the raw
+# asyncpg connection (a hot path: every vote edits its cards).
+_EDIT_AND_SYNC = """
     WITH m AS (
         UPDATE telegram_messages
-        SET text = :text, reply_markup = CAST(:markup AS jsonb), version = version + 1,
-            updated_at = now()
-        WHERE id = :id
+        SET text = $2, reply_markup = $3::jsonb, version = version + 1, updated_at = now()
+        WHERE id = $1
         RETURNING id, chat_id
     )
     INSERT INTO outbox (method, telegram_message_id, chat_id, priority, kind, next_attempt_at)
-    SELECT 'sync', m.id, m.chat_id, :priority, :kind,
-           coalesce(CAST(:not_before AS timestamptz), now())
+    SELECT 'sync', m.id, m.chat_id, $4, $5, coalesce($6::timestamptz, now())
     FROM m
     ON CONFLICT (telegram_message_id) WHERE status = 'pending' AND telegram_message_id IS NOT NULL
     DO UPDATE SET priority = least(outbox.priority, excluded.priority),
                   next_attempt_at = least(outbox.next_attempt_at, excluded.next_attempt_at)
     RETURNING outbox.id
-    """
-)
+"""
 _QUEUE_SYNC = text(
     """
     INSERT INTO outbox (method, telegram_message_id, chat_id, priority, kind, next_attempt_at)
@@ -158,19 +156,15 @@ async def edit_message(
     not_before: datetime | None = None,
 ) -> None:
     """Change what a message should show; pending syncs coalesce so only the latest is sent."""
-    row = (
-        await session.execute(
-            _EDIT_AND_SYNC,
-            {
-                "id": message_row_id,
-                "text": text_html,
-                "markup": json.dumps(reply_markup),
-                "priority": int(priority),
-                "kind": "edit",
-                "not_before": not_before,
-            },
-        )
-    ).first()
+    row = await (await raw(session)).fetchrow(
+        _EDIT_AND_SYNC,
+        message_row_id,
+        text_html,
+        json.dumps(reply_markup),
+        int(priority),
+        "edit",
+        not_before,
+    )
     if row is None:
         raise NoResultFound(f"no bot message {message_row_id}")
 
@@ -297,8 +291,7 @@ class ClaimedRow:
 # a transaction-scoped advisory lock, so two senders never claim rows of one chat at once; the
 # claim below runs as a new statement (a fresh snapshot) after the lock, so it sees any claim
 # another sender committed before releasing the same lock.
-_HEADS = text(
-    """
+_HEADS = """
     WITH RECURSIVE chat_ids(chat_id) AS (
         (SELECT o.chat_id FROM outbox o
          WHERE o.status IN ('pending', 'sending') AND o.chat_id IS NOT NULL
@@ -322,47 +315,43 @@ _HEADS = text(
           AND ((h.status = 'pending' AND h.next_attempt_at <= now())
             OR (h.status = 'sending' AND h.claimed_until < now()))
           AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.id = q.chat_id AND NOT c.active)
-          AND q.chat_id <> ALL(CAST(:skip AS bigint[]))
+          AND q.chat_id <> ALL($2::bigint[])
         UNION ALL
         (SELECT o.id, o.chat_id, o.priority FROM outbox o
          WHERE o.status IN ('pending', 'sending') AND o.chat_id IS NULL
            AND ((o.status = 'pending' AND o.next_attempt_at <= now())
              OR (o.status = 'sending' AND o.claimed_until < now()))
-         ORDER BY o.priority, o.id LIMIT :limit)
+         ORDER BY o.priority, o.id LIMIT $1)
     )
-    SELECT d.id FROM (SELECT * FROM due ORDER BY priority, id LIMIT :limit) d
+    SELECT d.id FROM (SELECT * FROM due ORDER BY priority, id LIMIT $1) d
     WHERE d.chat_id IS NULL OR pg_try_advisory_xact_lock(7170, hashtext(d.chat_id::text))
-    """
-)
+"""
 # The same for one chat, whose sender has just finished its previous row.
-_CHAT_HEAD = text(
-    """
+_CHAT_HEAD = """
     SELECT d.id FROM (
         SELECT h.id
         FROM (
             SELECT o.id, o.status, o.next_attempt_at, o.claimed_until
             FROM outbox o
-            WHERE o.status IN ('pending', 'sending') AND o.chat_id = :chat
+            WHERE o.status IN ('pending', 'sending') AND o.chat_id = $1
             ORDER BY o.priority, o.id
             LIMIT 1
         ) h
         WHERE ((h.status = 'pending' AND h.next_attempt_at <= now())
             OR (h.status = 'sending' AND h.claimed_until < now()))
-          AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.id = :chat AND NOT c.active)
+          AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.id = $1 AND NOT c.active)
         LIMIT 1
     ) d
-    WHERE pg_try_advisory_xact_lock(7170, hashtext(CAST(:chat AS bigint)::text))
-    """
-)
+    WHERE pg_try_advisory_xact_lock(7170, hashtext($1::bigint::text))
+"""
 
-_CLAIM = text(
-    """
+_CLAIM = """
     UPDATE outbox AS u
-    SET status = 'sending', claimed_by = :instance,
-        claimed_until = now() + make_interval(secs => CAST(:lease AS double precision))
+    SET status = 'sending', claimed_by = $1,
+        claimed_until = now() + make_interval(secs => $2::double precision)
     WHERE u.id IN (
         SELECT o.id FROM outbox o
-        WHERE o.id = ANY(CAST(:ids AS bigint[]))
+        WHERE o.id = ANY($3::bigint[])
           AND ((o.status = 'pending' AND o.next_attempt_at <= now())
            OR (o.status = 'sending' AND o.claimed_until < now()))
         FOR UPDATE SKIP LOCKED
@@ -374,8 +363,14 @@ _CLAIM = text(
     ))
     RETURNING u.id, u.kind, u.priority, u.chat_id, u.method, u.payload,
               u.telegram_message_id, u.attempts, u.created_at
-    """
-)
+"""
+
+
+_TARGETS = """
+    SELECT id, chat_id, message_id, text, reply_markup, version, sent_version, sent_text,
+           sent_markup
+      FROM telegram_messages WHERE id = ANY($1::bigint[])
+"""
 
 
 async def claim_due(
@@ -393,52 +388,76 @@ async def claim_due(
     a chat's row takes the next one at once). `skip_chats` are chats known to have no budget
     left yet: claiming their rows would only put them back.
     """
+    db = await raw(session)
     if chat_id is None:
-        heads = await session.execute(_HEADS, {"limit": limit, "skip": list(skip_chats)})
+        heads = await db.fetch(_HEADS, limit, list(skip_chats))
     else:
-        heads = await session.execute(_CHAT_HEAD, {"chat": chat_id})
-    ids = [int(r.id) for r in heads]
+        heads = await db.fetch(_CHAT_HEAD, chat_id)
+    ids = [int(r[0]) for r in heads]
     if not ids:
         return []
-    rows = (
-        await session.execute(
-            _CLAIM, {"instance": instance, "lease": float(lease_seconds), "ids": ids}
-        )
-    ).all()
-    msg_ids = [int(r.telegram_message_id) for r in rows if r.telegram_message_id is not None]
+    rows = await db.fetch(_CLAIM, instance, float(lease_seconds), ids)
+    msg_ids = [int(r["telegram_message_id"]) for r in rows if r["telegram_message_id"] is not None]
     targets: dict[int, SyncTarget] = {}
     if msg_ids:
-        for m in await session.scalars(
-            select(TelegramMessage).where(TelegramMessage.id.in_(msg_ids))
-        ):
-            targets[m.id] = SyncTarget(
-                id=m.id,
-                chat_id=m.chat_id,
-                message_id=m.message_id,
-                text=m.text,
-                reply_markup=m.reply_markup,
-                version=m.version,
-                sent_version=m.sent_version,
-                sent_text=m.sent_text,
-                sent_markup=m.sent_markup,
-            )
+        for m in await db.fetch(_TARGETS, msg_ids):
+            targets[m[0]] = SyncTarget(*m)
     out = [
         ClaimedRow(
-            id=int(r.id),
-            kind=r.kind,
-            priority=int(r.priority),
-            chat_id=r.chat_id,
-            method=r.method,
-            payload=dict(r.payload or {}),
-            telegram_message_id=r.telegram_message_id,
-            attempts=int(r.attempts),
-            created_at=r.created_at,
-            target=targets.get(r.telegram_message_id) if r.telegram_message_id else None,
+            id=int(r["id"]),
+            kind=r["kind"],
+            priority=int(r["priority"]),
+            chat_id=r["chat_id"],
+            method=r["method"],
+            payload=dict(r["payload"] or {}),
+            telegram_message_id=r["telegram_message_id"],
+            attempts=int(r["attempts"]),
+            created_at=r["created_at"],
+            target=targets.get(r["telegram_message_id"]) if r["telegram_message_id"] else None,
         )
         for r in rows
     ]
     out.sort(key=lambda c: (c.priority, c.id))
     return out
+
+
+# The sender records every row it handled: fixed statements on the raw asyncpg connection.
+_COMPLETE = """
+    UPDATE outbox SET status = 'done', done_at = now(), claimed_until = NULL, last_error = NULL
+     WHERE id = $1 AND status = 'sending' AND claimed_by = $2
+    RETURNING id
+"""
+_RECORD_SENT = """
+    UPDATE telegram_messages
+       SET sent_version = greatest(sent_version, $2), sent_text = $3, sent_markup = $4::jsonb,
+           status = 'sent', sent_at = now(), last_error = NULL,
+           message_id = coalesce($5, message_id)
+     WHERE id = $1
+"""
+_MINE_FOR_RELEASE = """
+    SELECT telegram_message_id, attempts FROM outbox
+     WHERE id = $1 AND status = 'sending' AND claimed_by = $2
+       FOR UPDATE
+"""
+_FOLD_INTO_SIBLING = """
+    UPDATE outbox
+       SET next_attempt_at = least(next_attempt_at,
+                                   now() + make_interval(secs => $2::double precision)),
+           attempts = greatest(attempts, $3), last_error = $4
+     WHERE telegram_message_id = $1 AND status = 'pending'
+    RETURNING id
+"""
+_SUPERSEDED = """
+    UPDATE outbox SET status = 'done', done_at = now(), claimed_until = NULL, last_error = $2
+     WHERE id = $1
+"""
+_PUT_BACK = """
+    UPDATE outbox
+       SET status = 'pending',
+           next_attempt_at = now() + make_interval(secs => $2::double precision),
+           attempts = $3, last_error = $4, claimed_by = NULL, claimed_until = NULL
+     WHERE id = $1
+"""
 
 
 def _mine(row_id: int, instance: str) -> Any:
@@ -451,13 +470,7 @@ def _mine(row_id: int, instance: str) -> Any:
 
 async def complete(session: AsyncSession, row_id: int, instance: str) -> bool:
     """The call succeeded (or was not needed); False when the claim was lost meanwhile."""
-    result = await session.execute(
-        update(OutboxItem)
-        .where(_mine(row_id, instance))
-        .values(status="done", done_at=func.now(), claimed_until=None, last_error=None)
-        .returning(OutboxItem.id)
-    )
-    return result.first() is not None
+    return await (await raw(session)).fetchrow(_COMPLETE, row_id, instance) is not None
 
 
 async def record_sent(
@@ -470,18 +483,8 @@ async def record_sent(
     sent_markup: dict[str, Any] | None,
 ) -> None:
     """What Telegram now shows for a bot message (the id it returned, when it was a send)."""
-    values: dict[str, Any] = {
-        "sent_version": func.greatest(TelegramMessage.sent_version, version),
-        "sent_text": sent_text,
-        "sent_markup": sent_markup,
-        "status": "sent",
-        "sent_at": func.now(),
-        "last_error": None,
-    }
-    if message_id is not None:
-        values["message_id"] = message_id
-    await session.execute(
-        update(TelegramMessage).where(TelegramMessage.id == message_row_id).values(**values)
+    await (await raw(session)).execute(
+        _RECORD_SENT, message_row_id, version, sent_text, json.dumps(sent_markup), message_id
     )
 
 
@@ -500,57 +503,20 @@ async def release(
     partial unique index allows one pending sync per message; the newer one reads the latest
     content anyway), keeping the earlier due time and the attempts count.
     """
-    row = (
-        await session.execute(
-            select(OutboxItem.telegram_message_id, OutboxItem.attempts)
-            .where(_mine(row_id, instance))
-            .with_for_update()
-        )
-    ).first()
+    db = await raw(session)
+    row = await db.fetchrow(_MINE_FOR_RELEASE, row_id, instance)
     if row is None:
         return False
-    attempts = int(row.attempts) + (1 if count_attempt else 0)
-    due = func.now() + timedelta(seconds=max(0.0, delay_seconds))
-    if row.telegram_message_id is not None:
-        sibling = (
-            await session.execute(
-                update(OutboxItem)
-                .where(
-                    OutboxItem.telegram_message_id == row.telegram_message_id,
-                    OutboxItem.status == "pending",
-                )
-                .values(
-                    next_attempt_at=func.least(OutboxItem.next_attempt_at, due),
-                    attempts=func.greatest(OutboxItem.attempts, attempts),
-                    last_error=error,
-                )
-                .returning(OutboxItem.id)
-            )
-        ).first()
-        if sibling is not None:
-            await session.execute(
-                update(OutboxItem)
-                .where(OutboxItem.id == row_id)
-                .values(
-                    status="done",
-                    done_at=func.now(),
-                    claimed_until=None,
-                    last_error=f"superseded by outbox row {sibling.id}",
-                )
-            )
-            return True
-    await session.execute(
-        update(OutboxItem)
-        .where(OutboxItem.id == row_id)
-        .values(
-            status="pending",
-            next_attempt_at=due,
-            attempts=attempts,
-            last_error=error,
-            claimed_by=None,
-            claimed_until=None,
+    attempts = int(row["attempts"]) + (1 if count_attempt else 0)
+    delay = max(0.0, float(delay_seconds))
+    if row["telegram_message_id"] is not None:
+        sibling = await db.fetchrow(
+            _FOLD_INTO_SIBLING, row["telegram_message_id"], delay, attempts, error
         )
-    )
+        if sibling is not None:
+            await db.execute(_SUPERSEDED, row_id, f"superseded by outbox row {sibling['id']}")
+            return True
+    await db.execute(_PUT_BACK, row_id, delay, attempts, error)
     return True
 
 

@@ -32,7 +32,7 @@ async def test_acknowledge_shows_who_and_once(quorum: Harness) -> None:
         CHAT, card["message_id"], ALICE, button_text="👀 Acknowledge", wait=5
     )
     assert tap["answer"] and "already" in tap["answer"]["text"]
-    assert len(await events(quorum, "alert_acknowledged")) == 1
+    assert len(await events(quorum, "alert.acknowledged")) == 1
 
 
 async def test_non_member_is_refused_and_audited(quorum: Harness) -> None:
@@ -40,7 +40,7 @@ async def test_non_member_is_refused_and_audited(quorum: Harness) -> None:
     for button in ("👀 Acknowledge", "🔕 1h", "✅ Resolve"):
         tap = await quorum.emu.tap(CHAT, card["message_id"], CAROL, button_text=button, wait=5)
         assert tap["answer"] and "not a member of team platform" in tap["answer"]["text"]
-    assert len(await events(quorum, "alert_button_refused")) == 3
+    assert len(await events(quorum, "alert.button_refused")) == 3
     assert await db_rows(quorum, "SELECT 1 FROM alert_acknowledgements") == []
     assert await db_rows(quorum, "SELECT 1 FROM silences") == []
     rows = await db_rows(quorum, "SELECT status FROM alerts")
@@ -69,7 +69,7 @@ async def test_forged_button_is_refused(quorum: Harness) -> None:
     await quorum.emu.inject_update(update)
     answer = await quorum.emu.callback_answer("777001", wait=5)
     assert "not valid" in str(answer)
-    assert len(await events(quorum, "alert_button_forged")) == 1
+    assert len(await events(quorum, "alert.button_forged")) == 1
     rows = await db_rows(quorum, "SELECT status FROM alerts")
     assert [r["status"] for r in rows] == ["firing"]
 
@@ -81,7 +81,7 @@ async def test_resolve_button_edits_card_and_removes_buttons(quorum: Harness) ->
     card = await wait_text(quorum, "RESOLVED")
     assert "by bob" in str(card["text"])
     assert not (card.get("reply_markup") or {}).get("inline_keyboard")
-    (row,) = await events(quorum, "alert_resolved")
+    (row,) = await events(quorum, "alert.resolved")
     assert row["actor"] == "bob"
 
 
@@ -109,7 +109,7 @@ async def test_silence_commands_and_unsilence(quorum: Harness) -> None:
     await reply("not a member of team platform")
     await quorum.emu.send_text(CHAT, BOB, f"/unsilence {silence_id}")
     await reply(f"Silence {silence_id} removed by bob")
-    assert len(await events(quorum, "alert_unsilenced")) == 1
+    assert len(await events(quorum, "alert.unsilenced")) == 1
 
     async def unsilenced() -> bool:
         msgs = await quorum.bot_messages()

@@ -106,7 +106,7 @@ async def test_alertmanager_firing_then_resolved_edits_the_card(quorum: Harness)
     assert not (card.get("reply_markup") or {}).get("inline_keyboard")
     assert len(cards(await quorum.bot_messages())) == 1
     events = {r["event"] for r in await db_rows(quorum, "SELECT event FROM audit_log")}
-    assert {"alert_received", "alert_sent", "alert_resolved"} <= events
+    assert {"alert.received", "alert.sent", "alert.resolved"} <= events
 
 
 async def test_repeats_make_one_card_and_count(quorum: Harness) -> None:
@@ -118,7 +118,7 @@ async def test_repeats_make_one_card_and_count(quorum: Harness) -> None:
     assert card["edits"] >= 1
     rows = await db_rows(quorum, "SELECT hit_count FROM alerts")
     assert [r["hit_count"] for r in rows] == [5]
-    dedup = await db_rows(quorum, "SELECT 1 FROM audit_log WHERE event = 'alert_deduplicated'")
+    dedup = await db_rows(quorum, "SELECT 1 FROM audit_log WHERE event = 'alert.deduplicated'")
     assert len(dedup) == 4
 
 
