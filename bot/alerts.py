@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.buttons import ButtonSigner, keyboard
@@ -32,6 +33,9 @@ SILENCE_HOURS = {"s1": 1, "s4": 4, "s24": 24}
 ACTIONS = frozenset({"ack", "res", *SILENCE_HOURS})
 CARD_PURPOSE = "alert_card"
 REFRESH_BATCH = 50
+RACE_RETRIES = 3
+# unique_violation, deadlock_detected, serialization_failure
+RETRYABLE_SQLSTATES = frozenset({"23505", "40P01", "40001"})
 ALERTMANAGER_TIMEOUT = aiohttp.ClientTimeout(total=5)
 SEVERITY_ICON = {
     "critical": "🔴",
@@ -344,7 +348,6 @@ async def ingest(rt: Runtime, team: Team, alerts: Sequence[IncomingAlert]) -> In
     coalesced card refresh; resolved alerts get their cards edited. Silenced: counted only.
     """
     team_id = rt.team_ids[team.name]
-    interval = rt.settings.alert_edit_interval_seconds
     latest: dict[str, IncomingAlert] = {}
     hits: Counter[str] = Counter()
     for a in alerts:
@@ -358,6 +361,29 @@ async def ingest(rt: Runtime, team: Team, alerts: Sequence[IncomingAlert]) -> In
     resolved = {fp: a.ends_at for fp, a in latest.items() if a.status == "resolved"}
     for a in alerts:
         rt.metrics.alerts_received.labels(a.source).inc()
+    for attempt in range(RACE_RETRIES):
+        try:
+            return await _ingest_once(rt, team_id, latest, hits, firing, resolved, len(alerts))
+        except DBAPIError as exc:
+            # Two requests opening the same new alert at once: the loser hits the occurrence
+            # key (ON CONFLICT arbitrates only the firing index) or a deadlock; a retry sees
+            # the winner's row and counts as a repeat.
+            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+            if code not in RETRYABLE_SQLSTATES or attempt == RACE_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _ingest_once(
+    rt: Runtime,
+    team_id: int,
+    latest: dict[str, IncomingAlert],
+    hits: Counter[str],
+    firing: list[tuple[IncomingAlert, int]],
+    resolved: dict[str, datetime | None],
+    received: int,
+) -> IngestResult:
+    interval = rt.settings.alert_edit_interval_seconds
     async with transaction(rt.sessions) as session:
         rows = await store.upsert_firing(session, team_id, firing, edit_interval=interval)
         done = await store.resolve_firing(session, team_id, resolved, edit_interval=interval)
@@ -406,7 +432,7 @@ async def ingest(rt: Runtime, team: Team, alerts: Sequence[IncomingAlert]) -> In
             await _render_cards(rt, session, done, not_before=when)
         await audit.record_many(session, audit_rows)
     return IngestResult(
-        received=len(alerts),
+        received=received,
         new=sum(1 for r in rows if r.inserted),
         repeats=sum(1 for r in rows if not r.inserted),
         resolved=len(done),

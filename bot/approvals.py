@@ -42,8 +42,6 @@ CALLBACK_MAX_ATTEMPTS = 8
 CALLBACK_LEASE_SECONDS = 30
 CALLBACK_TIMEOUT_SECONDS = 5.0
 CALLBACK_SIGNATURE_HEADER = "X-Quorum-Signature"
-UNNUMBERED_WAIT_SECONDS = 0.02
-UNNUMBERED_WAIT_STEPS = 50
 
 
 # ---------------------------------------------------------------- domain errors
@@ -678,14 +676,11 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
             rt, session, tap, ForgedButton("This button is not valid here."), "bad_tag"
         )
     ctx = await repo.lock_for_vote(session, tap.chat_id, tap.message_id)
-    if ctx is None and await repo.card_unnumbered(session, request_id, tap.chat_id):
-        # A genuine button (its tag checked out) on a card whose message id is not stored
-        # yet: the tap raced the sender recording Telegram's answer. Wait for it, briefly.
-        for _ in range(UNNUMBERED_WAIT_STEPS):
-            await asyncio.sleep(UNNUMBERED_WAIT_SECONDS)
-            ctx = await repo.lock_for_vote(session, tap.chat_id, tap.message_id)
-            if ctx is not None:
-                break
+    if ctx is None:
+        # No card has this message id: either a forgery, or a genuine button (its tag, bound
+        # to this request and chat, checked out) on a card whose message id the sender has
+        # not stored yet. The tag already proves which request and chat the button is for.
+        ctx = await repo.lock_unnumbered_for_vote(session, request_id, tap.chat_id)
     if ctx is None or ctx.request.id != request_id:
         raise await _refuse(
             rt,

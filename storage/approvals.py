@@ -194,6 +194,30 @@ _LOCK_FOR_VOTE = f"""
 """  # noqa: S608 (column names from our own table)
 
 
+_LOCK_UNNUMBERED_FOR_VOTE = f"""
+    SELECT {_NAMES}, now() AS db_now,
+           (SELECT json_agg(json_build_array(tm2.id, tm2.chat_id) ORDER BY tm2.id)
+              FROM telegram_messages AS tm2 WHERE tm2.approval_id = r.id) AS cards
+      FROM approval_requests AS r
+     WHERE r.id = $1
+       AND EXISTS (SELECT 1 FROM telegram_messages AS tm
+                    WHERE tm.approval_id = r.id AND tm.chat_id = $2 AND tm.message_id IS NULL)
+       FOR NO KEY UPDATE OF r
+"""  # noqa: S608 (column names from our own table)
+
+
+async def lock_unnumbered_for_vote(
+    session: AsyncSession, approval_id: uuid.UUID, chat_id: int
+) -> VoteContext | None:
+    """Like lock_for_vote, for a request whose card in this chat has no message id stored yet
+    (the tap raced the sender recording Telegram's answer)."""
+    row = await (await raw(session)).fetchrow(_LOCK_UNNUMBERED_FOR_VOTE, approval_id, chat_id)
+    if row is None:
+        return None
+    cards = tuple((int(c[0]), int(c[1])) for c in row["cards"] or ())
+    return VoteContext(_request_raw(row), cards, row["db_now"])
+
+
 async def lock_for_vote(session: AsyncSession, chat_id: int, message_id: int) -> VoteContext | None:
     """The request behind a tapped card, row-locked so votes on it are counted one at a time.
 
@@ -498,19 +522,6 @@ async def finish_callback(
     await session.execute(
         update(CallbackDelivery).where(CallbackDelivery.id == delivery_id).values(**values)
     )
-
-
-_UNNUMBERED_CARD = """
-    SELECT 1 FROM telegram_messages
-     WHERE approval_id = $1 AND chat_id = $2 AND message_id IS NULL
-     LIMIT 1
-"""
-
-
-async def card_unnumbered(session: AsyncSession, approval_id: uuid.UUID, chat_id: int) -> bool:
-    """The request's card in this chat is not numbered yet: posted, and Telegram's message id
-    not stored yet (the sender records it after Telegram answered), or still queued."""
-    return await (await raw(session)).fetchrow(_UNNUMBERED_CARD, approval_id, chat_id) is not None
 
 
 async def cards_of(session: AsyncSession, approval_id: uuid.UUID) -> list[tuple[int, int]]:

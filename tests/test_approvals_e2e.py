@@ -700,3 +700,28 @@ async def test_expiry_escalation_and_signed_callback(make_quorum: QuorumFactory)
         assert got["status"] == "expired" and "approval_token" not in got
     finally:
         await runner.cleanup()
+
+
+async def test_tap_before_the_message_id_is_stored_still_counts(quorum: Harness) -> None:
+    """A genuine button tapped before the sender recorded Telegram's message id is counted;
+    the same button on a message of another card is still refused."""
+    req = await create(quorum)
+    other = await create(quorum, action="other action")
+    msg = await card(quorum, req["id"])
+    other_msg = await card(quorum, other["id"])
+    # As if the sender had not yet stored the answer of sendMessage for this card.
+    await sql(
+        quorum,
+        "UPDATE telegram_messages SET message_id = NULL WHERE approval_id = $1::uuid",
+        req["id"],
+    )
+    data = msg["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    # Re-used on the other card's message (stored): refused, nothing counted.
+    refused = await inject_tap(quorum, other_msg["message_id"], ALICE, data)
+    assert "does not belong" in refused["text"]
+    _status, got = await quorum.api("GET", f"/api/v1/approvals/{other['id']}")
+    assert got["votes"] == []
+    answer = await tap(quorum, msg, ALICE)
+    assert "Approved" in answer["text"] or "approved" in answer["text"], answer
+    _status, got = await quorum.api("GET", f"/api/v1/approvals/{req['id']}")
+    assert got["status"] == "approved"
