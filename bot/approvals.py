@@ -681,6 +681,9 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
         # to this request and chat, checked out) on a card whose message id the sender has
         # not stored yet. The tag already proves which request and chat the button is for.
         ctx = await repo.lock_unnumbered_for_vote(session, request_id, tap.chat_id)
+        if ctx is None:
+            # The sender may have stored the message id between the two look-ups.
+            ctx = await repo.lock_for_vote(session, tap.chat_id, tap.message_id)
     if ctx is None or ctx.request.id != request_id:
         raise await _refuse(
             rt,

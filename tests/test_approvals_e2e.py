@@ -649,7 +649,8 @@ async def test_expiry_escalation_and_signed_callback(make_quorum: QuorumFactory)
         url = f"http://127.0.0.1:{port}/hook"
         req = await create(h, risk_level="high", callback_url=url, expires_in=600)
         msg = await card(h, req["id"])
-        await tap(h, msg, ALICE)
+        first = await tap(h, msg, ALICE)
+        assert "1/2" in first["text"], (first, await audit_events(h, req["id"]))
         # Make it look old and about to run out (the database's clock decides expiry).
         await sql(
             h,

@@ -178,9 +178,9 @@ def test_wrong_claim_shapes_are_refused() -> None:
 async def approved_token(h: Harness, **over: Any) -> tuple[str, str]:
     req = await create(h, **over)
     msg = await card(h, req["id"])
-    await tap(h, msg, ALICE)
+    answer = await tap(h, msg, ALICE)
     _status, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
-    assert got["status"] == "approved"
+    assert got["status"] == "approved", (answer, got, await sql(h, "SELECT * FROM audit_log"))
     return req["id"], got["approval_token"]
 
 
