@@ -29,9 +29,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 from redis.asyncio import Redis
-from sqlalchemy.engine import make_url
 
-from bot.app import run_migrations
+from bench import fresh_database
 from bot.emulator import EmulatorClient, TelegramEmulator
 from storage.db import to_sync_dsn
 
@@ -105,19 +104,6 @@ def am_alert(n: int, prefix: str) -> dict[str, Any]:
         "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
         "fingerprint": hashlib.sha256(f"{prefix}{n}".encode()).hexdigest()[:16],
     }
-
-
-async def prepare_database() -> str:
-    admin = await asyncpg.connect(to_sync_dsn(SERVER_URL + "/postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DB_NAME}"')
-    finally:
-        await admin.close()
-    url = make_url(SERVER_URL + "/postgres").set(database=DB_NAME)
-    db_url = url.render_as_string(hide_password=False)
-    await asyncio.to_thread(run_migrations, db_url)
-    return db_url
 
 
 def vm_hwm_kib(pid: int) -> int:
@@ -274,7 +260,7 @@ async def bench_storm(
 
 
 async def main(quick: bool) -> None:
-    db_url = await prepare_database()
+    db_url = await fresh_database(SERVER_URL + "/postgres", DB_NAME)
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
     await redis.aclose()

@@ -21,16 +21,15 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-import asyncpg
 from redis.asyncio import Redis
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
-from bot.app import Quorum, run_migrations
+from bench import fresh_database
+from bot.app import Quorum
 from bot.emulator import Limits, TelegramEmulator
 from bot.policy import parse_policy
 from bot.settings import load_settings
-from storage.db import make_engine, make_sessionmaker, to_sync_dsn, transaction
+from storage.db import make_engine, make_sessionmaker, transaction
 from storage.models import OutboxItem, TelegramMessage
 from storage.outbox import Priority, enqueue_call, enqueue_text, put_message
 
@@ -57,18 +56,6 @@ def quorum_child(values: dict[str, Any], policy: dict[str, Any], conn: Connectio
 
     asyncio.run(main())
     conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
-async def fresh_database(server_url: str) -> str:
-    admin = await asyncpg.connect(to_sync_dsn(server_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DB_NAME}"')
-    finally:
-        await admin.close()
-    url = make_url(server_url).set(database=DB_NAME).render_as_string(hide_password=False)
-    await asyncio.to_thread(run_migrations, url)
-    return url
 
 
 def ok_calls(emu: TelegramEmulator, since: int = 0) -> list[dict[str, Any]]:
@@ -105,7 +92,7 @@ async def bench(args: argparse.Namespace) -> None:
     server = os.environ.get(
         "QUORUM_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
-    db_url = await fresh_database(server)
+    db_url = await fresh_database(server, DB_NAME)
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
     await redis.aclose()

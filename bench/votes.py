@@ -35,9 +35,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 from redis.asyncio import Redis
-from sqlalchemy.engine import make_url
 
-from bot.app import Quorum, run_migrations
+from bench import fresh_database
+from bot.app import Quorum
 from bot.emulator import EmulatorClient, TelegramEmulator
 from bot.policy import parse_policy
 from bot.settings import load_settings
@@ -113,18 +113,6 @@ def emulator_child(conn: Connection) -> None:
 
     asyncio.run(main())
     conn.send("stopped")
-
-
-async def reset_database(server_url: str) -> str:
-    conn = await asyncpg.connect(to_sync_dsn(server_url))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    finally:
-        await conn.close()
-    url = make_url(server_url).set(database=DB_NAME).render_as_string(hide_password=False)
-    await asyncio.to_thread(run_migrations, url)
-    return url
 
 
 def pct(values: list[float], p: float) -> float:
@@ -388,7 +376,7 @@ async def main(args: argparse.Namespace) -> None:
     server = os.environ.get(
         "QUORUM_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
-    db_url = await reset_database(server)
+    db_url = await fresh_database(server, DB_NAME)
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
     await redis.aclose()
