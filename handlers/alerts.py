@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from datetime import datetime
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, Literal
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
@@ -22,7 +22,7 @@ from bot.cards import esc
 from bot.fingerprints import derive_fingerprint, real_time, web_url
 from bot.policy import Team
 from bot.runtime import RUNTIME, Runtime
-from handlers.api import ApiError, authenticate, fail, read_json
+from handlers.api import ApiError, authenticate, fail, parse, read_json, unprocessable
 from storage.alerts import IncomingAlert
 from storage.outbox import enqueue_text
 
@@ -103,23 +103,6 @@ class GenericAlert(_Body):
 
 
 _GENERIC_LIST = TypeAdapter(list[GenericAlert])
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validate(model: type[M], data: Any) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        _unprocessable(exc)
-
-
-def _unprocessable(exc: ValidationError) -> NoReturn:
-    problems = [
-        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
-        for e in exc.errors()[:10]
-    ]
-    first = problems[0]
-    fail(422, "validation_error", f"{first['field']}: {first['message']}", problems=problems)
 
 
 def _clean(values: dict[str, Any]) -> dict[str, str]:
@@ -249,14 +232,14 @@ async def _receive(request: web.Request, kind: str) -> web.Response:
                 try:
                     items = _GENERIC_LIST.validate_python(data)
                 except ValidationError as exc:
-                    _unprocessable(exc)
+                    unprocessable(exc)
             else:
-                items = [_validate(GenericAlert, data)]
+                items = [parse(GenericAlert, data)]
             alerts = from_generic(items)
         elif kind == "grafana":
-            alerts = from_alertmanager(_validate(GrafanaBody, data), "grafana")
+            alerts = from_alertmanager(parse(GrafanaBody, data), "grafana")
         else:
-            alerts = from_alertmanager(_validate(AlertmanagerBody, data))
+            alerts = from_alertmanager(parse(AlertmanagerBody, data))
     except ApiError as exc:
         _log_rejected(team, request.path, data, exc)
         raise

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.policy import Team
@@ -96,3 +97,33 @@ async def read_json(request: web.Request) -> Any:
         fail(
             400, "invalid_json", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         )
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def unprocessable(exc: ValidationError) -> NoReturn:
+    """422 naming the first offending field, with the first few problems listed."""
+    problems = [
+        {
+            "field": ".".join(str(p) for p in e["loc"]) or "(body)",
+            "message": str(e["msg"]).removeprefix("Value error, "),
+        }
+        for e in exc.errors()[:10]
+    ]
+    first = problems[0]
+    fail(
+        422,
+        "validation_error",
+        f"{first['field']}: {first['message']}",
+        field=first["field"],
+        problems=problems,
+    )
+
+
+def parse(model: type[Model], data: Any) -> Model:
+    """Validate a JSON body against a pydantic model (422 on failure)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        unprocessable(exc)

@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeVar
+from typing import Any
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import CallbackQuery, Message
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import approvals
 from bot.buttons import ApprovalVote
 from bot.policy import RiskLevel
 from bot.runtime import RUNTIME, Runtime
-from handlers.api import ApiError, authenticate, fail, read_json
+from handlers.api import ApiError, authenticate, fail, parse, read_json
 from handlers.openapi import API, CreateApproval, RedeemToken, ReportResult, document
 from storage.outbox import enqueue_text
 
 router = Router(name=__name__)
 routes = web.RouteTableDef()
-
-Model = TypeVar("Model", bound=BaseModel)
-
 
 # ---------------------------------------------------------------- Telegram
 
@@ -100,19 +96,6 @@ async def show_whoami(message: Message, session: AsyncSession, runtime: Runtime)
 
 
 # ---------------------------------------------------------------- HTTP
-
-
-def parse(model: type[Model], data: Any) -> Model:
-    """Validate a body; 422 naming the first offending field."""
-    if not isinstance(data, dict):
-        fail(422, "validation_error", "(body): must be a JSON object", field="(body)")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = ".".join(str(p) for p in err["loc"]) or "(body)"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        fail(422, "validation_error", f"{name}: {msg}", field=name)
 
 
 def _request_id(request: web.Request) -> uuid.UUID:
