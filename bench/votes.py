@@ -1,18 +1,19 @@
 """Vote benchmark: simulated approvers tap approval cards through the emulator over HTTP.
 
-Run: python -m bench.votes [--teams 100] [--approvers 30] [--rate 500] [--seconds 6]
-                           [--concurrency 64]
+Run: python -m bench.votes [--teams 100] [--approvers 30] [--rates 100,200,300,400,500]
+                           [--seconds 4] [--concurrency 64]
 
-Three processes, so no CPU is shared on one event loop: the Telegram emulator, Quorum (webhook
-mode, real PostgreSQL in a fresh database quorum_bench_votes on QUORUM_BENCH_DATABASE_URL,
-default the local server, and real Redis 127.0.0.1:6379 db 11) and this driver. Each team has
-its own chat and critical requests needing every one of its approvers, so every tap is a
-counted vote until the last one decides. Two runs on separate cards: a closed-loop maximum
-with --concurrency taps in flight, then open-loop taps at --rate for --seconds (a tap starts
-on schedule whether or not earlier ones were answered). Each prints taps/s and p50/p99 of the
-emulator-measured latency from tap to answerCallbackQuery. Then the floor: the same SQL
-statements and Redis calls a vote makes, run directly with asyncpg at --concurrency, and the
-ratio of the two.
+Three processes: the Telegram emulator, which also plays the approvers (it taps on its own
+schedule, so no driver shares the CPU per tap), Quorum (webhook mode, real PostgreSQL in a
+fresh database quorum_bench_votes on QUORUM_BENCH_DATABASE_URL, default the local server, and
+real Redis 127.0.0.1:6379 db 11) and this script. Each team has its own chat and critical
+requests needing every one of its approvers, so every tap is a counted vote until the last
+one decides. First a closed-loop maximum with --concurrency taps unanswered at once, then
+open-loop taps at each of --rates for --seconds (a tap starts on schedule whether or not
+earlier ones were answered). Each prints taps/s, p50/p99 of the emulator-measured latency from
+tap to answerCallbackQuery and the CPU each process spent per tap. Then the floor: the same
+SQL statements and Redis calls a vote makes, run directly with asyncpg, closed loop and at the
+same rates, and the ratio of the two.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import fresh_database
-from bot.app import Quorum
+from bench import CpuMeter, fresh_database, pids_named
+from bot.app import Quorum, settle_heap
 from bot.emulator import EmulatorClient, TelegramEmulator
 from bot.policy import parse_policy
 from bot.settings import load_settings
@@ -89,8 +90,18 @@ def quorum_child(values: dict[str, Any], policy: dict[str, Any], conn: Connectio
     async def main() -> None:
         app = Quorum(load_settings(**values), parse_policy(policy))
         await app.start(migrate=False)
+        settle_heap()  # as `quorum run` does
+        profile = os.environ.get("BENCH_PROFILE")  # a path: cProfile Quorum while it runs
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         conn.send("started")
         await asyncio.to_thread(conn.recv)
+        if profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
         try:
             await asyncio.wait_for(asyncio.shield(app.stop()), 20)
         except TimeoutError:
@@ -161,10 +172,22 @@ async def card_ids(emu: EmulatorClient, teams: int, request_ids: list[str]) -> l
 
 
 class Tally:
-    def __init__(self) -> None:
+    def __init__(self, answers: list[Any]) -> None:
         self.latencies: list[float] = []  # emulator: tap to answerCallbackQuery
-        self.client: list[float] = []  # driver: HTTP round trip of the tap call
         self.outcomes: dict[str, int] = {}
+        for answer in answers:
+            if not answer:
+                self.count("no answer")
+                continue
+            self.latencies.append(float(answer["latency_ms"]))
+            text = str(answer.get("text") or "")
+            self.count(
+                "approved"
+                if "Approved" in text
+                else "recorded"
+                if "recorded" in text
+                else text[:40]
+            )
 
     def count(self, key: str) -> None:
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
@@ -174,83 +197,39 @@ class Tally:
         return (
             f"  {len(self.latencies) / elapsed:.0f} taps/s answered  "
             f"p50 {statistics.median(lat):.1f} ms  p99 {pct(lat, 0.99):.1f} ms  "
-            f"max {max(lat):.1f} ms  (driver round trip p99 "
-            f"{pct(self.client or [math.nan], 0.99):.1f} ms)  outcomes {self.outcomes}"
+            f"max {max(lat):.1f} ms  outcomes {self.outcomes}"
         )
 
 
-async def tap(
-    http: aiohttp.ClientSession, emu_url: str, job: tuple[int, int, int], tally: Tally
-) -> None:
-    chat, message_id, user = job
-    url = f"{emu_url}/_emulator/chats/{chat}/messages/{message_id}/tap"
-    body = {"from_id": user, "button_text": APPROVE, "wait": 10}
-    t0 = time.perf_counter()
-    try:
-        async with http.post(url, json=body) as resp:
-            data = await resp.json()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        tally.count(f"error {type(exc).__name__}")
-        return
-    tally.client.append((time.perf_counter() - t0) * 1000)
-    answer = data.get("answer") if isinstance(data, dict) else None
-    if resp.status != 200 or not answer:
-        tally.count("no answer")
-        return
-    tally.latencies.append(float(answer["latency_ms"]))
-    text = str(answer.get("text") or "")
-    tally.count(
-        "approved" if "Approved" in text else "recorded" if "recorded" in text else text[:40]
-    )
+def tap_list(jobs: list[tuple[int, int, int]]) -> list[dict[str, Any]]:
+    return [
+        {"chat_id": chat, "message_id": message_id, "from_id": user, "button_text": APPROVE}
+        for chat, message_id, user in jobs
+    ]
 
 
 async def run_closed(
-    emu_url: str, jobs: list[tuple[int, int, int]], concurrency: int
+    emu: EmulatorClient, jobs: list[tuple[int, int, int]], concurrency: int
 ) -> tuple[float, Tally]:
-    """As fast as it goes with `concurrency` taps in flight."""
-    queue: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
-    for job in jobs:
-        queue.put_nowait(job)
-    tally = Tally()
-    connector = aiohttp.TCPConnector(limit=concurrency * 2)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    """As fast as it goes with `concurrency` taps unanswered at once.
 
-        async def worker() -> None:
-            while True:
-                try:
-                    job = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                await tap(http, emu_url, job, tally)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return elapsed, tally
+    The emulator plays the users itself, so this driver costs no CPU per tap while the
+    measured latency (tap to answerCallbackQuery) is the same Telegram would see.
+    """
+    out = await emu.taps(tap_list(jobs), concurrency=concurrency)
+    return float(out["elapsed_seconds"]), Tally(out["answers"])
 
 
 async def run_open(
-    emu_url: str, jobs: list[tuple[int, int, int]], rate: float
+    emu: EmulatorClient, jobs: list[tuple[int, int, int]], rate: float
 ) -> tuple[float, float, Tally]:
     """Taps started on a fixed schedule of `rate` per second, answered or not.
 
-    Returns the seconds the schedule took to start every tap (it falls behind only when this
-    driver is starved of CPU), the seconds until the last answer, and the tally.
+    Returns the seconds the schedule took to start every tap (it falls behind only when the
+    emulator is starved of CPU), the seconds until the last answer, and the tally.
     """
-    tally = Tally()
-    connector = aiohttp.TCPConnector(limit=0)
-    tasks: list[asyncio.Task[None]] = []
-    async with aiohttp.ClientSession(connector=connector) as http:
-        start = time.perf_counter()
-        for i, job in enumerate(jobs):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(tap(http, emu_url, job, tally)))
-        issued = time.perf_counter() - start
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    return issued, elapsed, tally
+    out = await emu.taps(tap_list(jobs), rate=rate)
+    return float(out["issued_seconds"]), float(out["elapsed_seconds"]), Tally(out["answers"])
 
 
 # The statements one counted vote makes (inbound dedupe + the vote transaction + card edit,
@@ -292,58 +271,79 @@ FLOOR_SQL = {
 }
 
 
-async def run_floor(
-    db_url: str, jobs: list[tuple[int, int, int]], concurrency: int
-) -> tuple[float, list[float]]:
-    pool = await asyncpg.create_pool(
-        to_sync_dsn(db_url), min_size=concurrency, max_size=concurrency
-    )
-    redis = Redis.from_url(REDIS_URL)
-    assert pool is not None
-    queue: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
-    for job in jobs:
-        queue.put_nowait(job)
-    latencies: list[float] = []
-    update_ids = iter(range(10_000_000, 20_000_000))
-    payload = json.dumps({"callback_query": {"id": "x", "data": "ap:" + "x" * 40}})
-    markup = json.dumps({"inline_keyboard": [[{"text": APPROVE, "callback_data": "x" * 60}]]})
+class Floor:
+    """The statements and Redis calls of one counted vote, run straight on asyncpg."""
 
-    async def worker() -> None:
-        while True:
-            try:
-                chat, message_id, user = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            t0 = time.perf_counter()
-            uid = next(update_ids)
-            await redis.exists(f"quorum:update:{uid}")
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.fetchrow(FLOOR_SQL["inbound"], uid, payload)
-                row = await conn.fetchrow(FLOOR_SQL["lock"], chat, message_id)
-                assert row is not None
-                await conn.fetch(
-                    FLOOR_SQL["vote"], row["id"], user, f"user{user}", chat, message_id
-                )
-                await conn.execute(
-                    FLOOR_SQL["audit"],
-                    f"user{user}",
-                    user,
-                    row["team_id"],
-                    row["id"],
-                    chat,
-                    json.dumps({"decision": "approve"}),
-                )
-                for card_row, _card_chat in json.loads(row["cards"]):
-                    await conn.fetchrow(FLOOR_SQL["edit"], card_row, "x" * 600, markup)
-            await redis.set(f"quorum:update:{uid}", b"1", ex=60)
-            latencies.append((time.perf_counter() - t0) * 1000)
+    def __init__(self, db_url: str, pool_size: int) -> None:
+        self.db_url, self.pool_size = db_url, pool_size
+        self.update_ids = iter(range(10_000_000, 20_000_000))
+        self.payload = json.dumps({"callback_query": {"id": "x", "data": "ap:" + "x" * 40}})
+        self.markup = json.dumps(
+            {"inline_keyboard": [[{"text": APPROVE, "callback_data": "x" * 60}]]}
+        )
 
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - start
-    await pool.close()
-    await redis.aclose()
-    return elapsed, latencies
+    async def __aenter__(self) -> Floor:
+        pool = await asyncpg.create_pool(
+            to_sync_dsn(self.db_url), min_size=self.pool_size, max_size=self.pool_size
+        )
+        assert pool is not None
+        self.pool = pool
+        self.redis = Redis.from_url(REDIS_URL)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pool.close()
+        await self.redis.aclose()
+
+    async def vote(self, job: tuple[int, int, int], latencies: list[float]) -> None:
+        chat, message_id, user = job
+        t0 = time.perf_counter()
+        uid = next(self.update_ids)
+        await self.redis.exists(f"quorum:update:{uid}")
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.fetchrow(FLOOR_SQL["inbound"], uid, self.payload)
+            row = await conn.fetchrow(FLOOR_SQL["lock"], chat, message_id)
+            assert row is not None
+            await conn.fetch(FLOOR_SQL["vote"], row["id"], user, f"user{user}", chat, message_id)
+            await conn.execute(
+                FLOOR_SQL["audit"],
+                f"user{user}",
+                user,
+                row["team_id"],
+                row["id"],
+                chat,
+                json.dumps({"decision": "approve"}),
+            )
+            for card_row, _card_chat in json.loads(row["cards"]):
+                await conn.fetchrow(FLOOR_SQL["edit"], card_row, "x" * 600, self.markup)
+        await self.redis.set(f"quorum:update:{uid}", b"1", ex=60)
+        latencies.append((time.perf_counter() - t0) * 1000)
+
+    async def closed(
+        self, jobs: list[tuple[int, int, int]], concurrency: int
+    ) -> tuple[float, list[float]]:
+        pending = iter(jobs)
+        latencies: list[float] = []
+
+        async def worker() -> None:
+            for job in pending:
+                await self.vote(job, latencies)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start, latencies
+
+    async def open(self, jobs: list[tuple[int, int, int]], rate: float) -> list[float]:
+        latencies: list[float] = []
+        tasks = []
+        start = time.perf_counter()
+        for i, job in enumerate(jobs):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self.vote(job, latencies)))
+        await asyncio.gather(*tasks)
+        return latencies
 
 
 def jobs_for(teams: int, approvers: int, message_ids: list[int]) -> list[tuple[int, int, int]]:
@@ -372,6 +372,28 @@ async def stop(proc: Any, conn: Connection, name: str) -> None:
     proc.join(10)
 
 
+TARGET_P99_MS = 50.0
+
+
+def sweep_line(label: str, rate: float, tally: Tally, elapsed: float) -> str:
+    lat = tally.latencies or [math.nan]
+    ok = (
+        "meets"
+        if pct(lat, 0.99) <= TARGET_P99_MS and not tally.outcomes.get("no answer")
+        else "misses"
+    )
+    return (
+        f"  {label} at {rate:.0f}/s: {len(tally.latencies) / elapsed:.0f} answered/s"
+        f"  p50 {statistics.median(lat):.1f} ms  p99 {pct(lat, 0.99):.1f} ms"
+        f"  ({ok} p99 <= {TARGET_P99_MS:.0f} ms)"
+    )
+
+
+def best_rate(results: dict[float, float]) -> str:
+    good = [r for r, p99 in results.items() if p99 <= TARGET_P99_MS]
+    return f"{max(good):.0f}/s" if good else "none of the rates tried"
+
+
 async def main(args: argparse.Namespace) -> None:
     server = os.environ.get(
         "QUORUM_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -382,11 +404,11 @@ async def main(args: argparse.Namespace) -> None:
     await redis.aclose()
     emu_proc, emu_conn = spawn(emulator_child)
     emu_url = str(await asyncio.to_thread(emu_conn.recv))
-    open_taps = int(args.rate * args.seconds)
-    # Cards per team for each run: enough for every tap (each approver taps each card once).
-    per_team_open = max(1, math.ceil(open_taps / (args.teams * args.approvers)))
-    closed_cards = 1
-    rate = lat_p99 = math.nan
+    rates = [float(r) for r in args.rates.split(",")]
+    open_taps = [int(r * args.seconds) for r in rates]
+    per_card = args.teams * args.approvers  # one card per team, each approver taps it once
+    open_cards = max(1, math.ceil(sum(open_taps) / per_card))
+    quorum_p99: dict[float, float] = {}
     try:
         async with EmulatorClient(emu_url) as emu:
             await emu.add_bot(TOKEN, username="quorum_bench_bot", first_name="Quorum")
@@ -420,85 +442,134 @@ async def main(args: argparse.Namespace) -> None:
                 # Every card first (cards and edits share each chat's 20 messages a minute).
                 rounds: list[list[str]] = []
                 async with aiohttp.ClientSession() as http:
-                    for r in range(closed_cards + per_team_open):
+                    for r in range(1 + open_cards):
                         rounds.append(await create_requests(http, base, args.teams, f"r{r}"))
                 cards = [await card_ids(emu, args.teams, ids) for ids in rounds]
-                closed_jobs = [
-                    j for c in cards[:closed_cards] for j in jobs_for(args.teams, args.approvers, c)
-                ]
-                open_jobs = [
-                    j for c in cards[closed_cards:] for j in jobs_for(args.teams, args.approvers, c)
-                ][:open_taps]
+                closed_jobs = jobs_for(args.teams, args.approvers, cards[0])
+                open_jobs = [j for c in cards[1:] for j in jobs_for(args.teams, args.approvers, c)]
                 random.Random(7).shuffle(open_jobs)
+                meter = CpuMeter(
+                    {
+                        "quorum": lambda: [proc.pid],
+                        "emulator": lambda: [emu_proc.pid],
+                        "driver": lambda: [os.getpid()],
+                        "postgres": lambda: pids_named("postgres"),
+                        "redis": lambda: pids_named("redis-server"),
+                    }
+                )
+                meter.reset()
+                await asyncio.sleep(3)
                 print(
-                    f"closed loop: {len(closed_jobs)} taps on {args.teams * closed_cards} cards,"
+                    "idle for 3 s before the taps, CPU %:",
+                    ", ".join(f"{k} {v / 3 * 100:.0f}" for k, v in meter.spent().items()),
+                )
+                print(
+                    f"closed loop: {len(closed_jobs)} taps on {args.teams} cards in"
+                    f" {args.teams} chats by {args.approvers} approvers each,"
                     f" concurrency {args.concurrency}"
                 )
-                elapsed, tally = await run_closed(emu_url, closed_jobs, args.concurrency)
+                meter.reset()
+                elapsed, tally = await run_closed(emu, closed_jobs, args.concurrency)
                 print(tally.line(elapsed))
+                print(meter.line(len(closed_jobs)))
                 rate = len(tally.latencies) / elapsed
                 c_p99 = pct(tally.latencies or [math.nan], 0.99)
                 print(
-                    f"open loop: {len(open_jobs)} taps at {args.rate:.0f}/s by {args.approvers}"
-                    f" approvers on {args.teams * per_team_open} cards in {args.teams} chats"
+                    f"open loop: taps started on schedule ({args.seconds:.0f} s per rate),"
+                    f" answered or not, on {args.teams * open_cards} more cards"
                 )
-                issued, o_elapsed, o_tally = await run_open(emu_url, open_jobs, args.rate)
-                print(
-                    f"  offered {len(open_jobs) / issued:.0f} taps/s for {issued:.1f} s;"
-                    f" last answer after {o_elapsed:.1f} s"
-                )
-                print(o_tally.line(o_elapsed))
-                lat_p99 = pct(o_tally.latencies or [math.nan], 0.99)
+                start = 0
+                for offered, n in zip(rates, open_taps, strict=True):
+                    jobs, start = open_jobs[start : start + n], start + n
+                    meter.reset()
+                    issued, o_elapsed, o_tally = await run_open(emu, jobs, offered)
+                    print(sweep_line("Quorum", len(jobs) / issued, o_tally, o_elapsed))
+                    print("  " + meter.line(len(jobs)).strip())
+                    quorum_p99[offered] = (
+                        pct(o_tally.latencies, 0.99)
+                        if o_tally.latencies and not o_tally.outcomes.get("no answer")
+                        else math.inf
+                    )
+                    await asyncio.sleep(2)  # let card edits and the queue settle
             finally:
                 await stop(proc, conn, "quorum")
     finally:
         await stop(emu_proc, emu_conn, "emulator")
     # The floor: the same statements on fresh requests of the same shape, straight to PG.
-    floor_ids = await seed_floor(db_url, args.teams, args.approvers)
-    f_elapsed, f_lat = await run_floor(
-        db_url, jobs_for(args.teams, args.approvers, floor_ids), args.concurrency
+    floor_meter = CpuMeter(
+        {
+            "floor client": lambda: [os.getpid()],
+            "postgres": lambda: pids_named("postgres"),
+            "redis": lambda: pids_named("redis-server"),
+        }
     )
-    f_rate = len(f_lat) / f_elapsed
-    f_p99 = pct(f_lat, 0.99)
+    floor_p99: dict[float, float] = {}
+    async with Floor(db_url, args.concurrency) as floor:
+        floor_ids = await seed_floor(db_url, args.teams, args.approvers, 1 + open_cards)
+        floor_jobs = [j for ids in floor_ids for j in jobs_for(args.teams, args.approvers, ids)]
+        closed_floor, open_floor = floor_jobs[:per_card], floor_jobs[per_card:]
+        floor_meter.reset()
+        f_elapsed, f_lat = await floor.closed(closed_floor, args.concurrency)
+        floor_cpu = floor_meter.line(len(f_lat))  # before the pool's backends exit
+        f_rate = len(f_lat) / f_elapsed
+        f_p99 = pct(f_lat, 0.99)
+        print(
+            f"floor (the same SQL + Redis calls, asyncpg direct), closed loop at concurrency"
+            f" {args.concurrency}: {f_rate:.0f} votes/s  p50 {statistics.median(f_lat):.1f} ms"
+            f"  p99 {f_p99:.1f} ms"
+        )
+        print(floor_cpu.replace("per tap", "per vote"))
+        start = 0
+        for offered, n in zip(rates, open_taps, strict=True):
+            jobs, start = open_floor[start : start + n], start + n
+            t0 = time.perf_counter()
+            lat = await floor.open(jobs, offered)
+            answered = Tally([{"latency_ms": x, "text": "recorded"} for x in lat])
+            print(sweep_line("floor", offered, answered, time.perf_counter() - t0))
+            floor_p99[offered] = pct(lat, 0.99)
     print(
-        f"floor (same SQL + Redis calls, asyncpg direct, concurrency {args.concurrency}):"
-        f" {f_rate:.0f} votes/s  p50 {statistics.median(f_lat):.1f} ms  p99 {f_p99:.1f} ms"
+        f"ratio: Quorum's closed-loop throughput is {rate / f_rate:.2f} of the floor's,"
+        f" its closed-loop p99 {c_p99 / f_p99:.1f}x the floor's"
     )
     print(
-        f"ratio: closed-loop throughput {rate / f_rate:.2f} of the floor's,"
-        f" closed-loop p99 {c_p99 / f_p99:.1f}x the floor's;"
-        f" open-loop p99 at {args.rate:.0f}/s: {lat_p99:.1f} ms"
+        f"highest rate tried with p99 <= {TARGET_P99_MS:.0f} ms: Quorum {best_rate(quorum_p99)},"
+        f" floor {best_rate(floor_p99)}"
     )
 
 
-async def seed_floor(db_url: str, teams: int, approvers: int) -> list[int]:
-    """Copies of the tap requests with cards at known message ids (no Telegram involved)."""
+async def seed_floor(db_url: str, teams: int, approvers: int, rounds: int) -> list[list[int]]:
+    """Copies of the tap requests with cards at known message ids (no Telegram involved):
+    `rounds` cards per team, as message ids per round."""
     conn = await asyncpg.connect(to_sync_dsn(db_url))
-    ids = []
+    out: list[list[int]] = []
     try:
-        for i in range(teams):
-            rid = uuid.uuid4()
-            team_id = await conn.fetchval("SELECT id FROM teams WHERE name = $1", f"team{i}")
-            await conn.execute(
-                "INSERT INTO approval_requests (id, team_id, action, target, risk_level,"
-                " approval_level, required_approvals, reject_threshold, requested_by, expires_at)"
-                " VALUES ($1, $2, 'floor', 'svc', 'critical', 'critical', $3, 50, 'bench',"
-                " now() + interval '1 hour')",
-                rid,
-                team_id,
-                min(approvers, 50),
-            )
-            await conn.execute(
-                "INSERT INTO telegram_messages (chat_id, message_id, purpose, approval_id, text)"
-                " VALUES ($1, $2, 'approval_card', $3, 'x')",
-                chat_id(i),
-                900_000 + i,
-                rid,
-            )
-            ids.append(900_000 + i)
+        for r in range(rounds):
+            ids = []
+            for i in range(teams):
+                rid = uuid.uuid4()
+                team_id = await conn.fetchval("SELECT id FROM teams WHERE name = $1", f"team{i}")
+                await conn.execute(
+                    "INSERT INTO approval_requests (id, team_id, action, target, risk_level,"
+                    " approval_level, required_approvals, reject_threshold, requested_by,"
+                    " expires_at) VALUES ($1, $2, 'floor', 'svc', 'critical', 'critical', $3, 50,"
+                    " 'bench', now() + interval '1 hour')",
+                    rid,
+                    team_id,
+                    min(approvers, 50),
+                )
+                message_id = 900_000 + r * 1000 + i
+                await conn.execute(
+                    "INSERT INTO telegram_messages (chat_id, message_id, purpose, approval_id,"
+                    " text) VALUES ($1, $2, 'approval_card', $3, 'x')",
+                    chat_id(i),
+                    message_id,
+                    rid,
+                )
+                ids.append(message_id)
+            out.append(ids)
     finally:
         await conn.close()
-    return ids
+    return out
 
 
 def cli() -> None:
@@ -506,8 +577,10 @@ def cli() -> None:
     parser.add_argument("--teams", type=int, default=100)
     parser.add_argument("--approvers", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rate", type=float, default=500.0, help="open-loop taps per second")
-    parser.add_argument("--seconds", type=float, default=6.0, help="open-loop duration")
+    parser.add_argument(
+        "--rates", default="100,200,300,400,500", help="open-loop taps per second, in turn"
+    )
+    parser.add_argument("--seconds", type=float, default=4.0, help="open-loop time per rate")
     asyncio.run(main(parser.parse_args()))
 
 

@@ -677,10 +677,9 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
         )
     ctx = await repo.lock_for_vote(session, tap.chat_id, tap.message_id)
     if ctx is None:
-        # No card has this message id: either a forgery, or a genuine button (its tag, bound
-        # to this request and chat, checked out) on a card whose message id the sender has
-        # not stored yet. The tag already proves which request and chat the button is for.
-        ctx = await repo.lock_unnumbered_for_vote(session, request_id, tap.chat_id)
+        # No card has this message id, but the tag (bound to this request and chat) checked
+        # out: a card whose message id the sender has not stored yet, or a duplicate card.
+        ctx = await repo.lock_by_tag_for_vote(session, request_id, tap.chat_id)
         if ctx is None:
             # The sender may have stored the message id between the two look-ups.
             ctx = await repo.lock_for_vote(session, tap.chat_id, tap.message_id)

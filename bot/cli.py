@@ -56,10 +56,11 @@ def load_all() -> tuple[Settings, Policy]:
 
 
 async def _serve(settings: Settings, policy: Policy, banner: str | None = None) -> None:
-    from bot.app import Quorum
+    from bot.app import Quorum, settle_heap
 
     app = Quorum(settings, policy)
     await app.start()
+    settle_heap()
     if banner:
         print(banner, flush=True)
     stop = asyncio.Event()

@@ -280,6 +280,7 @@ class _CallbackQuery:
     show_alert: bool = False
     url: str | None = None
     answered_at: float | None = None
+    update_id: int = 0
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
     def answer_json(self) -> JSON | None:
@@ -710,6 +711,7 @@ class TelegramEmulator:
         r.add_get(f"{c}/chats/{{chat_id}}", self._ctl(self._c_get_chat))
         r.add_post(f"{c}/chats/{{chat_id}}/send", self._ctl(self._c_send))
         r.add_post(f"{c}/chats/{{chat_id}}/messages/{{message_id}}/tap", self._ctl(self._c_tap))
+        r.add_post(f"{c}/taps", self._ctl(self._c_taps))
         r.add_get(f"{c}/chats/{{chat_id}}/messages", self._ctl(self._c_messages))
         r.add_post(f"{c}/chats/{{chat_id}}/kick", self._ctl(self._c_kick))
         r.add_post(f"{c}/chats/{{chat_id}}/add", self._ctl(self._c_add))
@@ -1783,9 +1785,9 @@ class TelegramEmulator:
                     return cast(JSON, button)
         return None
 
-    async def _c_tap(self, request: web.Request, body: JSON) -> Any:
-        chat = self._ctl_chat(request)
-        msg = chat.messages.get(int(request.match_info["message_id"]))
+    def _tap(self, chat: _Chat, message_id: int, body: JSON) -> _CallbackQuery:
+        """A user taps a button: the callback query update goes to the bot that sent it."""
+        msg = chat.messages.get(message_id)
         if msg is None or msg.deleted:
             raise _ControlError(404, "unknown message")
         if not ({"callback_data", "button_text"} & body.keys() or {"row", "col"} <= body.keys()):
@@ -1818,14 +1820,71 @@ class TelegramEmulator:
                 "data": query.data,
             }
         }
-        update_id = self._broadcast(payload, bot.id)[0]
-        out: JSON = {"update_id": update_id, "callback_query_id": qid}
+        query.update_id = self._broadcast(payload, bot.id)[0]
+        return query
+
+    async def _c_tap(self, request: web.Request, body: JSON) -> Any:
+        chat = self._ctl_chat(request)
+        query = self._tap(chat, int(request.match_info["message_id"]), body)
+        out: JSON = {"update_id": query.update_id, "callback_query_id": query.id}
         wait = float(body.get("wait") or 0)
         if wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(query.event.wait(), wait)
             out["answer"] = query.answer_json()
         return out
+
+    async def _c_taps(self, request: web.Request, body: JSON) -> Any:
+        """Many users tap, played by the emulator itself (a load generator).
+
+        Each tap is {chat_id, message_id, from_id, button_text | callback_data | row+col}.
+        With "rate", taps start on a fixed schedule whether or not earlier ones were answered
+        (open loop); otherwise at most "concurrency" taps are unanswered at once (closed
+        loop). Answers: one per tap, in order, {latency_ms, text} or null when unanswered
+        after "wait" seconds.
+        """
+        taps = body.get("taps")
+        if not isinstance(taps, list) or not taps:
+            raise _ControlError(400, "taps must be a non-empty list")
+        rate = float(body.get("rate") or 0)
+        concurrency = max(1, int(body.get("concurrency") or 1))
+        wait = float(body.get("wait") or 10)
+        answers: list[JSON | None] = [None] * len(taps)
+
+        async def one(i: int) -> None:
+            t = taps[i]
+            chat = self.chats.get(int(t["chat_id"]))
+            if chat is None:
+                raise _ControlError(404, f"unknown chat {t['chat_id']}")
+            query = self._tap(chat, int(t["message_id"]), t)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(query.event.wait(), wait)
+            answers[i] = query.answer_json()
+
+        started = time.monotonic()
+        if rate > 0:
+            tasks = []
+            for i in range(len(taps)):
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.ensure_future(one(i)))
+            issued = time.monotonic() - started
+            await asyncio.gather(*tasks)
+        else:
+            pending = iter(range(len(taps)))
+
+            async def worker() -> None:
+                for i in pending:
+                    await one(i)
+
+            await asyncio.gather(*(worker() for _ in range(min(concurrency, len(taps)))))
+            issued = time.monotonic() - started
+        return {
+            "answers": answers,
+            "issued_seconds": round(issued, 6),
+            "elapsed_seconds": round(time.monotonic() - started, 6),
+        }
 
     async def _c_messages(self, request: web.Request, body: JSON) -> Any:
         chat = self._ctl_chat(request)
@@ -2172,6 +2231,13 @@ class EmulatorClient:
             body["row"], body["col"] = row, col
         path = f"/chats/{chat_id}/messages/{message_id}/tap"
         return cast(TapResult, await self._request("POST", path, body))
+
+    async def taps(
+        self, taps: list[JSON], *, rate: float = 0.0, concurrency: int = 1, wait: float = 10.0
+    ) -> JSON:
+        """Let the emulator play many users tapping (see `_c_taps`); returns their answers."""
+        body: JSON = {"taps": taps, "rate": rate, "concurrency": concurrency, "wait": wait}
+        return cast(JSON, await self._request("POST", "/taps", body))
 
     async def inject_update(self, update: JSON, *, bot_id: int | None = None) -> int:
         body: JSON = {"update": update}

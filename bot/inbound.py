@@ -44,6 +44,21 @@ _STORE_DONE = (
 )
 
 
+# What handlers read of the message under a tapped button. Telegram sends the whole card back
+# with every tap (text, entities, keyboard): validating it was most of an update's cost.
+_TAPPED_MESSAGE_KEYS = ("message_id", "date", "chat", "from", "message_thread_id")
+
+
+def _lean(raw: dict[str, Any]) -> dict[str, Any]:
+    """The update without the parts of a tapped message that no handler reads."""
+    query = raw.get("callback_query")
+    if not isinstance(query, dict) or not isinstance(query.get("message"), dict):
+        return raw
+    msg = query["message"]
+    lean_msg = {k: msg[k] for k in _TAPPED_MESSAGE_KEYS if k in msg}
+    return {**raw, "callback_query": {**query, "message": lean_msg}}
+
+
 class Inbound:
     def __init__(self, runtime: Runtime, dispatcher: Dispatcher) -> None:
         self.rt = runtime
@@ -126,7 +141,7 @@ class Inbound:
     async def _dispatch(
         self, raw: dict[str, Any], session: Any, *, webhook_reply: bool
     ) -> TelegramMethod[Any] | None:
-        upd = Update.model_validate(raw, context={"bot": self.rt.bot})
+        upd = Update.model_validate(_lean(raw), context={"bot": self.rt.bot})
         result = await self.dp.feed_update(self.rt.bot, upd, session=session, runtime=self.rt)
         if not isinstance(result, TelegramMethod):
             return None

@@ -194,24 +194,30 @@ _LOCK_FOR_VOTE = f"""
 """  # noqa: S608 (column names from our own table)
 
 
-_LOCK_UNNUMBERED_FOR_VOTE = f"""
+# The request a verified button names, when the tapped message is not a card we know.
+_LOCK_BY_TAG_FOR_VOTE = f"""
     SELECT {_NAMES}, now() AS db_now,
            (SELECT json_agg(json_build_array(tm2.id, tm2.chat_id) ORDER BY tm2.id)
               FROM telegram_messages AS tm2 WHERE tm2.approval_id = r.id) AS cards
       FROM approval_requests AS r
      WHERE r.id = $1
        AND EXISTS (SELECT 1 FROM telegram_messages AS tm
-                    WHERE tm.approval_id = r.id AND tm.chat_id = $2 AND tm.message_id IS NULL)
+                    WHERE tm.approval_id = r.id AND tm.chat_id = $2)
        FOR NO KEY UPDATE OF r
 """  # noqa: S608 (column names from our own table)
 
 
-async def lock_unnumbered_for_vote(
+async def lock_by_tag_for_vote(
     session: AsyncSession, approval_id: uuid.UUID, chat_id: int
 ) -> VoteContext | None:
-    """Like lock_for_vote, for a request whose card in this chat has no message id stored yet
-    (the tap raced the sender recording Telegram's answer)."""
-    row = await (await raw(session)).fetchrow(_LOCK_UNNUMBERED_FOR_VOTE, approval_id, chat_id)
+    """Like lock_for_vote, for a tapped message that is not a card we know, whose button's
+    tag already proved the request and the chat (the request must have a card there).
+
+    Either the sender has not stored the card's message id yet (the tap raced it), or the
+    message is a duplicate card: Telegram posted a card whose send timed out on our side, and
+    the retry posted it again. Both cards map to the request and votes count once per person.
+    """
+    row = await (await raw(session)).fetchrow(_LOCK_BY_TAG_FOR_VOTE, approval_id, chat_id)
     if row is None:
         return None
     cards = tuple((int(c[0]), int(c[1])) for c in row["cards"] or ())

@@ -507,6 +507,52 @@ async def inject_tap(
     return answer
 
 
+async def test_duplicate_card_after_a_timed_out_send_maps_to_the_same_request(
+    make_quorum: QuorumFactory,
+) -> None:
+    # Telegram posts the card but answers after our timeout, so the retry posts it again.
+    h = await make_quorum(outbox_call_timeout_seconds=0.5, outbox_retry_base_seconds=0.05)
+    await h.emu.add_fault("timeout", method="sendMessage", chat_id=CHAT, delay=1.5)
+    req = await create(h, risk_level="critical")
+
+    async def both_cards() -> list[dict[str, Any]] | None:
+        found = [m for m in await h.bot_messages(CHAT) if req["id"] in str(m["text"])]
+        return found if len(found) == 2 else None
+
+    duplicate, stored = await h.wait_for(both_cards)
+    # The first card's message id never reached us; its buttons are still genuine.
+    assert "recorded (1/2" in (await tap(h, duplicate, ALICE))["text"]
+    assert "already voted" in (await tap(h, stored, ALICE))["text"]
+    assert "Approved" in (await tap(h, stored, BOB))["text"]
+    status, data = await h.api("GET", f"/api/v1/approvals/{req['id']}")
+    assert status == 200 and data["status"] == "approved"
+    assert sorted(v["voter_telegram_id"] for v in data["votes"]) == sorted([ALICE, BOB])
+
+
+async def test_emulator_plays_many_taps_open_and_closed_loop(quorum: Harness) -> None:
+    # The load generator of bench.votes: the emulator itself taps, on a schedule or at a
+    # fixed concurrency, and reports each answer with its latency.
+    first = await card(quorum, (await create(quorum, risk_level="critical"))["id"])
+    second = await card(quorum, (await create(quorum, risk_level="critical"))["id"])
+
+    def taps(msg: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {"chat_id": CHAT, "message_id": msg["message_id"], "from_id": u, "button_text": APPROVE}
+            for u in (ALICE, BOB, CAROL)
+        ]
+
+    closed = await quorum.emu.taps(taps(first), concurrency=3)
+    opened = await quorum.emu.taps(taps(second), rate=20)
+    for out in (closed, opened):
+        texts = sorted(str(a["text"]) for a in out["answers"])
+        assert all(a["latency_ms"] > 0 for a in out["answers"])
+        assert sum("Approved" in t for t in texts) == 1
+        assert sum("recorded" in t for t in texts) == 1
+        assert sum("not an approver" in t for t in texts) == 1
+    # Three taps at 20/s take at least the two gaps of the schedule.
+    assert opened["issued_seconds"] >= 0.09
+
+
 async def test_forged_callback_data_is_refused_and_audited(quorum: Harness) -> None:
     one = await create(quorum, action="one")
     two = await create(quorum, action="two")
