@@ -27,14 +27,15 @@ async def fresh_database(server_url: str, name: str) -> str:
     return url
 
 
-def _cpu(pid: int, *, system_only: bool = False) -> float:
+def _cpu(pid: int) -> tuple[float, float]:
+    """(user + system, system) CPU seconds the process has used, or zeros if it is gone."""
     try:
         # Field 2 (comm) may hold spaces; the fields after its ")" are fixed.
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    ticks = int(fields[12]) if system_only else int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
 
 
 def pids_named(comm: str) -> list[int]:
@@ -51,7 +52,8 @@ def pids_named(comm: str) -> list[int]:
 
 
 class CpuMeter:
-    """CPU seconds (user + system) that named groups of processes spend between two readings.
+    """CPU seconds (user + system, and the kernel's share) that named groups of processes
+    spend between two readings.
 
     A group is a callable returning its pids now, so PostgreSQL backends that start during
     the measured window are counted (from zero) too.
@@ -59,33 +61,30 @@ class CpuMeter:
 
     def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
         self.groups = groups
-        self.start: dict[str, dict[int, float]] = {}
-        self.start_sys: dict[str, dict[int, float]] = {}
+        self.start: dict[str, dict[int, tuple[float, float]]] = {}
 
     def reset(self) -> None:
         self.start = {name: {p: _cpu(p) for p in pids()} for name, pids in self.groups.items()}
-        self.start_sys = {
-            name: {p: _cpu(p, system_only=True) for p in pids()}
-            for name, pids in self.groups.items()
-        }
 
-    def spent(self, *, system_only: bool = False) -> dict[str, float]:
+    def spent(self) -> dict[str, tuple[float, float]]:
         out = {}
-        start = self.start_sys if system_only else self.start
         for name, pids in self.groups.items():
-            before = start.get(name, {})
-            out[name] = sum(
-                max(0.0, _cpu(p, system_only=system_only) - before.get(p, 0.0)) for p in pids()
-            )
+            before = self.start.get(name, {})
+            total = kernel = 0.0
+            for p in pids():
+                now, was = _cpu(p), before.get(p, (0.0, 0.0))
+                total += max(0.0, now[0] - was[0])
+                kernel += max(0.0, now[1] - was[1])
+            out[name] = (total, kernel)
         return out
 
-    def line(self, events: int) -> str:
+    def line(self, events: int, unit: str = "tap") -> str:
         """CPU ms per event for each group, with the kernel's share (system time) in brackets."""
-        spent, kernel = self.spent(), self.spent(system_only=True)
+        spent = self.spent()
         n = max(events, 1)
         per = ", ".join(
-            f"{k} {v * 1000 / n:.2f} ({kernel[k] * 1000 / n:.2f})" for k, v in spent.items()
+            f"{k} {total * 1000 / n:.2f} ({kernel * 1000 / n:.2f})"
+            for k, (total, kernel) in spent.items()
         )
-        return (
-            f"  CPU ms per tap (of which kernel): {per}; total {sum(spent.values()) * 1000 / n:.2f}"
-        )
+        overall = sum(total for total, _ in spent.values()) * 1000 / n
+        return f"  CPU ms per {unit} (of which kernel): {per}; total {overall:.2f}"

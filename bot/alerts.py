@@ -505,35 +505,30 @@ async def press_button(
         raise AlertClosed
     who = approver.name
     tz = _zone(rt)
-    if act == "ack":
-        if not await store.add_ack(session, alert.id, user_id, who):
-            return "You already acknowledged this alert."
+
+    async def record(event: str, **detail: Any) -> None:
         await audit.record(
             session,
-            "alert.acknowledged",
+            event,
             actor=who,
             actor_telegram_id=user_id,
             team_id=alert.team_id,
             alert_id=alert.id,
             chat_id=chat_id,
             fingerprint=alert.fingerprint,
+            **detail,
         )
+
+    if act == "ack":
+        if not await store.add_ack(session, alert.id, user_id, who):
+            return "You already acknowledged this alert."
+        await record("alert.acknowledged")
         toast = "👀 Acknowledged."
     elif act == "res":
         done = await store.resolve_one(session, alert.id, who)
         if done is None:
             raise AlertClosed
-        await audit.record(
-            session,
-            "alert.resolved",
-            actor=who,
-            actor_telegram_id=user_id,
-            team_id=alert.team_id,
-            alert_id=alert.id,
-            chat_id=chat_id,
-            fingerprint=alert.fingerprint,
-            by="person",
-        )
+        await record("alert.resolved", by="person")
         await _render_cards(rt, session, [done])
         return "✅ Resolved."
     else:
@@ -549,15 +544,8 @@ async def press_button(
             hours=hours,
             sync_alertmanager=sync,
         )
-        await audit.record(
-            session,
+        await record(
             "alert.silenced",
-            actor=who,
-            actor_telegram_id=user_id,
-            team_id=alert.team_id,
-            alert_id=alert.id,
-            chat_id=chat_id,
-            fingerprint=alert.fingerprint,
             silence_id=silence.id,
             hours=hours,
             ends_at=silence.ends_at.isoformat(),

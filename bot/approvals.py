@@ -675,22 +675,14 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
         raise await _refuse(
             rt, session, tap, ForgedButton("This button is not valid here."), "bad_tag"
         )
-    ctx = await repo.lock_for_vote(session, tap.chat_id, tap.message_id)
+    ctx = await repo.lock_for_vote(session, request_id, tap.chat_id, tap.message_id)
     if ctx is None:
-        # No card has this message id, but the tag (bound to this request and chat) checked
-        # out: a card whose message id the sender has not stored yet, or a duplicate card.
-        ctx = await repo.lock_by_tag_for_vote(session, request_id, tap.chat_id)
-        if ctx is None:
-            # The sender may have stored the message id between the two look-ups.
-            ctx = await repo.lock_for_vote(session, tap.chat_id, tap.message_id)
-    if ctx is None or ctx.request.id != request_id:
         raise await _refuse(
             rt,
             session,
             tap,
             ForgedButton("This button does not belong to this card."),
             "card_mismatch",
-            team_id=ctx.request.team_id if ctx else None,
             approval_id=request_id,
         )
     req = ctx.request

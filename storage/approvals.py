@@ -182,20 +182,14 @@ def _request_raw(row: Any) -> RequestRecord:
     return RequestRecord(*(row[i] for i in range(_N)))
 
 
-# The request behind a tapped card with every card of it ([[row id, chat id], ...]) and the
-# database's clock; run on the raw asyncpg connection (prepared once per connection).
+# The request a tapped button names (its tag, checked before, proves the request and the
+# chat), with every card of it ([[row id, chat id], ...]) and the database's clock; run on the
+# raw asyncpg connection (prepared once per connection). The request must have a card in the
+# chat, and the tapped message must not be anything else we sent there. A message we never
+# stored is a card whose id the sender has not recorded yet (the tap raced it), or a duplicate
+# card (Telegram posted a card whose send timed out on our side, and the retry posted it
+# again): both map to the request, and votes count once per person.
 _LOCK_FOR_VOTE = f"""
-    SELECT {_NAMES}, now() AS db_now,
-           (SELECT json_agg(json_build_array(tm2.id, tm2.chat_id) ORDER BY tm2.id)
-              FROM telegram_messages AS tm2 WHERE tm2.approval_id = r.id) AS cards
-      FROM telegram_messages AS tm JOIN approval_requests AS r ON r.id = tm.approval_id
-     WHERE tm.chat_id = $1 AND tm.message_id = $2
-       FOR NO KEY UPDATE OF r
-"""  # noqa: S608 (column names from our own table)
-
-
-# The request a verified button names, when the tapped message is not a card we know.
-_LOCK_BY_TAG_FOR_VOTE = f"""
     SELECT {_NAMES}, now() AS db_now,
            (SELECT json_agg(json_build_array(tm2.id, tm2.chat_id) ORDER BY tm2.id)
               FROM telegram_messages AS tm2 WHERE tm2.approval_id = r.id) AS cards
@@ -203,34 +197,23 @@ _LOCK_BY_TAG_FOR_VOTE = f"""
      WHERE r.id = $1
        AND EXISTS (SELECT 1 FROM telegram_messages AS tm
                     WHERE tm.approval_id = r.id AND tm.chat_id = $2)
+       AND NOT EXISTS (SELECT 1 FROM telegram_messages AS tm
+                        WHERE tm.chat_id = $2 AND tm.message_id = $3
+                          AND tm.approval_id IS DISTINCT FROM r.id)
        FOR NO KEY UPDATE OF r
 """  # noqa: S608 (column names from our own table)
 
 
-async def lock_by_tag_for_vote(
-    session: AsyncSession, approval_id: uuid.UUID, chat_id: int
+async def lock_for_vote(
+    session: AsyncSession, approval_id: uuid.UUID, chat_id: int, message_id: int
 ) -> VoteContext | None:
-    """Like lock_for_vote, for a tapped message that is not a card we know, whose button's
-    tag already proved the request and the chat (the request must have a card there).
-
-    Either the sender has not stored the card's message id yet (the tap raced it), or the
-    message is a duplicate card: Telegram posted a card whose send timed out on our side, and
-    the retry posted it again. Both cards map to the request and votes count once per person.
-    """
-    row = await (await raw(session)).fetchrow(_LOCK_BY_TAG_FOR_VOTE, approval_id, chat_id)
-    if row is None:
-        return None
-    cards = tuple((int(c[0]), int(c[1])) for c in row["cards"] or ())
-    return VoteContext(_request_raw(row), cards, row["db_now"])
-
-
-async def lock_for_vote(session: AsyncSession, chat_id: int, message_id: int) -> VoteContext | None:
-    """The request behind a tapped card, row-locked so votes on it are counted one at a time.
+    """The request behind a tapped button, row-locked so votes on it are counted one at a time;
+    None when the tapped message is not one of its cards in that chat (see _LOCK_FOR_VOTE).
 
     The lock is what makes the last voter see every earlier vote (READ COMMITTED takes a new
     snapshot per statement): without it two concurrent final votes could each miss the other.
     """
-    row = await (await raw(session)).fetchrow(_LOCK_FOR_VOTE, chat_id, message_id)
+    row = await (await raw(session)).fetchrow(_LOCK_FOR_VOTE, approval_id, chat_id, message_id)
     if row is None:
         return None
     cards = tuple((int(c[0]), int(c[1])) for c in row["cards"] or ())
