@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def _cpu(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
     tick = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
+
+
+def speed_probe_ms() -> float:
+    """CPU ms a fixed pure-Python loop takes: the machine's speed at this moment.
+
+    Machines of this kind change speed over minutes (the same loop took 29 to 57 ms here,
+    idle), so figures from two runs compare only next to their probes."""
+    best = float("inf")
+    for _ in range(3):
+        started, acc = time.process_time(), 0
+        for i in range(300_000):
+            acc += i * i % 7
+        best = min(best, (time.process_time() - started) * 1000)
+    return best
 
 
 def pids_named(comm: str) -> list[int]:

@@ -31,6 +31,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from bench import fresh_database
+from bot.app import run_loop
 from bot.emulator import EmulatorClient, TelegramEmulator
 from storage.db import to_sync_dsn
 
@@ -329,7 +330,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a shorter run (12 s storm)")
     args = parser.parse_args()
-    asyncio.run(main(args.quick))
+    run_loop(main(args.quick))
 
 
 if __name__ == "__main__":

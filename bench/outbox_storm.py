@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from bench import fresh_database
-from bot.app import Quorum
+from bot.app import Quorum, run_loop, settle_heap
 from bot.emulator import Limits, TelegramEmulator
 from bot.policy import parse_policy
 from bot.settings import load_settings
@@ -50,11 +50,12 @@ def quorum_child(values: dict[str, Any], policy: dict[str, Any], conn: Connectio
     async def main() -> None:
         app = Quorum(load_settings(**values), parse_policy(policy))
         await app.start(migrate=False, serve=False)
+        settle_heap()  # as `quorum run` does
         conn.send("started")
         await asyncio.to_thread(conn.recv)
         await app.stop()
 
-    asyncio.run(main())
+    run_loop(main())
     conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
@@ -276,7 +277,7 @@ def main() -> None:
     p.add_argument("--latency-samples", type=int, default=200)
     p.add_argument("--latency-rate", type=float, default=10)
     p.add_argument("--timeout", type=float, default=600)
-    asyncio.run(bench(p.parse_args()))
+    run_loop(bench(p.parse_args()))
 
 
 if __name__ == "__main__":

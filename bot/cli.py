@@ -76,7 +76,9 @@ async def _serve(settings: Settings, policy: Policy, banner: str | None = None) 
 def cmd_run(_: argparse.Namespace) -> int:
     settings, policy = load_all()
     _configure_logging(settings.log_level)
-    asyncio.run(_serve(settings, policy))
+    from bot.app import run_loop
+
+    run_loop(_serve(settings, policy))
     return 0
 
 
@@ -182,7 +184,9 @@ Stop with Ctrl-C.
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     _configure_logging(load_settings().log_level)
-    asyncio.run(_sandbox(args))
+    from bot.app import run_loop
+
+    run_loop(_sandbox(args))
     return 0
 
 

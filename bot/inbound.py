@@ -64,8 +64,13 @@ class Inbound:
         self.rt = runtime
         self.dp = dispatcher
 
-    async def receive(self, raw: dict[str, Any], *, source: str) -> TelegramMethod[Any] | None:
+    async def receive(
+        self, raw: dict[str, Any], *, source: str, body: str | None = None
+    ) -> TelegramMethod[Any] | None:
         """Handle one update exactly once. Returns a method to answer in the webhook reply.
+
+        `body` is the update's JSON as received, stored as it is (serialising the parsed
+        update again cost more than storing it).
 
         Raises SQLAlchemyError or OSError when the database is unreachable: the caller
         answers 503 so Telegram delivers the update again. Any other failure of handling is
@@ -81,7 +86,7 @@ class Inbound:
         try:
             async with rt.sessions() as session, session.begin():
                 row = await (await db.raw(session)).fetchrow(
-                    _STORE_DONE, update_id, json.dumps(raw)
+                    _STORE_DONE, update_id, json.dumps(raw) if body is None else body
                 )
                 if row is None:
                     rt.metrics.updates_deduplicated.inc()

@@ -30,7 +30,8 @@ async def receive_update(request: web.Request) -> web.Response:
             {"error": {"code": "unauthorized", "message": "bad webhook secret"}}, status=401
         )
     try:
-        raw = json.loads(await request.read())
+        body = (await request.read()).decode()
+        raw = json.loads(body)
         if not isinstance(raw, dict) or not isinstance(raw.get("update_id"), int):
             raise ValueError("not an update")
     except ValueError:
@@ -38,7 +39,7 @@ async def receive_update(request: web.Request) -> web.Response:
         log.warning("webhook body is not a Telegram update; ignored")
         return web.json_response({"ok": True})
     try:
-        reply = await inbound.receive(raw, source="webhook")
+        reply = await inbound.receive(raw, source="webhook", body=body)
     except (SQLAlchemyError, OSError, TimeoutError):
         log.exception("update %s not stored; asking Telegram to retry", raw.get("update_id"))
         return web.json_response(
@@ -49,9 +50,9 @@ async def receive_update(request: web.Request) -> web.Response:
     if reply is None:
         return web.json_response({"ok": True})
     # Telegram executes a method given in the webhook reply: the tap's spinner stops at once.
-    body = json.loads(reply.model_dump_json(exclude_none=True))
-    body["method"] = reply.__api_method__
-    return web.json_response(body)
+    return web.json_response(
+        {"method": reply.__api_method__, **reply.model_dump(mode="json", exclude_none=True)}
+    )
 
 
 def setup(app: web.Application, inbound: Inbound) -> None:

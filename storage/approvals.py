@@ -24,7 +24,9 @@ from storage.models import (
 )
 
 _R = cast(Table, ApprovalRequest.__table__)
-_COLUMNS = tuple(_R.c)
+# The request as the domain sees it: the card worker's bookkeeping columns stay here.
+_CARD_SCHEDULE = ("cards_due_at", "cards_rendered_at")
+_COLUMNS = tuple(c for c in _R.c if c.name not in _CARD_SCHEDULE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,12 +235,28 @@ async def lock(
     return (_request(row), row.db_now) if row else None
 
 
+# The vote, its audit row and the request's card refresh are one statement: written only when
+# the vote was (a repeated tap writes nothing), never one without the others. The cards are not
+# rendered per vote: the refresh is due at once, or one interval after the last render (a storm
+# of taps on a card costs one render per interval, and Telegram allows an edit about every 3 s
+# per group anyway). Each round trip saved costs the bot ~0.1 ms of CPU and PostgreSQL as much.
 _ADD_VOTE = """
     WITH ins AS (
         INSERT INTO votes (request_id, voter_telegram_id, voter_name, decision, chat_id, message_id)
         VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT DO NOTHING
         RETURNING id, voter_telegram_id, voter_name, decision, created_at
+    ), audited AS (
+        INSERT INTO audit_log (event, actor, actor_telegram_id, team_id, approval_id, chat_id,
+                               detail)
+        SELECT 'vote.accepted', ins.voter_name, ins.voter_telegram_id, $7, $1, $5,
+               jsonb_build_object('decision', ins.decision, 'message_id', $6::bigint)
+          FROM ins
+    ), scheduled AS (
+        UPDATE approval_requests
+           SET cards_due_at = coalesce(cards_due_at, greatest(now(),
+                   cards_rendered_at + make_interval(secs => $8::float8)))
+         WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)
     )
     SELECT id, voter_telegram_id, voter_name, decision, created_at, false AS mine
       FROM votes WHERE request_id = $1
@@ -252,15 +270,26 @@ async def add_vote(
     session: AsyncSession,
     request_id: uuid.UUID,
     *,
+    team_id: int,
     voter: int,
     name: str,
     decision: str,
     chat_id: int | None,
     message_id: int | None,
+    refresh_interval: float,
 ) -> tuple[bool, list[VoteRecord]]:
-    """Insert one vote (a second by the same voter is a no-op) and read all votes, one trip."""
+    """Insert one vote with its `vote.accepted` audit row and card refresh (a second vote by the
+    same voter is a no-op) and read all votes of the request, in one round trip."""
     rows = await (await raw(session)).fetch(
-        _ADD_VOTE, request_id, voter, name, decision, chat_id, message_id
+        _ADD_VOTE,
+        request_id,
+        voter,
+        name,
+        decision,
+        chat_id,
+        message_id,
+        team_id,
+        refresh_interval,
     )
     inserted = False
     votes = []
@@ -343,6 +372,30 @@ async def set_result(
         )
     ).first()
     return _request(row) if row else None
+
+
+async def claim_due_cards(
+    session: AsyncSession, limit: int
+) -> list[tuple[RequestRecord, datetime]]:
+    """Pending requests whose cards are due a refresh, locked (a vote on one waits, other
+    workers skip it), with the database's clock."""
+    rows = await session.execute(
+        select(*_COLUMNS, func.now().label("db_now"))
+        .where(_R.c.status == "pending", _R.c.cards_due_at <= func.now())
+        .order_by(_R.c.cards_due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, key_share=True)
+    )
+    return [(_request(r), r.db_now) for r in rows]
+
+
+async def mark_cards_rendered(session: AsyncSession, request_ids: Sequence[uuid.UUID]) -> None:
+    if request_ids:
+        await session.execute(
+            update(_R)
+            .where(_R.c.id.in_(list(request_ids)))
+            .values(cards_due_at=None, cards_rendered_at=func.now())
+        )
 
 
 async def claim_expired(session: AsyncSession, limit: int = 50) -> list[RequestRecord]:

@@ -119,6 +119,10 @@ class ApprovalRequest(Base):
     updated_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime]
     decided_at: Mapped[datetime | None]
+    # Votes do not render the cards: they set cards_due_at, and the card worker re-renders
+    # (at most once per interval after cards_rendered_at; Telegram paces the edits anyway).
+    cards_due_at: Mapped[datetime | None]
+    cards_rendered_at: Mapped[datetime | None]
 
 
 class Vote(Base):

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from bot.app import Quorum, run_migrations
+from bot.app import Quorum, new_event_loop, run_migrations
 from bot.emulator import EmulatorClient, TelegramEmulator
 from bot.policy import Policy, parse_policy
 from bot.settings import Settings, load_settings
@@ -82,6 +82,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests run on the event loop `quorum run` serves on (uvloop where installed)."""
+    return {"loop": new_event_loop}
 
 
 def _reachable(host: str, port: int) -> bool:

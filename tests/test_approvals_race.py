@@ -1,12 +1,16 @@
-"""200 approvers tapping one card at the same instant: exactly one transition, one token."""
+"""Many approvers tapping one card at once: one transition and one token; coalesced renders."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+import uuid
 from typing import Any
 
+from bot.approvals import CARD_REFRESH_SECONDS
 from tests.conftest import CHAT, QuorumFactory, policy_data
-from tests.test_approvals_e2e import APPROVE, card, create, sql
+from tests.test_approvals_e2e import APPROVE, card, card_where, create, sql
 
 BASE = 500_000
 
@@ -56,3 +60,42 @@ async def test_200_concurrent_taps_make_one_transition_and_one_token(
         "status": "approved",
         "deciders": 3,
     }
+
+
+async def test_a_storm_of_votes_renders_the_card_once_per_interval(
+    make_quorum: QuorumFactory,
+) -> None:
+    data = policy_data()
+    ids = [BASE + i for i in range(20)]
+    data["teams"]["platform"]["approvers"] = [
+        {"telegram_id": uid, "name": f"approver{uid}"} for uid in ids
+    ]
+    data["teams"]["platform"]["policy"] = {
+        "critical": {"required_approvals": 20, "reject_threshold": 20}
+    }
+    h = await make_quorum(policy=data)
+    await h.emu.add_chat(CHAT, "supergroup", title="platform", members=ids)
+    req = await create(h, risk_level="critical")
+    msg = await card(h, req["id"])
+    card_version = "SELECT version FROM telegram_messages WHERE approval_id = $1"
+    before = (await sql(h, card_version, uuid.UUID(req["id"])))[0]["version"]
+    started = time.monotonic()
+
+    async def one(uid: int) -> str:
+        res = await h.emu.tap(CHAT, msg["message_id"], uid, button_text=APPROVE, wait=30)
+        return str((res.get("answer") or {}).get("text"))
+
+    texts = await asyncio.gather(*(one(uid) for uid in ids[:19]))
+    assert all("recorded" in t for t in texts), texts
+    # Every vote reaches the card, in a few coalesced renders rather than one per vote.
+    await card_where(h, req["id"], lambda m: "19/20" in str(m["text"]))
+    elapsed = time.monotonic() - started
+    renders = (await sql(h, card_version, uuid.UUID(req["id"])))[0]["version"] - before
+    assert 1 <= renders <= 2 + elapsed / CARD_REFRESH_SECONDS, (renders, elapsed)
+    accepted = await sql(
+        h,
+        "SELECT detail FROM audit_log WHERE event = 'vote.accepted' AND approval_id = $1",
+        uuid.UUID(req["id"]),
+    )
+    assert len(accepted) == 19
+    assert {json.loads(r["detail"])["decision"] for r in accepted} == {"approve"}

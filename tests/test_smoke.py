@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import uvloop
+
+from bot.app import run_loop
 from tests.conftest import ALICE, CHAT, Harness
 
 
+def test_serving_processes_and_tests_run_on_uvloop() -> None:
+    async def loop_type() -> type[asyncio.AbstractEventLoop]:
+        return type(asyncio.get_running_loop())
+
+    assert run_loop(loop_type()) is uvloop.Loop
+
+
 async def test_start_answers_with_sender_id(quorum: Harness) -> None:
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)  # as under `quorum run`
     await quorum.emu.send_text(CHAT, ALICE, "/start")
 
     async def reply() -> list[dict[str, object]]:
