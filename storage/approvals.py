@@ -79,7 +79,7 @@ class VoteRecord:
 
 @dataclass(frozen=True, slots=True)
 class VoteContext:
-    """A tapped card with its request, locked for the vote, and the database's clock."""
+    """A request locked for a vote (or a card refresh), its cards, and the database's clock."""
 
     request: RequestRecord
     cards: tuple[tuple[int, int], ...]  # (telegram_messages.id, chat id) of every card
@@ -374,28 +374,39 @@ async def set_result(
     return _request(row) if row else None
 
 
-async def claim_due_cards(
-    session: AsyncSession, limit: int
-) -> list[tuple[RequestRecord, datetime]]:
-    """Pending requests whose cards are due a refresh, locked (a vote on one waits, other
-    workers skip it), with the database's clock."""
-    rows = await session.execute(
-        select(*_COLUMNS, func.now().label("db_now"))
-        .where(_R.c.status == "pending", _R.c.cards_due_at <= func.now())
-        .order_by(_R.c.cards_due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True, key_share=True)
-    )
-    return [(_request(r), r.db_now) for r in rows]
+# Pending requests whose cards are due a refresh, each with its cards and the database's
+# clock, locked: a vote on one waits for the render (so a render never overwrites a newer one)
+# and other workers skip it. Keep batches small: the locks last until the renders commit.
+_CLAIM_DUE_CARDS = f"""
+    SELECT {_NAMES}, now() AS db_now,
+           (SELECT json_agg(json_build_array(tm.id, tm.chat_id) ORDER BY tm.id)
+              FROM telegram_messages AS tm WHERE tm.approval_id = r.id) AS cards
+      FROM approval_requests AS r
+     WHERE r.status = 'pending' AND r.cards_due_at <= now()
+     ORDER BY r.cards_due_at
+     LIMIT $1
+       FOR NO KEY UPDATE OF r SKIP LOCKED
+"""  # noqa: S608 (column names from our own table)
+
+
+async def claim_due_cards(session: AsyncSession, limit: int) -> list[VoteContext]:
+    rows = await (await raw(session)).fetch(_CLAIM_DUE_CARDS, limit)
+    return [
+        VoteContext(
+            _request_raw(row),
+            tuple((int(c[0]), int(c[1])) for c in row["cards"] or ()),
+            row["db_now"],
+        )
+        for row in rows
+    ]
 
 
 async def mark_cards_rendered(session: AsyncSession, request_ids: Sequence[uuid.UUID]) -> None:
-    if request_ids:
-        await session.execute(
-            update(_R)
-            .where(_R.c.id.in_(list(request_ids)))
-            .values(cards_due_at=None, cards_rendered_at=func.now())
-        )
+    await (await raw(session)).execute(
+        "UPDATE approval_requests SET cards_due_at = NULL, cards_rendered_at = now()"
+        " WHERE id = ANY($1::uuid[])",
+        list(request_ids),
+    )
 
 
 async def claim_expired(session: AsyncSession, limit: int = 50) -> list[RequestRecord]:
