@@ -1110,11 +1110,9 @@ async def refresh_due_cards(rt: Runtime, limit: int = 10) -> int:
         due = await repo.claim_due_cards(session, limit)
         if not due:
             return 0
-        ids = [d.request.id for d in due]
-        votes = await repo.votes_for(session, ids)
+        votes = await repo.votes_for(session, [d.request.id for d in due])
         for d in due:
             await refresh_cards(rt, session, d.request, votes[d.request.id], d.db_now, d.cards)
-        await repo.mark_cards_rendered(session, ids)
         return len(due)
 
 

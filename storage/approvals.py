@@ -184,17 +184,21 @@ def _request_raw(row: Any) -> RequestRecord:
     return RequestRecord(*(row[i] for i in range(_N)))
 
 
+# A request `r` as a VoteContext: its columns, the database's clock and every card of it
+# ([[row id, chat id], ...]), for statements run on the raw asyncpg connection.
+_CONTEXT = f"""{_NAMES}, now() AS db_now,
+           (SELECT json_agg(json_build_array(tm2.id, tm2.chat_id) ORDER BY tm2.id)
+              FROM telegram_messages AS tm2 WHERE tm2.approval_id = r.id) AS cards"""  # noqa: S608
+
+
 # The request a tapped button names (its tag, checked before, proves the request and the
-# chat), with every card of it ([[row id, chat id], ...]) and the database's clock; run on the
-# raw asyncpg connection (prepared once per connection). The request must have a card in the
+# chat) as a VoteContext, prepared once per connection. The request must have a card in the
 # chat, and the tapped message must not be anything else we sent there. A message we never
 # stored is a card whose id the sender has not recorded yet (the tap raced it), or a duplicate
 # card (Telegram posted a card whose send timed out on our side, and the retry posted it
 # again): both map to the request, and votes count once per person.
 _LOCK_FOR_VOTE = f"""
-    SELECT {_NAMES}, now() AS db_now,
-           (SELECT json_agg(json_build_array(tm2.id, tm2.chat_id) ORDER BY tm2.id)
-              FROM telegram_messages AS tm2 WHERE tm2.approval_id = r.id) AS cards
+    SELECT {_CONTEXT}
       FROM approval_requests AS r
      WHERE r.id = $1
        AND EXISTS (SELECT 1 FROM telegram_messages AS tm
@@ -216,8 +220,11 @@ async def lock_for_vote(
     snapshot per statement): without it two concurrent final votes could each miss the other.
     """
     row = await (await raw(session)).fetchrow(_LOCK_FOR_VOTE, approval_id, chat_id, message_id)
-    if row is None:
-        return None
+    return None if row is None else _context(row)
+
+
+def _context(row: Any) -> VoteContext:
+    """A VoteContext from a row selected as _CONTEXT."""
     cards = tuple((int(c[0]), int(c[1])) for c in row["cards"] or ())
     return VoteContext(_request_raw(row), cards, row["db_now"])
 
@@ -374,39 +381,27 @@ async def set_result(
     return _request(row) if row else None
 
 
-# Pending requests whose cards are due a refresh, each with its cards and the database's
-# clock, locked: a vote on one waits for the render (so a render never overwrites a newer one)
-# and other workers skip it. Keep batches small: the locks last until the renders commit.
+# Pending requests whose cards are due a refresh, marked rendered and returned with their
+# cards and the database's clock. The update's row lock lasts until the renders commit: a vote
+# on one of them waits (so a render never overwrites a newer one, and the vote then schedules
+# the next refresh) and other workers skip them. Keep batches small for that reason.
 _CLAIM_DUE_CARDS = f"""
-    SELECT {_NAMES}, now() AS db_now,
-           (SELECT json_agg(json_build_array(tm.id, tm.chat_id) ORDER BY tm.id)
-              FROM telegram_messages AS tm WHERE tm.approval_id = r.id) AS cards
-      FROM approval_requests AS r
-     WHERE r.status = 'pending' AND r.cards_due_at <= now()
-     ORDER BY r.cards_due_at
-     LIMIT $1
-       FOR NO KEY UPDATE OF r SKIP LOCKED
+    WITH due AS (
+        SELECT id FROM approval_requests
+         WHERE status = 'pending' AND cards_due_at <= now()
+         ORDER BY cards_due_at
+         LIMIT $1
+           FOR NO KEY UPDATE SKIP LOCKED
+    )
+    UPDATE approval_requests AS r
+       SET cards_due_at = NULL, cards_rendered_at = now()
+      FROM due WHERE r.id = due.id
+    RETURNING {_CONTEXT}
 """  # noqa: S608 (column names from our own table)
 
 
 async def claim_due_cards(session: AsyncSession, limit: int) -> list[VoteContext]:
-    rows = await (await raw(session)).fetch(_CLAIM_DUE_CARDS, limit)
-    return [
-        VoteContext(
-            _request_raw(row),
-            tuple((int(c[0]), int(c[1])) for c in row["cards"] or ()),
-            row["db_now"],
-        )
-        for row in rows
-    ]
-
-
-async def mark_cards_rendered(session: AsyncSession, request_ids: Sequence[uuid.UUID]) -> None:
-    await (await raw(session)).execute(
-        "UPDATE approval_requests SET cards_due_at = NULL, cards_rendered_at = now()"
-        " WHERE id = ANY($1::uuid[])",
-        list(request_ids),
-    )
+    return [_context(row) for row in await (await raw(session)).fetch(_CLAIM_DUE_CARDS, limit)]
 
 
 async def claim_expired(session: AsyncSession, limit: int = 50) -> list[RequestRecord]:
