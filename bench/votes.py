@@ -106,7 +106,8 @@ def quorum_child(values: dict[str, Any], policy: dict[str, Any], conn: Connectio
             profiler.disable()
             profiler.dump_stats(profile)
         try:
-            await asyncio.wait_for(asyncio.shield(app.stop()), 20)
+            async with asyncio.timeout(20):
+                await asyncio.shield(app.stop())
         except TimeoutError:
             # Say what is stuck (a shutdown that hangs is a bug worth seeing).
             for task in asyncio.all_tasks():

@@ -1109,7 +1109,8 @@ class TelegramEmulator:
             return web.Response(status=500)
         if delay > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
         return web.json_response(body, status=status)
 
     async def _read_params(self, request: web.Request) -> JSON:
@@ -1830,7 +1831,8 @@ class TelegramEmulator:
         wait = float(body.get("wait") or 0)
         if wait > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(query.event.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await query.event.wait()
             out["answer"] = query.answer_json()
         return out
 
@@ -1858,7 +1860,8 @@ class TelegramEmulator:
                 raise _ControlError(404, f"unknown chat {t['chat_id']}")
             query = self._tap(chat, int(t["message_id"]), t)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(query.event.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await query.event.wait()
             answers[i] = query.answer_json()
 
         started = time.monotonic()
@@ -2039,7 +2042,8 @@ class TelegramEmulator:
         wait = float(request.query.get("wait", "0") or 0)
         if wait > 0 and not query.answered:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(query.event.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await query.event.wait()
         return {
             "callback_query_id": qid,
             "answered": query.answered,

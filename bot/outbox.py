@@ -482,7 +482,8 @@ class Sender:
                 now = time.monotonic()
                 timeout = min(POLL_SECONDS, max(0.005, self._next_due - now))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self.wake.wait()
                 if time.monotonic() >= self._next_due:
                     self._next_due = math.inf
         finally:
@@ -562,7 +563,8 @@ class Sender:
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), 1)
+                        async with asyncio.timeout(1):
+                            await conn.close()
 
     # ---------------------------------------------------------------- one row
 

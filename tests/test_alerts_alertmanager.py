@@ -104,7 +104,8 @@ class Alertmanager:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             try:
-                await asyncio.wait_for(self.proc.wait(), 10)
+                async with asyncio.timeout(10):
+                    await self.proc.wait()
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from bot.emulator import parse_html
-from bot.outbox import fit_html, sanitize, visible_length
+from bot.outbox import Sender, fit_html, sanitize, visible_length
 from storage.db import transaction
 from storage.models import AuditEntry, Chat, OutboxItem, TelegramMessage
 from storage.outbox import Priority, edit_message, enqueue_call, enqueue_text, put_message
@@ -337,3 +338,21 @@ def test_fit_html_never_splits_an_entity_or_a_tag() -> None:
     assert fit_html("<b>abcdef</b>", 4) == "<b>abc</b>…"
     assert fit_html('x<a href="https://e.x/">link text</a>', 2) == "x…"
     assert fit_html("short", 4096) == "short"
+
+
+async def test_sender_stops_when_cancelled_as_it_is_woken(make_quorum: QuorumFactory) -> None:
+    # Under load the sender is woken all the time, so a shutdown's cancellation often lands
+    # just as its wake-up fires. Python 3.11's wait_for then returned normally and dropped the
+    # cancellation: the sender outlived the shutdown. Here the wake-up and the cancellation
+    # land in the same loop iteration, while the sender waits for work.
+    h = await make_quorum()
+    for _ in range(3):
+        sender = Sender(h.app.runtime)
+        task = asyncio.create_task(sender.run())
+        async with asyncio.timeout(5):
+            while not sender.wake._waiters:  # waiting for work (nothing is queued)
+                await asyncio.sleep(0.01)
+        sender.wake.set()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=3)
+        assert task in done, "the sender kept running after it was cancelled"

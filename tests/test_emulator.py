@@ -604,7 +604,8 @@ async def test_get_updates_offset_and_long_polling(bot: Bot, emulator_url: Emu) 
     await asyncio.sleep(0.2)
     started = time.monotonic()
     r3 = await emu.send_text(GROUP, ALICE, "wake")
-    got = await asyncio.wait_for(poll, 3)
+    async with asyncio.timeout(3):
+        got = await poll
     assert [u.update_id for u in got] == [r3["update_id"]]
     assert time.monotonic() - started < 1.0
     assert (await emu.stats())["pending_updates"] == 1
