@@ -476,6 +476,11 @@ class Sender:
                         task = asyncio.create_task(self._deliver(row), name=f"outbox-{row.id}")
                         self.tasks.add(task)
                         task.add_done_callback(self._finished)
+                else:
+                    # Every slot busy: sleep until one frees (_finished sets the event). Left
+                    # set by new rows, the wait below would return at once, for ever, without
+                    # yielding to the rest of the process.
+                    self.wake.clear()
                 await self._update_depth()
                 if claimed and len(claimed) == free:
                     continue  # there may be more, and a slot frees up soon

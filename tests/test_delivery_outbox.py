@@ -356,3 +356,26 @@ async def test_sender_stops_when_cancelled_as_it_is_woken(make_quorum: QuorumFac
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=3)
         assert task in done, "the sender kept running after it was cancelled"
+
+
+async def test_sender_with_every_slot_busy_waits_for_one(make_quorum: QuorumFactory) -> None:
+    # One slot, held by a send Telegram is slow to answer, while new rows keep waking the
+    # sender: it must sleep until the slot frees, not loop. (It once looped without yielding:
+    # webhooks, Redis and the database pool of the whole process starved.)
+    h = await make_quorum(outbox_concurrency=1)
+    await h.emu.add_fault("timeout", method="sendMessage", delay=3.0)
+    async with transaction(h.app.runtime.sessions) as s:
+        await enqueue_text(s, CHAT, "slow")
+    await asyncio.sleep(0.5)  # claimed, its call in flight
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    for i in range(5):
+        async with transaction(h.app.runtime.sessions) as s:
+            await enqueue_text(s, CHAT, f"waiting {i}")  # each one wakes the sender
+        started = loop.time()
+        await asyncio.sleep(0.01)
+        worst = max(worst, loop.time() - started)
+    assert worst < 0.5, f"the event loop stalled for {worst:.2f} s"
+    await h.wait_for(lambda: drained(h), timeout=30)
+    texts = [m["text"] for m in await h.bot_messages()]
+    assert all(f"waiting {i}" in texts for i in range(5))
