@@ -1117,16 +1117,10 @@ async def refresh_due_cards(rt: Runtime, limit: int = 10) -> int:
 
 
 async def run_cards(rt: Runtime, idle: float = 0.2) -> None:
-    """The card worker: votes show on their cards within about `idle` seconds."""
+    """The card worker: votes show on their cards within about `idle` seconds. A failure
+    (a database restart) ends it; the app's supervisor logs it and starts it again."""
     while True:
-        try:
-            busy = await refresh_due_cards(rt)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("approval card refresh failed; retrying")
-            busy = 0
-        if not busy:
+        if not await refresh_due_cards(rt):
             await asyncio.sleep(idle)
 
 

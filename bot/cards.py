@@ -39,7 +39,7 @@ def fmt_time(moment: datetime | None, tz: ZoneInfo) -> str:
 
 @lru_cache(maxsize=4096)
 def _fmt_minute(minute: int, tz: ZoneInfo) -> str:
-    # Cards show minutes; a card with 15 vote lines is re-rendered on every vote.
+    # Cards show minutes, and a card under votes (up to 15 vote lines) is re-rendered often.
     return datetime.fromtimestamp(minute * 60, tz).strftime("%Y-%m-%d %H:%M %Z")
 
 

@@ -15,15 +15,21 @@ from tests.test_approvals_e2e import APPROVE, card, card_where, create, sql
 BASE = 500_000
 
 
-async def test_200_concurrent_taps_make_one_transition_and_one_token(
-    make_quorum: QuorumFactory,
-) -> None:
+def approvers_policy(n: int, critical: dict[str, int]) -> tuple[dict[str, Any], list[int]]:
+    """The test policy with n approvers on the platform team, and their Telegram ids."""
     data = policy_data()
-    ids = [BASE + i for i in range(200)]
+    ids = [BASE + i for i in range(n)]
     data["teams"]["platform"]["approvers"] = [
         {"telegram_id": uid, "name": f"approver{uid}"} for uid in ids
     ]
-    data["teams"]["platform"]["policy"] = {"critical": {"required_approvals": 3}}
+    data["teams"]["platform"]["policy"] = {"critical": critical}
+    return data, ids
+
+
+async def test_200_concurrent_taps_make_one_transition_and_one_token(
+    make_quorum: QuorumFactory,
+) -> None:
+    data, ids = approvers_policy(200, {"required_approvals": 3})
     h = await make_quorum(policy=data)
     for uid in ids:
         await h.emu.add_user(uid, f"A{uid}")
@@ -65,14 +71,7 @@ async def test_200_concurrent_taps_make_one_transition_and_one_token(
 async def test_a_storm_of_votes_renders_the_card_once_per_interval(
     make_quorum: QuorumFactory,
 ) -> None:
-    data = policy_data()
-    ids = [BASE + i for i in range(20)]
-    data["teams"]["platform"]["approvers"] = [
-        {"telegram_id": uid, "name": f"approver{uid}"} for uid in ids
-    ]
-    data["teams"]["platform"]["policy"] = {
-        "critical": {"required_approvals": 20, "reject_threshold": 20}
-    }
+    data, ids = approvers_policy(20, {"required_approvals": 20, "reject_threshold": 20})
     h = await make_quorum(policy=data)
     await h.emu.add_chat(CHAT, "supergroup", title="platform", members=ids)
     req = await create(h, risk_level="critical")
