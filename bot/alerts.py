@@ -17,8 +17,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.buttons import ButtonSigner, keyboard
-from bot.cards import MAX_TEXT, clip, esc, fmt_duration, fmt_time, href
 from bot.policy import Team
+from bot.rendering import MAX_TEXT, clip, esc, fmt_duration, fmt_time, href
 from bot.runtime import Runtime
 from storage import alerts as store
 from storage import audit
@@ -89,10 +89,6 @@ class IngestResult:
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-def _zone(rt: Runtime) -> ZoneInfo:
-    return ZoneInfo(rt.policy.timezone) if rt.policy.timezone else rt.settings.zone
 
 
 def fit(value: object, limit: int) -> str:
@@ -241,10 +237,6 @@ def card_markup(signer: ButtonSigner, alert: AlertRecord, chat_id: int) -> dict[
     )
 
 
-def _signer(rt: Runtime) -> ButtonSigner:
-    return ButtonSigner(rt.settings.token_secret.get_secret_value())
-
-
 # --------------------------------------------------------------------------- cards
 
 
@@ -268,8 +260,8 @@ async def _render_cards(
         fps = [a.fingerprint for a in alerts if a.silenced and a.team_id == team_id]
         for s in await store.active_silences(session, team_id, fps):
             silences.setdefault((team_id, s.fingerprint), s)
-    tz = _zone(rt)
-    signer = _signer(rt)
+    tz = rt.zone
+    signer = rt.signer
     chats_of: dict[int, list[int]] = {}
     audit_rows: list[dict[str, Any]] = []
     for alert in alerts:
@@ -443,11 +435,6 @@ async def _ingest_once(
 # --------------------------------------------------------------------------- buttons
 
 
-def _team_of(rt: Runtime, team_id: int) -> Team | None:
-    name = rt.team_name(team_id)
-    return rt.policy.teams.get(name) if name else None
-
-
 async def press_button(
     rt: Runtime,
     session: AsyncSession,
@@ -464,7 +451,7 @@ async def press_button(
         act not in ACTIONS
         or not ref.isdigit()
         or len(ref) > 18
-        or not _signer(rt).check("al", ref, act, chat_id, tag)
+        or not rt.signer.check("al", ref, act, chat_id, tag)
     )
     alert = None if forged else await store.get_alert(session, int(ref), for_update=True)
     if not forged and alert is not None and message_id is not None:
@@ -485,7 +472,7 @@ async def press_button(
         raise ForgedButton
     if alert is None:
         raise AlertNotFound
-    team = _team_of(rt, alert.team_id)
+    team = rt.team(alert.team_id)
     if team is None:
         raise AlertNotFound
     approver = team.approvers.get(user_id)
@@ -504,7 +491,7 @@ async def press_button(
     if alert.status != "firing":
         raise AlertClosed
     who = approver.name
-    tz = _zone(rt)
+    tz = rt.zone
 
     async def record(event: str, **detail: Any) -> None:
         await audit.record(
@@ -589,7 +576,7 @@ async def list_firing(rt: Runtime, session: AsyncSession, chat_id: int, limit: i
     if not alerts:
         return f"No firing alerts for team <b>{esc(team.name)}</b>. 🎉"
     total = await store.count_firing(session, team_id)
-    tz = _zone(rt)
+    tz = rt.zone
     lines = [f"🔥 <b>{total} firing alert(s)</b> for team <b>{esc(team.name)}</b>"]
     for a in alerts:
         flags = " 🔕" if a.silenced else ""
@@ -608,7 +595,7 @@ async def list_silences(rt: Runtime, session: AsyncSession, chat_id: int) -> str
     silences = await store.active_silences(session, rt.team_ids[team.name])
     if not silences:
         return f"No active silences for team <b>{esc(team.name)}</b>."
-    tz = _zone(rt)
+    tz = rt.zone
     lines = [f"🔕 <b>{len(silences)} active silence(s)</b> for team <b>{esc(team.name)}</b>"]
     for s in silences[:30]:
         am = ""
@@ -746,7 +733,7 @@ async def sync_alertmanager(rt: Runtime, http: aiohttp.ClientSession) -> int:
     async with transaction(rt.sessions) as session:
         jobs = await store.claim_alertmanager_jobs(session, 10)
     for job in jobs:
-        team = _team_of(rt, job.team_id)
+        team = rt.team(job.team_id)
         error: str | None = None
         silence_ref: str | None = None
         if team is None or not team.alertmanager_url:

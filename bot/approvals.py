@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,12 +20,11 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import alerts
-from bot.buttons import ButtonSigner, keyboard, ref_uuid
-from bot.cards import MAX_TEXT, clip, esc, fmt_duration, fmt_time, href
+from bot.buttons import keyboard, ref_uuid
 from bot.policy import APPROVAL_LEVEL, RiskLevel, Rule, Team
+from bot.rendering import MAX_TEXT, clip, esc, fmt_duration, fmt_time, href
 from bot.runtime import Runtime
-from bot.settings import Settings
-from bot.tokens import InvalidToken, TokenService, payload_sha256
+from bot.tokens import InvalidToken, payload_sha256
 from bot.votes import APPROVE, REJECT, Ballot, Decision, Outcome, tally
 from storage import approvals as repo
 from storage import audit, keys
@@ -126,33 +124,6 @@ class TokenReplayed(ApprovalError):
 # ---------------------------------------------------------------- process-local derived keys
 
 
-@lru_cache(maxsize=8)
-def _signer_for(secret: str) -> ButtonSigner:
-    return ButtonSigner(secret)
-
-
-def signer(rt: Runtime) -> ButtonSigner:
-    return _signer_for(rt.settings.token_secret.get_secret_value())
-
-
-@lru_cache(maxsize=8)
-def _token_service_for(settings_json: str) -> TokenService:
-    return TokenService(Settings.model_validate_json(settings_json))
-
-
-def token_service(rt: Runtime) -> TokenService:
-    """Derived once per distinct token configuration (a pure derivation, nothing shared)."""
-    s = rt.settings
-    key = {
-        "token_secret": s.token_secret.get_secret_value(),
-        "token_previous_secrets": [p.get_secret_value() for p in s.token_previous_secrets],
-        "token_issuer": s.token_issuer,
-        "token_audience": s.token_audience,
-        "token_ttl_seconds": s.token_ttl_seconds,
-    }
-    return _token_service_for(json.dumps(key, sort_keys=True))
-
-
 def callback_key(secret: str) -> bytes:
     """The HMAC key for callback signatures: derived, so it can sign nothing else."""
     return hmac.new(secret.encode(), b"quorum-callbacks-v1", hashlib.sha256).digest()
@@ -163,15 +134,6 @@ def sign_callback(secret: str, body: bytes) -> str:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def display_zone(rt: Runtime) -> ZoneInfo:
-    return ZoneInfo(rt.policy.timezone) if rt.policy.timezone else rt.settings.zone
-
-
-def team_of(rt: Runtime, team_id: int) -> Team | None:
-    name = rt.team_name(team_id)
-    return rt.policy.teams.get(name) if name else None
 
 
 def request_hash(req: repo.RequestRecord, team_name: str) -> str:
@@ -190,7 +152,7 @@ def request_hash(req: repo.RequestRecord, team_name: str) -> str:
 def outcome_of(
     rt: Runtime, req: repo.RequestRecord, votes: Sequence[repo.VoteRecord], now: datetime
 ) -> Outcome:
-    team = team_of(rt, req.team_id)
+    team = rt.team(req.team_id)
     rule = team.rule(RiskLevel(req.risk_level)) if team else None
     if rule is None:
         rule = Rule(req.required_approvals, req.reject_threshold, 0, None)
@@ -296,17 +258,11 @@ def render_card(
     return text_html
 
 
-@lru_cache(maxsize=4096)
-def _vote_buttons(secret: str, request_id: uuid.UUID, chat_id: int) -> tuple[str, str]:
-    # Signed once per card: every vote re-renders the card with the same two buttons.
-    s = _signer_for(secret)
-    return s.approval_button(request_id, "a", chat_id), s.approval_button(request_id, "r", chat_id)
-
-
 def card_markup(rt: Runtime, req: repo.RequestRecord, chat_id: int) -> dict[str, Any] | None:
     if not req.pending:
         return None
-    approve, reject = _vote_buttons(rt.settings.token_secret.get_secret_value(), req.id, chat_id)
+    approve = rt.signer.approval_button(req.id, "a", chat_id)
+    reject = rt.signer.approval_button(req.id, "r", chat_id)
     return keyboard([[("✅ Approve", approve), ("❌ Reject", reject)]])
 
 
@@ -339,7 +295,7 @@ async def refresh_cards(
         req,
         votes,
         outcome_of(rt, req, votes, now),
-        display_zone(rt),
+        rt.zone,
         await _alert_line(session, req),
     )
     for row_id, chat_id in cards:
@@ -466,7 +422,7 @@ async def create_request(
 
 async def _post_cards(rt: Runtime, session: AsyncSession, req: repo.RequestRecord) -> None:
     outcome = outcome_of(rt, req, [], req.created_at)
-    text_html = render_card(req, [], outcome, display_zone(rt), await _alert_line(session, req))
+    text_html = render_card(req, [], outcome, rt.zone, await _alert_line(session, req))
     for chat_id in await active_chats(session, req.team_id):
         row_id = await put_message(
             session,
@@ -569,9 +525,9 @@ async def _after_decision(
     )
     token: str | None = None
     if req.status == "approved":
-        team = team_of(rt, req.team_id)
+        team = rt.team(req.team_id)
         approvers = [int(d["id"]) for d in req.decided_by or []]
-        minted = token_service(rt).mint(
+        minted = rt.tokens.mint(
             request_id=req.id,
             action=req.action,
             target=req.target,
@@ -676,7 +632,7 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
         request_id = None
     if decision is None or request_id is None:
         raise await _refuse(rt, session, tap, ForgedButton("This button is not valid."), "bad_ref")
-    if not signer(rt).check("ap", tap.ref, tap.vote, tap.chat_id, tap.tag):
+    if not rt.signer.check("ap", tap.ref, tap.vote, tap.chat_id, tap.tag):
         raise await _refuse(
             rt, session, tap, ForgedButton("This button is not valid here."), "bad_tag"
         )
@@ -691,7 +647,7 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
             approval_id=request_id,
         )
     req = ctx.request
-    team = team_of(rt, req.team_id)
+    team = rt.team(req.team_id)
     approver = team.approvers.get(tap.user_id) if team else None
 
     async def refuse(error: VoteRefused, reason: str) -> VoteRefused:
@@ -831,7 +787,7 @@ async def redeem_token(rt: Runtime, team: Team, token: str, actor: str) -> Redee
     """Verify and consume a token once. Redis is the fast gate, PostgreSQL the authority."""
     team_id = rt.team_ids.get(team.name)
     try:
-        claims = token_service(rt).verify(token)
+        claims = rt.tokens.verify(token)
     except InvalidToken as exc:
         async with transaction(rt.sessions) as session:
             await audit.record(
@@ -928,7 +884,7 @@ async def pending_text(rt: Runtime, session: AsyncSession, chat_id: int) -> str:
     items = await find_requests(rt, session, team, "pending")
     if not items:
         return f"No open requests for team <b>{esc(team.name)}</b>."
-    tz = display_zone(rt)
+    tz = rt.zone
     lines = [f"<b>Open requests</b> of team <b>{esc(team.name)}</b>: {len(items)}"]
     for d in items[:20]:
         r = d.request
@@ -958,7 +914,7 @@ async def status_text(rt: Runtime, session: AsyncSession, chat_id: int, arg: str
         d = await find_request(rt, session, team, request_id)
     except NotFound:
         return f"No request <code>{esc(arg.strip())}</code> in team <b>{esc(team.name)}</b>."
-    r, tz = d.request, display_zone(rt)
+    r, tz = d.request, rt.zone
     lines = [
         f"{RISK_BADGE.get(r.risk_level, '')} <b>{clip(r.action, 200)}</b> → "
         f"<code>{clip(r.target, 200)}</code>",
@@ -1006,7 +962,7 @@ async def expire_due(rt: Runtime, limit: int = 50) -> int:
 async def escalate_due(rt: Runtime) -> int:
     """One reminder per request after escalate_after_seconds, naming who has not voted."""
     sent = 0
-    tz = display_zone(rt)
+    tz = rt.zone
     for name, team in rt.policy.teams.items():
         team_id = rt.team_ids.get(name)
         if team_id is None:

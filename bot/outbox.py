@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import math
 import random
@@ -33,6 +32,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from bot import chats
+from bot.rendering import fit_html, fit_plain
 from bot.runtime import Runtime
 from storage import audit, keys
 from storage import outbox as store
@@ -40,7 +40,6 @@ from storage.db import to_sync_dsn, transaction
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 4096
 CHANNEL = "quorum_outbox"
 POLL_SECONDS = 1.0
 DEPTH_EVERY_SECONDS = 5.0
@@ -77,80 +76,6 @@ def sanitize(text: str, token: str = "") -> str:
     if token:
         text = text.replace(token, "<token>")
     return _TOKEN_RE.sub("<token>", text)[:1000]
-
-
-# ---------------------------------------------------------------- HTML-safe truncation
-
-_HTML_TOKEN = re.compile(r"<[^<>]*>|&#?[0-9A-Za-z]{1,32};|[^<&]+|[<&]")
-_TAG_NAME = re.compile(r"</?\s*([A-Za-z0-9-]*)")
-
-
-def _is_tag(tok: str) -> bool:
-    return len(tok) > 1 and tok[0] == "<" and tok[-1] == ">"
-
-
-def _is_entity(tok: str) -> bool:
-    return len(tok) > 2 and tok[0] == "&" and tok[-1] == ";"
-
-
-def visible_length(text: str) -> int:
-    """Characters Telegram counts after parsing the HTML (tags are free, an entity is one)."""
-    n = 0
-    for m in _HTML_TOKEN.finditer(text):
-        tok = m.group()
-        if _is_tag(tok):
-            continue
-        n += 1 if _is_entity(tok) else len(tok)
-    return n
-
-
-def fit_html(text: str, limit: int = MAX_TEXT, ellipsis: str = "…") -> str:
-    """Cut HTML to at most `limit` visible characters without breaking a tag or an entity.
-
-    Tags left open at the cut are closed (innermost first) and tags that would enclose nothing
-    are dropped; the ellipsis marks the cut.
-    """
-    if len(text) <= limit or visible_length(text) <= limit:
-        return text
-    budget = max(0, limit - len(ellipsis))
-    out: list[str] = []
-    # (tag name, index of its opening tag in out, visible count when opened)
-    stack: list[tuple[str, int, int]] = []
-    used = 0
-    for m in _HTML_TOKEN.finditer(text):
-        tok = m.group()
-        if _is_tag(tok):
-            name_match = _TAG_NAME.match(tok)
-            name = (name_match.group(1) if name_match else "").lower()
-            if tok.startswith("</"):
-                for i in range(len(stack) - 1, -1, -1):
-                    if stack[i][0] == name:
-                        del stack[i:]
-                        break
-                out.append(tok)
-            else:
-                stack.append((name, len(out), used))
-                out.append(tok)
-            continue
-        size = 1 if _is_entity(tok) else len(tok)
-        if used + size <= budget:
-            out.append(tok)
-            used += size
-            continue
-        if not _is_entity(tok):
-            out.append(tok[: budget - used])
-            used = budget
-        break
-    for name, index, opened_at in reversed(stack):
-        if opened_at == used:
-            out[index] = ""  # opened right at the cut: would enclose nothing
-        else:
-            out.append(f"</{name}>")
-    return "".join(out) + html.escape(ellipsis, quote=False)
-
-
-def fit_plain(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _fit_payload(method: str, payload: dict[str, Any]) -> dict[str, Any]:

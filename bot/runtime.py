@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 from aiogram import Bot
 from aiohttp import web
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.buttons import ButtonSigner
 from bot.metrics import Metrics
-from bot.policy import Policy
+from bot.policy import Policy, Team
 from bot.settings import Settings
+from bot.tokens import TokenService
 
 
 @dataclass
@@ -29,12 +32,25 @@ class Runtime:
     bot_id: int = 0
     # Names this process in outbox claims and logs; carries no state others need.
     instance: str = field(default_factory=lambda: secrets.token_hex(4))
+    # Derived from the settings once per process: pure derivations, nothing shared.
+    signer: ButtonSigner = field(init=False)
+    tokens: TokenService = field(init=False)
+    zone: ZoneInfo = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.signer = ButtonSigner(self.settings.token_secret.get_secret_value())
+        self.tokens = TokenService(self.settings)
+        self.zone = ZoneInfo(self.policy.timezone) if self.policy.timezone else self.settings.zone
 
     def team_name(self, team_id: int) -> str | None:
         for name, tid in self.team_ids.items():
             if tid == team_id:
                 return name
         return None
+
+    def team(self, team_id: int) -> Team | None:
+        name = self.team_name(team_id)
+        return self.policy.teams.get(name) if name else None
 
 
 RUNTIME = web.AppKey("quorum_runtime", Runtime)

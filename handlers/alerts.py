@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import alerts as service
 from bot.buttons import AlertAction
-from bot.cards import esc
 from bot.fingerprints import derive_fingerprint, real_time, web_url
 from bot.policy import Team
+from bot.rendering import esc
 from bot.runtime import RUNTIME, Runtime
 from handlers.api import ApiError, authenticate, fail, parse, read_json, unprocessable
 from storage.alerts import IncomingAlert

@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot import errors
 from bot.policy import Team
 from bot.runtime import RUNTIME
 
@@ -46,12 +47,34 @@ _CODES = {
 }
 
 
+# The one table from domain errors to HTTP: the most specific class in an error's MRO wins.
+HTTP_STATUS: dict[type[errors.QuorumError], int] = {
+    errors.QuorumError: 400,
+    errors.Refused: 400,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.Invalid: 422,
+    errors.TokenRefused: 401,
+}
+
+
+def domain_error(exc: errors.QuorumError) -> web.Response:
+    """The JSON answer for a domain error, by `HTTP_STATUS`."""
+    status = next(HTTP_STATUS[c] for c in type(exc).__mro__ if c in HTTP_STATUS)
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, errors.Invalid):
+        body["field"] = exc.field
+    return web.json_response({"error": body}, status=status)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError:
         raise
+    except errors.QuorumError as exc:
+        return domain_error(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp import web
 
 from bot.approvals import callback_key
-from bot.cards import MAX_TEXT
+from bot.rendering import MAX_TEXT
 from storage.db import to_sync_dsn
 from tests.conftest import (
     ALICE,

@@ -112,7 +112,7 @@ class VoteMachine(RuleBasedStateMachine):
     @rule(voter=st.sampled_from([A, B, C, X]), vote=st.sampled_from(["a", "a", "a", "r"]))
     def tap(self, voter: int, vote: str) -> None:
         ref = uuid_ref(self.request_id)
-        tag = approvals.signer(self.rt).tag("ap", ref, vote, CHAT)
+        tag = self.rt.signer.tag("ap", ref, vote, CHAT)
         tap = approvals.Tap(ref, vote, tag, CHAT, self.message_id, voter)
         self.last_tap = tap
         outcome = self.run(self._tap(tap))

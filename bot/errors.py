@@ -1,0 +1,108 @@
+"""Quorum's one domain error family: a stable code and a message people can read.
+
+Services raise these; `handlers.api` maps each class to its HTTP status in one table, and the
+chat handlers show `message` as the button's toast.
+"""
+
+from __future__ import annotations
+
+
+class QuorumError(Exception):
+    """A refused operation; `code` is stable for clients, `message` is safe to show."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NotFound(QuorumError):
+    code = "not_found"
+
+
+class Conflict(QuorumError):
+    code = "conflict"
+
+
+class Invalid(QuorumError):
+    """An input the schema allowed but the policy refuses; names the field."""
+
+    code = "validation_error"
+
+    def __init__(self, field_name: str, message: str, *, code: str | None = None) -> None:
+        super().__init__(f"{field_name}: {message}", code=code)
+        self.field = field_name
+
+
+class TokenRefused(QuorumError):
+    code = "invalid_token"
+
+
+class TokenReplayed(Conflict):
+    code = "token_replayed"
+
+
+class Refused(QuorumError):
+    """A tap or chat command that changes nothing; its audit row is already in the session
+    (commit it). Shown to the person as an alert toast."""
+
+    code = "refused"
+    show_alert = True
+
+
+class ForgedButton(Refused):
+    code = "forged_button"
+
+    def __init__(self, message: str = "This button is not valid here.") -> None:
+        super().__init__(message)
+
+
+class NotAnApprover(Refused):
+    code = "not_an_approver"
+
+
+class NotAMember(Refused):
+    code = "not_a_member"
+
+    def __init__(self, team: str) -> None:
+        super().__init__(f"You are not a member of team {team}.")
+
+
+class RequesterCannotVote(Refused):
+    code = "requester_cannot_vote"
+
+
+class AlreadyVoted(Refused):
+    code = "already_voted"
+
+
+class RequestClosed(Refused):
+    code = "request_closed"
+
+
+class RequestExpired(Refused):
+    code = "request_expired"
+
+
+class AlertClosed(Refused):
+    code = "alert_closed"
+
+    def __init__(self) -> None:
+        super().__init__("This alert is already resolved.")
+
+
+class AlertNotFound(Refused):
+    code = "alert_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("This alert no longer exists.")
+
+
+class SilenceNotFound(Refused):
+    code = "silence_not_found"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"No silence {ref} in this team.")
