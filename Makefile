@@ -23,7 +23,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy bot handlers storage migrations tests bench
+	$(BIN)/mypy quorum bot handlers storage migrations sandbox tests bench
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -35,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.alerts
 
 clean:
-	rm -rf $(VENV) .quorum .mypy_cache .ruff_cache
+	rm -rf $(VENV) .quorum .mypy_cache .ruff_cache .import_linter_cache

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from bot.app import run_migrations
+from quorum.app import run_migrations
 from storage.db import to_sync_dsn
 
 

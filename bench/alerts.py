@@ -31,8 +31,8 @@ import asyncpg
 from redis.asyncio import Redis
 
 from bench import fresh_database
-from bot.app import run_loop
 from bot.emulator import EmulatorClient, TelegramEmulator
+from quorum.app import run_loop
 from storage.db import to_sync_dsn
 
 TOKEN = "876543210:" + "C" * 35
@@ -294,7 +294,11 @@ async def main(quick: bool) -> None:
     }
     log = (workdir / "quorum.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "run"], env=env, stdout=log, stderr=log, cwd=os.getcwd()
+        [sys.executable, "-m", "quorum.cli", "run"],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=os.getcwd(),
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -9,8 +9,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import chats
 
-router = Router(name=__name__)
-
 _GONE = {"left", "kicked"}
 
 
@@ -28,7 +26,6 @@ class MigratedFrom(Filter):
         return message.migrate_from_chat_id is not None
 
 
-@router.my_chat_member()
 async def track_membership(event: ChatMemberUpdated, session: AsyncSession) -> None:
     status = event.new_chat_member.status
     if status in _GONE:
@@ -37,13 +34,20 @@ async def track_membership(event: ChatMemberUpdated, session: AsyncSession) -> N
         await chats.bot_added(session, event.chat.id, by=event.from_user.id)
 
 
-@router.message(MigratedTo())
 async def follow_migration(message: Message, session: AsyncSession) -> None:
     assert message.migrate_to_chat_id is not None
     await chats.chat_migrated(session, message.chat.id, message.migrate_to_chat_id)
 
 
-@router.message(MigratedFrom())
 async def follow_migration_from(message: Message, session: AsyncSession) -> None:
     assert message.migrate_from_chat_id is not None
     await chats.chat_migrated(session, message.migrate_from_chat_id, message.chat.id)
+
+
+def make_router() -> Router:
+    """This module's handlers; a fresh router per Quorum (aiogram lets a router have one parent)."""
+    router = Router(name=__name__)
+    router.my_chat_member.register(track_membership)
+    router.message.register(follow_migration, MigratedTo())
+    router.message.register(follow_migration_from, MigratedFrom())
+    return router

@@ -13,8 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.runtime import Runtime
 from storage.outbox import enqueue_text
 
-router = Router(name=__name__)
-
 HELP = (
     "<b>Quorum</b> puts risky operations up for approval here: tap ✅ Approve or ❌ Reject "
     "on a card. Critical requests need several distinct approvers; once approved, the "
@@ -25,8 +23,6 @@ HELP = (
 )
 
 
-@router.message(CommandStart())
-@router.message(Command("help"))
 async def show_help(message: Message, session: AsyncSession, runtime: Runtime) -> None:
     sender = message.from_user
     who = (
@@ -43,7 +39,17 @@ async def show_help(message: Message, session: AsyncSession, runtime: Runtime) -
     await enqueue_text(session, message.chat.id, f"{HELP}\n\n{who}\n{where}")
 
 
-@router.callback_query()
 async def refuse_unknown_button(query: CallbackQuery) -> AnswerCallbackQuery:
     # Every tap must be answered, or the client shows a spinner until Telegram gives up.
     return query.answer("This button is not valid here.", show_alert=True)
+
+
+def make_router() -> Router:
+    """This module's handlers; a fresh router per Quorum (aiogram lets a router have one parent).
+
+    Included last: its catch-all answers buttons no other router claimed."""
+    router = Router(name=__name__)
+    router.message.register(show_help, CommandStart())
+    router.message.register(show_help, Command("help"))
+    router.callback_query.register(refuse_unknown_button)
+    return router

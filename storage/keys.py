@@ -15,20 +15,11 @@ PREFIX = "quorum:"
 
 
 def connect(url: str) -> Redis:
-    """A real Redis when a URL is given, else an in-process one (single replica only).
+    """A client for the Redis at `url`.
 
     Explicit timeouts and no silent command retries: redis-py retries by default, and a
     retried SET NX can make a first use of a token look like a replay.
     """
-    if not url:
-        import fakeredis
-
-        log.warning(
-            "QUORUM_REDIS_URL is not set: using in-process Redis; "
-            "several replicas need a shared real Redis"
-        )
-        fake: Redis = fakeredis.FakeAsyncRedis(decode_responses=False)
-        return fake
     return Redis.from_url(
         url,
         socket_timeout=0.5,

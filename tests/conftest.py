@@ -19,11 +19,12 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from bot.app import Quorum, new_event_loop, run_migrations
 from bot.emulator import EmulatorClient, TelegramEmulator
 from bot.policy import Policy, parse_policy
 from bot.settings import Settings, load_settings
-from storage.db import start_embedded_postgres, to_sync_dsn
+from quorum.app import Quorum, new_event_loop, run_migrations
+from quorum.embedded import start_embedded_postgres
+from storage.db import to_sync_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 BOT_TOKEN = "123456789:" + "A" * 35

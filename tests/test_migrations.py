@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def alembic_config(url: str) -> Config:
-    """The same programmatic configuration bot.app.run_migrations uses."""
+    """The same programmatic configuration quorum.app.run_migrations uses."""
     cfg = Config()
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     cfg.attributes["url"] = url

@@ -16,9 +16,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from bot.app import run_migrations
-from bot.cli import SANDBOX_CHAT
-from storage.db import start_embedded_postgres, to_sync_dsn
+from quorum.app import run_migrations
+from quorum.cli import SANDBOX_CHAT
+from quorum.embedded import start_embedded_postgres
+from storage.db import to_sync_dsn
 from tests.conftest import _admin, _with_db, free_port
 
 QUORUM = Path(sys.executable).parent / "quorum"

@@ -6,7 +6,7 @@ import asyncio
 
 import uvloop
 
-from bot.app import run_loop
+from quorum.app import run_loop
 from tests.conftest import ALICE, CHAT, Harness
 
 

@@ -56,7 +56,7 @@ def load_all() -> tuple[Settings, Policy]:
 
 
 async def _serve(settings: Settings, policy: Policy, banner: str | None = None) -> None:
-    from bot.app import Quorum, settle_heap
+    from quorum.app import Quorum, settle_heap
 
     app = Quorum(settings, policy)
     await app.start()
@@ -76,15 +76,15 @@ async def _serve(settings: Settings, policy: Policy, banner: str | None = None) 
 def cmd_run(_: argparse.Namespace) -> int:
     settings, policy = load_all()
     _configure_logging(settings.log_level)
-    from bot.app import run_loop
+    from quorum.app import run_loop
 
     run_loop(_serve(settings, policy))
     return 0
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
-    from bot.app import run_migrations
-    from storage.db import start_embedded_postgres
+    from quorum.app import run_migrations
+    from quorum.embedded import start_embedded_postgres
 
     settings = load_settings()
     _configure_logging(settings.log_level)
@@ -184,7 +184,7 @@ Stop with Ctrl-C.
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     _configure_logging(load_settings().log_level)
-    from bot.app import run_loop
+    from quorum.app import run_loop
 
     run_loop(_sandbox(args))
     return 0

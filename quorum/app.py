@@ -30,8 +30,9 @@ from bot.policy import Policy
 from bot.runtime import RUNTIME, Runtime
 from bot.settings import Settings
 from handlers.api import error_middleware
+from quorum.embedded import in_process_redis, start_embedded_postgres
 from storage import keys
-from storage.db import make_engine, make_sessionmaker, start_embedded_postgres, transaction
+from storage.db import make_engine, make_sessionmaker, transaction
 from storage.teams import sync_teams
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,8 @@ def make_dispatcher() -> Dispatcher:
     dp.include_routers(
         handlers.approvals.router,
         handlers.alerts.router,
-        handlers.chats.router,
-        handlers.commands.router,
+        handlers.chats.make_router(),
+        handlers.commands.make_router(),
     )
     return dp
 
@@ -149,7 +150,7 @@ class Quorum:
             policy=self.policy,
             engine=engine,
             sessions=make_sessionmaker(engine),
-            redis=keys.connect(s.redis_url),
+            redis=keys.connect(s.redis_url) if s.redis_url else in_process_redis(),
             bot=make_bot(s),
             metrics=Metrics(),
         )
