@@ -6,6 +6,7 @@ import asyncio
 import functools
 import gc
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
@@ -300,3 +301,20 @@ class Quorum:
                         log.exception("storing update %s failed; retrying", upd.update_id)
                         await asyncio.sleep(2)
                 offset = upd.update_id + 1
+
+
+async def serve(settings: Settings, policy: Policy, banner: str | None = None) -> None:
+    """Run one Quorum until SIGINT or SIGTERM; print `banner` once it is up."""
+    app = Quorum(settings, policy)
+    await app.start()
+    settle_heap()
+    if banner:
+        print(banner, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()

@@ -3,39 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import secrets
-import signal
-import string
 import sys
 
 from bot.policy import Policy, load_policy, new_api_key
 from bot.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("quorum")
-
-SANDBOX_CHAT = -1001000000001
-SANDBOX_USERS = {1001: "alice", 1002: "bob", 1003: "carol"}
-SANDBOX_POLICY = """\
-# Written by `quorum sandbox`: one team, two approvers, one onlooker.
-timezone = "UTC"
-
-[teams.platform]
-chat_ids = [{chat}]
-approvers = [
-  {{ telegram_id = 1001, name = "alice", roles = ["sre"] }},
-  {{ telegram_id = 1002, name = "bob", roles = ["sre", "lead"] }},
-]
-api_keys = [{key_line}]
-callback_url_prefixes = ["http://127.0.0.1:"]
-
-[teams.platform.policy.critical]
-required_approvals = 2
-reject_threshold = 1
-ttl_seconds = 3600
-escalate_after_seconds = 900
-"""
 
 
 def _configure_logging(level: str) -> None:
@@ -55,30 +29,12 @@ def load_all() -> tuple[Settings, Policy]:
     return settings, load_policy(settings.policy_file)
 
 
-async def _serve(settings: Settings, policy: Policy, banner: str | None = None) -> None:
-    from quorum.app import Quorum, settle_heap
-
-    app = Quorum(settings, policy)
-    await app.start()
-    settle_heap()
-    if banner:
-        print(banner, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await app.stop()
-
-
 def cmd_run(_: argparse.Namespace) -> int:
     settings, policy = load_all()
     _configure_logging(settings.log_level)
-    from quorum.app import run_loop
+    from quorum.app import run_loop, serve
 
-    run_loop(_serve(settings, policy))
+    run_loop(serve(settings, policy))
     return 0
 
 
@@ -111,82 +67,13 @@ def cmd_new_api_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _random_token() -> str:
-    alphabet = string.ascii_letters + string.digits + "_-"
-    return "7000000001:" + "".join(secrets.choice(alphabet) for _ in range(35))
-
-
-async def _sandbox(args: argparse.Namespace) -> None:
-    from bot.emulator import EmulatorClient, TelegramEmulator
-
-    base = load_settings()
-    data_dir = base.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    emulator = TelegramEmulator(enforce_limits=True)
-    emu_url = await emulator.start("127.0.0.1", args.emulator_port)
-    token = _random_token()
-    async with EmulatorClient(emu_url) as emu:
-        await emu.add_bot(token, username="quorum_sandbox_bot", first_name="Quorum")
-        for uid, name in SANDBOX_USERS.items():
-            await emu.add_user(uid, name.title(), username=name)
-        await emu.add_chat(
-            SANDBOX_CHAT, "supergroup", title="platform-oncall", members=list(SANDBOX_USERS)
-        )
-    api_key, key_line = new_api_key("sandbox")
-    policy_path = data_dir / "sandbox-policy.toml"
-    policy_path.write_text(SANDBOX_POLICY.format(chat=SANDBOX_CHAT, key_line=key_line))
-    secret = secrets.token_urlsafe(24).replace("-", "_")
-    port = args.port
-    settings = load_settings(
-        telegram_token=token,
-        telegram_api_url=emu_url,
-        telegram_mode="webhook",
-        webhook_url=f"http://127.0.0.1:{port}/telegram/webhook",
-        webhook_secret=secret,
-        token_secret=secrets.token_urlsafe(48),
-        policy_file=policy_path,
-        http_port=port,
-        database_url=base.database_url,
-        redis_url=base.redis_url,
-        data_dir=data_dir,
-        log_level=base.log_level,
-    )
-    policy = load_policy(policy_path)
-    http = f"http://127.0.0.1:{port}"
-    banner = f"""
-Quorum sandbox is up.
-  Bot HTTP API:      {http}   (health: {http}/readyz)
-  Telegram emulator: {emu_url}   (control API under /_emulator/)
-  Team chat:         platform-oncall ({SANDBOX_CHAT})
-  Users:             alice (1001, approver), bob (1002, approver), carol (1003, not an approver)
-  Sandbox API key:   {api_key}
-
-Act as a Telegram user (in another terminal):
-  curl -s -XPOST {emu_url}/_emulator/chats/{SANDBOX_CHAT}/send \\
-       -H 'Content-Type: application/json' -d '{{"from_id": 1001, "text": "/start"}}'
-  curl -s {emu_url}/_emulator/chats/{SANDBOX_CHAT}/messages
-
-Ask for an approval, then tap a button as alice:
-  curl -s -XPOST {http}/api/v1/approvals -H 'Authorization: Bearer {api_key}' \\
-       -H 'Content-Type: application/json' \\
-       -d '{{"action": "restart", "target": "deploy/api", "risk_level": "low", \\
-            "requested_by": "ci"}}'
-  curl -s -XPOST {emu_url}/_emulator/chats/{SANDBOX_CHAT}/messages/<message_id>/tap \\
-       -H 'Content-Type: application/json' \\
-       -d '{{"from_id": 1001, "button_text": "✅ Approve", "wait": 5}}'
-Stop with Ctrl-C.
-"""
-    try:
-        await _serve(settings, policy, banner)
-    finally:
-        await emulator.stop()
-
-
 def cmd_sandbox(args: argparse.Namespace) -> int:
     _configure_logging(load_settings().log_level)
+    from sandbox.world import run_sandbox  # the one import of the sandbox from product code
+
     from quorum.app import run_loop
 
-    run_loop(_sandbox(args))
+    run_loop(run_sandbox(args.port, args.emulator_port))
     return 0
 
 

@@ -74,7 +74,7 @@ async def test_forged_webhooks_are_refused_and_store_nothing(make_quorum: Quorum
         assert resp.status == 401
     assert await stored(h) == 0
     assert await h.bot_messages() == []
-    assert h.app.runtime.metrics.webhook_rejected._value.get() == 6
+    assert h.app.runtime.metrics.registry.get_sample_value("quorum_webhook_rejected_total") == 6
 
 
 async def test_duplicate_delivery_is_handled_once(make_quorum: QuorumFactory) -> None:
@@ -90,7 +90,7 @@ async def test_duplicate_delivery_is_handled_once(make_quorum: QuorumFactory) ->
     await h.wait_for(replies)
     assert await stored(h) == 1
     assert len(await replies()) == 1
-    assert h.app.runtime.metrics.updates_deduplicated._value.get() == 2
+    assert h.app.runtime.metrics.registry.get_sample_value("quorum_updates_deduplicated_total") == 2
 
 
 async def test_membership_updates_deactivate_and_reactivate(make_quorum: QuorumFactory) -> None:

@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 
 from quorum.app import run_migrations
-from quorum.cli import SANDBOX_CHAT
 from quorum.embedded import start_embedded_postgres
+from sandbox.world import SANDBOX_CHAT
 from storage.db import to_sync_dsn
 from tests.conftest import _admin, _with_db, free_port
 
