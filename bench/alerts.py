@@ -31,8 +31,8 @@ import asyncpg
 from redis.asyncio import Redis
 
 from bench import fresh_database
-from bot.emulator import EmulatorClient, TelegramEmulator
 from quorum.app import run_loop
+from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage.db import to_sync_dsn
 
 TOKEN = "876543210:" + "C" * 35

@@ -25,10 +25,10 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from bench import fresh_database
-from bot.emulator import Limits, TelegramEmulator
 from bot.policy import parse_policy
 from bot.settings import load_settings
 from quorum.app import Quorum, run_loop, settle_heap
+from sandbox.emulator import Limits, TelegramEmulator
 from storage.db import make_engine, make_sessionmaker, transaction
 from storage.models import OutboxItem, TelegramMessage
 from storage.outbox import Priority, enqueue_call, enqueue_text, put_message

@@ -40,10 +40,10 @@ from redis.asyncio import Redis
 from bench import CpuMeter, fresh_database, pids_named, speed_probe_ms
 from bot import inbound
 from bot.approvals import CARD_REFRESH_SECONDS
-from bot.emulator import EmulatorClient, TelegramEmulator
 from bot.policy import parse_policy
 from bot.settings import load_settings
 from quorum.app import Quorum, run_loop, settle_heap
+from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage import approvals as approvals_sql
 from storage.db import to_sync_dsn
 

@@ -69,9 +69,8 @@ def cmd_new_api_key(args: argparse.Namespace) -> int:
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     _configure_logging(load_settings().log_level)
-    from sandbox.world import run_sandbox  # the one import of the sandbox from product code
-
     from quorum.app import run_loop
+    from sandbox.world import run_sandbox  # the one import of the sandbox from product code
 
     run_loop(run_sandbox(args.port, args.emulator_port))
     return 0

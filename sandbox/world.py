@@ -5,11 +5,10 @@ from __future__ import annotations
 import secrets
 import string
 
-from sandbox.emulator import EmulatorClient, TelegramEmulator
-
 from bot.policy import load_policy, new_api_key
 from bot.settings import load_settings
 from quorum.app import serve
+from sandbox.emulator import EmulatorClient, TelegramEmulator
 
 SANDBOX_CHAT = -1001000000001
 SANDBOX_USERS = {1001: "alice", 1002: "bob", 1003: "carol"}

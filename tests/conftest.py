@@ -19,11 +19,11 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from bot.emulator import EmulatorClient, TelegramEmulator
 from bot.policy import Policy, parse_policy
 from bot.settings import Settings, load_settings
 from quorum.app import Quorum, new_event_loop, run_migrations
 from quorum.embedded import start_embedded_postgres
+from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage.db import to_sync_dsn
 
 ROOT = Path(__file__).resolve().parent.parent

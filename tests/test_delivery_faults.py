@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from bot.emulator import EmulatorClient, Limits
+from sandbox.emulator import EmulatorClient, Limits
 from storage.db import to_sync_dsn, transaction
 from storage.models import OutboxItem
 from storage.outbox import enqueue_text

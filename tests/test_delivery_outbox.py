@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from bot.emulator import parse_html
 from bot.outbox import Sender, sanitize
 from bot.rendering import fit_html, visible_length
+from sandbox.emulator import parse_html
 from storage.db import transaction
 from storage.models import AuditEntry, Chat, OutboxItem, TelegramMessage
 from storage.outbox import Priority, edit_message, enqueue_call, enqueue_text, put_message

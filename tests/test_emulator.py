@@ -26,7 +26,7 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiohttp import web
 
-from bot.emulator import EmulatorClient, EmulatorError, Limits, TelegramEmulator, parse_html
+from sandbox.emulator import EmulatorClient, EmulatorError, Limits, TelegramEmulator, parse_html
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawq"
 BOT_ID = 123456789

@@ -10,12 +10,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 import handlers.health
-from bot.emulator import EmulatorClient
 from bot.metrics import Metrics
 from bot.policy import parse_policy
 from bot.runtime import RUNTIME, Runtime
 from bot.settings import load_settings
 from quorum.app import make_bot
+from sandbox.emulator import EmulatorClient
 from storage import keys
 from storage.db import make_engine, make_sessionmaker
 from tests.conftest import BOT_TOKEN, TOKEN_SECRET, Harness, QuorumFactory, policy_data

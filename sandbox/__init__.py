@@ -1,0 +1,1 @@
+"""Sandbox and test tooling: never imported by product code."""
