@@ -61,6 +61,9 @@ class TelegramEmulator(Control):
 
     ``since`` in ``/calls`` is a call sequence number (each entry has ``seq``); entries with
     ``seq > since`` are returned.
+
+    The class is assembled from one mixin per concern, each building on the one before:
+    `World` (state.py), `Updates` (updates.py), `BotApi` (botapi.py), `Control` (control.py).
     """
 
     def __init__(
