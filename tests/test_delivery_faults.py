@@ -121,7 +121,9 @@ async def test_redis_unavailable_still_delivers(
     await h.wait_for(lambda: drained(h), timeout=30)
     assert await delivered(h) == Counter(texts)
     assert (await storm_emu.stats())["too_many_requests_total"] == 0
-    assert (h.app.runtime.metrics.registry.get_sample_value("quorum_pacing_fallback_total") or 0) >= 60
+    assert (
+        h.app.runtime.metrics.registry.get_sample_value("quorum_pacing_fallback_total") or 0
+    ) >= 60
 
 
 async def test_two_processes_deliver_every_row_once(
