@@ -12,11 +12,11 @@ from aiogram.types import CallbackQuery, Message
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import approvals
+from bot import approvals, errors
 from bot.buttons import ApprovalVote
 from bot.policy import RiskLevel
 from bot.runtime import RUNTIME, Runtime
-from handlers.api import ApiError, authenticate, fail, parse, read_json
+from handlers.api import authenticate, fail, parse, read_json
 from handlers.openapi import API, CreateApproval, RedeemToken, ReportResult, document
 from storage.outbox import enqueue_text
 
@@ -51,7 +51,7 @@ async def vote_by_button(
     )
     try:
         result = await approvals.vote(runtime, session, tap)
-    except approvals.VoteRefused as exc:
+    except errors.Refused as exc:
         return query.answer(exc.message[:200], show_alert=exc.show_alert)
     return query.answer(result.toast[:200])
 
@@ -159,18 +159,6 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
     return out
 
 
-def _error(exc: approvals.ApprovalError) -> ApiError:
-    status = {
-        approvals.NotFound: 404,
-        approvals.Conflict: 409,
-        approvals.Invalid: 422,
-        approvals.TokenRefused: 401,
-        approvals.TokenReplayed: 409,
-    }.get(type(exc), 400)
-    extra = {"field": exc.field} if isinstance(exc, approvals.Invalid) else {}
-    return ApiError(status, exc.code, exc.message, **extra)
-
-
 @routes.post(f"{API}/approvals")
 async def create_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
@@ -195,17 +183,14 @@ async def create_approval(request: web.Request) -> web.Response:
         expires_in=body.expires_in,
         callback_url=body.callback_url,
     )
-    try:
-        req, created = await approvals.create_request(
-            rt,
-            team,
-            new,
-            idempotency_key=key,
-            body_sha256=approvals.body_digest(data) if key is not None else None,
-        )
-        details = await approvals.get_request(rt, team, req.id)
-    except approvals.ApprovalError as exc:
-        raise _error(exc) from None
+    req, created = await approvals.create_request(
+        rt,
+        team,
+        new,
+        idempotency_key=key,
+        body_sha256=approvals.body_digest(data) if key is not None else None,
+    )
+    details = await approvals.get_request(rt, team, req.id)
     return web.json_response(approval_json(rt, details), status=201 if created else 200)
 
 
@@ -229,10 +214,7 @@ async def list_approvals(request: web.Request) -> web.Response:
 async def get_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     team = authenticate(request)
-    try:
-        details = await approvals.get_request(rt, team, _request_id(request))
-    except approvals.ApprovalError as exc:
-        raise _error(exc) from None
+    details = await approvals.get_request(rt, team, _request_id(request))
     return web.json_response(approval_json(rt, details))
 
 
@@ -240,12 +222,9 @@ async def get_approval(request: web.Request) -> web.Response:
 async def cancel_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     team = authenticate(request)
-    try:
-        details = await approvals.cancel_request(
-            rt, team, _request_id(request), actor=f"api:{team.name}"
-        )
-    except approvals.ApprovalError as exc:
-        raise _error(exc) from None
+    details = await approvals.cancel_request(
+        rt, team, _request_id(request), actor=f"api:{team.name}"
+    )
     return web.json_response(approval_json(rt, details))
 
 
@@ -254,12 +233,9 @@ async def report_result(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     team = authenticate(request)
     body = parse(ReportResult, await read_json(request))
-    try:
-        details = await approvals.report_result(
-            rt, team, _request_id(request), body.success, body.detail, actor=f"api:{team.name}"
-        )
-    except approvals.ApprovalError as exc:
-        raise _error(exc) from None
+    details = await approvals.report_result(
+        rt, team, _request_id(request), body.success, body.detail, actor=f"api:{team.name}"
+    )
     return web.json_response(approval_json(rt, details))
 
 
@@ -268,10 +244,7 @@ async def redeem_token(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     team = authenticate(request)
     body = parse(RedeemToken, await read_json(request))
-    try:
-        done = await approvals.redeem_token(rt, team, body.token, actor=f"api:{team.name}")
-    except approvals.ApprovalError as exc:
-        raise _error(exc) from None
+    done = await approvals.redeem_token(rt, team, body.token, actor=f"api:{team.name}")
     r = done.request
     return web.json_response(
         {

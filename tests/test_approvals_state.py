@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import text
 
-from bot import approvals
+from bot import approvals, errors
 from bot.buttons import uuid_ref
 from bot.metrics import Metrics
 from bot.policy import RiskLevel, parse_policy
@@ -105,7 +105,7 @@ class VoteMachine(RuleBasedStateMachine):
         async with transaction(self.rt.sessions) as s:
             try:
                 result = await approvals.vote(self.rt, s, tap)
-            except approvals.VoteRefused as exc:
+            except errors.Refused as exc:
                 return exc.code
             return result.decision.value
 
@@ -175,7 +175,7 @@ class VoteMachine(RuleBasedStateMachine):
             return "none"
         try:
             await approvals.redeem_token(self.rt, self.rt.policy.team("platform"), token, "t")
-        except approvals.TokenReplayed:
+        except errors.TokenReplayed:
             return "replayed"
         return "ok"
 

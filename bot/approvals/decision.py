@@ -1,0 +1,123 @@
+"""What a terminal transition causes: its audit row, the approval token, the callback, the
+cards and the linked alert, all in the transaction that made it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.approvals.publish import notify_alerts, refresh_cards
+from bot.runtime import Runtime
+from bot.tokens import payload_sha256
+from storage import approvals as repo
+from storage import audit
+
+
+def request_hash(req: repo.RequestRecord, team_name: str) -> str:
+    """The payload hash a token binds: a token redeems only the request it was minted for."""
+    return payload_sha256(
+        action=req.action,
+        target=req.target,
+        risk_level=req.risk_level,
+        team=team_name,
+        metadata=req.metadata,
+        blast_radius=req.blast_radius,
+        dry_run_checks=req.dry_run_checks,
+        description=req.description,
+    )
+
+
+def decided_by(votes: Sequence[repo.VoteRecord], ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The deciders as stored on the request: id and the name they voted under."""
+    by_id = {v.voter_telegram_id: v for v in votes}
+    return [{"id": i, "name": by_id[i].voter_name} for i in ids if i in by_id]
+
+
+async def after_decision(
+    rt: Runtime,
+    session: AsyncSession,
+    req: repo.RequestRecord,
+    votes: Sequence[repo.VoteRecord],
+    now: datetime,
+    cards: Sequence[tuple[int, int]] | None,
+    *,
+    actor: str | None = None,
+    actor_telegram_id: int | None = None,
+) -> str | None:
+    """Everything a terminal transition causes, in its transaction; returns a new token."""
+    await audit.record(
+        session,
+        f"approval.{req.status}",
+        actor=actor,
+        actor_telegram_id=actor_telegram_id,
+        team_id=req.team_id,
+        approval_id=req.id,
+        decided_by=req.decided_by or [],
+    )
+    token = await _mint_token(rt, session, req, now) if req.status == "approved" else None
+    if req.callback_url:
+        await _queue_callback(session, req, req.callback_url, token)
+    await refresh_cards(rt, session, req, votes, now, cards)
+    await notify_alerts(rt, session, req)
+    return token
+
+
+async def _mint_token(
+    rt: Runtime, session: AsyncSession, req: repo.RequestRecord, now: datetime
+) -> str | None:
+    """The approved request's token, stored and audited; None if it already has one."""
+    team = rt.team(req.team_id)
+    payload_hash = request_hash(req, team.name if team else "")
+    minted = rt.tokens.mint(
+        request_id=req.id,
+        action=req.action,
+        target=req.target,
+        payload_hash=payload_hash,
+        approvers=[int(d["id"]) for d in req.decided_by or []],
+        risk_level=req.risk_level,
+        request_expires_at=req.expires_at,
+        now=now,
+    )
+    added = await repo.add_token(
+        session,
+        jti=minted.jti,
+        request_id=req.id,
+        kid=minted.kid,
+        payload_sha256=payload_hash,
+        token=minted.token,
+        expires_at=minted.expires_at,
+    )
+    if not added:
+        return None
+    await audit.record(
+        session,
+        "token.issued",
+        team_id=req.team_id,
+        approval_id=req.id,
+        jti=str(minted.jti),
+        kid=minted.kid,
+        expires_at=minted.expires_at.isoformat(),
+    )
+    return minted.token
+
+
+async def _queue_callback(
+    session: AsyncSession, req: repo.RequestRecord, url: str, token: str | None
+) -> None:
+    """The decision for the requester's callback URL, delivered later by the worker."""
+    body: dict[str, Any] = {
+        "event": "approval.decided",
+        "id": str(req.id),
+        "status": req.status,
+        "action": req.action,
+        "target": req.target,
+        "risk_level": req.risk_level,
+        "decided_by": req.decided_by or [],
+        "decided_at": req.decided_at.isoformat() if req.decided_at else None,
+    }
+    if token is not None:
+        body["approval_token"] = token
+    await repo.queue_callback(session, req.id, url, body)

@@ -1,0 +1,23 @@
+"""How a stored request stands: its votes tallied under its team's current rule."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from bot.policy import RiskLevel, Rule
+from bot.runtime import Runtime
+from bot.votes import Ballot, Outcome, tally
+from storage import approvals as repo
+
+
+def outcome_of(
+    rt: Runtime, req: repo.RequestRecord, votes: Sequence[repo.VoteRecord], now: datetime
+) -> Outcome:
+    team = rt.team(req.team_id)
+    rule = team.rule(RiskLevel(req.risk_level)) if team else None
+    if rule is None:
+        # The team left the policy file: the request keeps the thresholds it was created with.
+        rule = Rule(req.required_approvals, req.reject_threshold, 0, None)
+    ballots = [Ballot(v.voter_telegram_id, v.decision) for v in votes]
+    return tally(req, rule, team.approvers if team else {}, ballots, now)

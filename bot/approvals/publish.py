@@ -1,0 +1,88 @@
+"""What a change to a request shows: its cards queued or edited in every team chat, and the
+alert it is linked to told."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import alerts
+from bot.approvals.card import card_markup, render_card
+from bot.approvals.outcome import outcome_of
+from bot.runtime import Runtime
+from storage import approvals as repo
+from storage import audit
+from storage.outbox import Priority, edit_message, put_message
+from storage.teams import active_chats
+
+
+def _linked(req: repo.RequestRecord) -> bool:
+    return req.fingerprint is not None or req.incident_id is not None
+
+
+async def alert_line(session: AsyncSession, req: repo.RequestRecord) -> str | None:
+    if not _linked(req):
+        return None
+    return await alerts.linked_alert_line(session, req.team_id, req.fingerprint, req.incident_id)
+
+
+async def notify_alerts(rt: Runtime, session: AsyncSession, req: repo.RequestRecord) -> None:
+    if not _linked(req):
+        return
+    await alerts.on_approval_changed(rt, session, req.team_id, req.fingerprint, req.incident_id)
+
+
+async def post_cards(rt: Runtime, session: AsyncSession, req: repo.RequestRecord) -> None:
+    """Queue a new request's card to every active chat of its team (in this transaction)."""
+    outcome = outcome_of(rt, req, [], req.created_at)
+    text_html = render_card(req, [], outcome, rt.zone, await alert_line(session, req))
+    for chat_id in await active_chats(session, req.team_id):
+        row_id = await put_message(
+            session,
+            chat_id=chat_id,
+            purpose="approval_card",
+            text_html=text_html,
+            reply_markup=card_markup(rt, req, chat_id),
+            priority=Priority.CARD,
+            approval_id=req.id,
+        )
+        await audit.record(
+            session,
+            "card.queued",
+            team_id=req.team_id,
+            approval_id=req.id,
+            chat_id=chat_id,
+            message_row=row_id,
+        )
+
+
+async def refresh_cards(
+    rt: Runtime,
+    session: AsyncSession,
+    req: repo.RequestRecord,
+    votes: Sequence[repo.VoteRecord],
+    now: datetime,
+    cards: Sequence[tuple[int, int]] | None = None,
+) -> None:
+    """Edit every chat's card of the request in place (queued in this transaction)."""
+    if cards is None:
+        cards = await repo.cards_of(session, req.id)
+    if not cards:
+        return
+    text_html = render_card(
+        req,
+        votes,
+        outcome_of(rt, req, votes, now),
+        rt.zone,
+        await alert_line(session, req),
+    )
+    for row_id, chat_id in cards:
+        await edit_message(
+            session,
+            row_id,
+            text_html=text_html,
+            reply_markup=card_markup(rt, req, chat_id),
+            priority=Priority.CARD,
+        )

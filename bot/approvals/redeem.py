@@ -1,0 +1,130 @@
+"""Token redemption: an approval token verified against its request and consumed once.
+Redis is the fast gate, PostgreSQL the authority."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.approvals.decision import request_hash
+from bot.errors import NotFound, TokenRefused, TokenReplayed
+from bot.policy import Team
+from bot.runtime import Runtime
+from bot.tokens import Claims, InvalidToken
+from storage import approvals as repo
+from storage import audit, keys
+from storage.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    request: repo.RequestRecord
+    approvers: tuple[int, ...]
+    jti: uuid.UUID
+
+
+async def redeem_token(rt: Runtime, team: Team, token: str, actor: str) -> Redeemed:
+    """Verify and consume a token once. Redis is the fast gate, PostgreSQL the authority."""
+    team_id = rt.team_ids.get(team.name)
+    try:
+        claims = rt.tokens.verify(token)
+    except InvalidToken as exc:
+        await _audit(rt, "token.invalid", actor=actor, team_id=team_id, reason=str(exc))
+        raise TokenRefused(str(exc)) from None
+    req = await _approved_request(rt, team, team_id, claims, actor)
+    fresh = await _pass_gate(rt, claims)
+    first = fresh is not False and await _consume(rt, req, claims, actor, fresh)
+    if not first:
+        await _audit(
+            rt,
+            "token.replay",
+            actor=actor,
+            team_id=req.team_id,
+            approval_id=req.id,
+            jti=str(claims.jti),
+            gate="redis" if fresh is False else "postgresql",
+        )
+        raise TokenReplayed("this token was already redeemed")
+    return Redeemed(req, claims.approvers, claims.jti)
+
+
+async def _audit(rt: Runtime, event: str, *, actor: str, **fields: Any) -> None:
+    async with transaction(rt.sessions) as session:
+        await audit.record(session, event, actor=actor[:200], **fields)
+
+
+async def _approved_request(
+    rt: Runtime, team: Team, team_id: int | None, claims: Claims, actor: str
+) -> repo.RequestRecord:
+    """The team's approved request the token was issued for, unchanged since."""
+    async with rt.sessions() as session:
+        stored = await repo.token_by_jti(session, claims.jti)
+        req = await repo.get(session, claims.request_id)
+    problem = None
+    if stored is None or req is None or stored.request_id != claims.request_id:
+        problem = "token was not issued by this Quorum"
+    elif req.team_id != team_id:
+        raise NotFound("no such approval request")
+    elif (
+        stored.payload_sha256 != claims.payload_sha256
+        or request_hash(req, team.name) != claims.payload_sha256
+        or (claims.action, claims.target, claims.risk_level)
+        != (req.action, req.target, req.risk_level)
+    ):
+        problem = "token does not match the approved request"
+    elif req.status != "approved":
+        problem = f"request is {req.status}"
+    if problem is not None or req is None:
+        await _audit(
+            rt,
+            "token.invalid",
+            actor=actor,
+            team_id=team_id,
+            approval_id=claims.request_id,
+            reason=problem,
+            jti=str(claims.jti),
+        )
+        raise TokenRefused(problem or "token is invalid")
+    return req
+
+
+async def _pass_gate(rt: Runtime, claims: Claims) -> bool | None:
+    """Redis's verdict: True the first time, False a replay, None when Redis is down."""
+    try:
+        ttl = max(60, int((claims.expires_at - datetime.now(UTC)).total_seconds()) + 120)
+        return bool(await rt.redis.set(keys.token_used(claims.jti), b"1", nx=True, ex=ttl))
+    except Exception:  # Redis is only the fast filter: PostgreSQL decides after it.
+        log.warning("redis unavailable for the token gate; PostgreSQL decides alone")
+        return None
+
+
+async def _consume(
+    rt: Runtime, req: repo.RequestRecord, claims: Claims, actor: str, fresh: bool | None
+) -> bool:
+    """PostgreSQL's verdict: True if this redemption is the first (and now recorded)."""
+    try:
+        async with transaction(rt.sessions) as session:
+            first = await repo.redeem(session, claims.jti, req.id, actor)
+            if first:
+                await audit.record(
+                    session,
+                    "token.redeemed",
+                    actor=actor[:200],
+                    team_id=req.team_id,
+                    approval_id=req.id,
+                    jti=str(claims.jti),
+                )
+            return first
+    except Exception:
+        if fresh:
+            # Not consumed after all: let a retry through the gate.
+            try:
+                await rt.redis.delete(keys.token_used(claims.jti))
+            except Exception:
+                log.warning("could not clear the token gate after a failed redemption")
+        raise

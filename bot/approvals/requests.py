@@ -1,0 +1,275 @@
+"""Approval requests through the API: intake (with idempotency and fingerprint merging),
+reads, cancellation and the executor's result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.approvals.decision import after_decision
+from bot.approvals.outcome import outcome_of
+from bot.approvals.publish import notify_alerts, post_cards, refresh_cards
+from bot.errors import Conflict, Invalid, NotFound
+from bot.policy import APPROVAL_LEVEL, RiskLevel, Rule, Team
+from bot.runtime import Runtime
+from bot.votes import Outcome
+from storage import approvals as repo
+from storage import audit
+from storage.db import transaction
+
+STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")
+# Rounds of "look for the one it repeats, else insert" before giving up: an insert loses only
+# to a concurrent request with the same key or fingerprint, which the next look then finds.
+CREATE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    action: str
+    target: str
+    risk_level: RiskLevel
+    requested_by: str
+    requested_by_telegram_id: int | None = None
+    description: str | None = None
+    fingerprint: str | None = None
+    incident_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    blast_radius: dict[str, Any] | None = None
+    dry_run_checks: list[Any] | None = None
+    expires_in: int | None = None
+    callback_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    request: repo.RequestRecord
+    votes: list[repo.VoteRecord]
+    outcome: Outcome
+    token: repo.TokenRecord | None
+    cards: list[tuple[int, int]] = field(default_factory=list)
+
+
+def body_digest(body: Any) -> str:
+    """SHA-256 of a JSON body in canonical form (key order and spacing do not matter)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- intake
+
+
+async def create_request(
+    rt: Runtime,
+    team: Team,
+    new: NewRequest,
+    *,
+    idempotency_key: str | None = None,
+    body_sha256: str | None = None,
+) -> tuple[repo.RequestRecord, bool]:
+    """A new pending request with its cards (True), or the one it repeats (False)."""
+    if new.callback_url is not None and not any(
+        new.callback_url.startswith(p) for p in team.callback_url_prefixes
+    ):
+        raise Invalid("callback_url", "must start with one of the team's callback_url_prefixes")
+    team_id = rt.team_ids[team.name]
+    rule = team.rule(new.risk_level)
+    async with transaction(rt.sessions) as session:
+        for _ in range(CREATE_ATTEMPTS):
+            if idempotency_key is not None:
+                same = await _same_key(session, team_id, idempotency_key, body_sha256)
+                if same is not None:
+                    return same, False
+            if new.fingerprint is not None:
+                merged = await _merge(rt, session, team_id, new, new.fingerprint)
+                if merged is not None:
+                    return merged, False
+            created = await _insert(session, team_id, new, rule, idempotency_key, body_sha256)
+            if created is None:
+                continue  # lost a race on the key or the fingerprint: look again
+            await post_cards(rt, session, created)
+            await notify_alerts(rt, session, created)
+            return created, True
+    raise Conflict("the request kept changing concurrently; retry", code="conflict")
+
+
+async def _same_key(
+    session: AsyncSession, team_id: int, key: str, body_sha256: str | None
+) -> repo.RequestRecord | None:
+    """The request an Idempotency-Key already made, if its body was the same."""
+    same = await repo.by_idempotency(session, team_id, key)
+    if same is not None and same.body_sha256 != body_sha256:
+        raise Conflict(
+            "this Idempotency-Key was used with a different body", code="idempotency_conflict"
+        )
+    return same
+
+
+async def _merge(
+    rt: Runtime, session: AsyncSession, team_id: int, new: NewRequest, fingerprint: str
+) -> repo.RequestRecord | None:
+    """The pending request with this fingerprint, its hit count raised and cards refreshed."""
+    merged = await repo.merge_fingerprint(session, team_id, fingerprint)
+    if merged is None:
+        return None
+    await audit.record(
+        session,
+        "approval.merged",
+        actor=new.requested_by[:200],
+        team_id=team_id,
+        approval_id=merged.id,
+        hit_count=merged.hit_count,
+        fingerprint=fingerprint,
+    )
+    votes = (await repo.votes_for(session, [merged.id]))[merged.id]
+    await refresh_cards(rt, session, merged, votes, merged.last_seen_at)
+    await notify_alerts(rt, session, merged)
+    return merged
+
+
+async def _insert(
+    session: AsyncSession,
+    team_id: int,
+    new: NewRequest,
+    rule: Rule,
+    idempotency_key: str | None,
+    body_sha256: str | None,
+) -> repo.RequestRecord | None:
+    """The new row, audited; None if a concurrent request took its key or fingerprint."""
+    ttl = min(new.expires_in or rule.ttl_seconds, rule.ttl_seconds)
+    created = await repo.insert_request(
+        session,
+        {
+            "team_id": team_id,
+            "action": new.action,
+            "target": new.target,
+            "description": new.description,
+            "risk_level": new.risk_level.value,
+            "approval_level": APPROVAL_LEVEL[new.risk_level],
+            "required_approvals": rule.required_approvals,
+            "reject_threshold": rule.reject_threshold,
+            "requested_by": new.requested_by,
+            "requester_telegram_id": new.requested_by_telegram_id,
+            "fingerprint": new.fingerprint,
+            "incident_id": new.incident_id,
+            "blast_radius": new.blast_radius,
+            "dry_run_checks": new.dry_run_checks,
+            "metadata": new.metadata,
+            "idempotency_key": idempotency_key,
+            "body_sha256": body_sha256,
+            "callback_url": new.callback_url,
+        },
+        ttl,
+    )
+    if created is None:
+        return None
+    await audit.record(
+        session,
+        "approval.created",
+        actor=new.requested_by[:200],
+        team_id=team_id,
+        approval_id=created.id,
+        risk_level=created.risk_level,
+        required_approvals=created.required_approvals,
+        action=created.action[:200],
+        target=created.target[:200],
+    )
+    return created
+
+
+# ---------------------------------------------------------------- reads
+
+
+async def details_of(
+    rt: Runtime, session: AsyncSession, reqs: Sequence[repo.RequestRecord], now: datetime
+) -> list[Details]:
+    ids = [r.id for r in reqs]
+    votes = await repo.votes_for(session, ids)
+    tokens = await repo.tokens_for(session, ids)
+    links = await repo.card_links(session, ids)
+    return [
+        Details(r, votes[r.id], outcome_of(rt, r, votes[r.id], now), tokens.get(r.id), links[r.id])
+        for r in reqs
+    ]
+
+
+async def find_request(
+    rt: Runtime, session: AsyncSession, team: Team, request_id: uuid.UUID
+) -> Details:
+    req = await repo.get(session, request_id)
+    if req is None or req.team_id != rt.team_ids.get(team.name):
+        raise NotFound("no such approval request")
+    return (await details_of(rt, session, [req], datetime.now(UTC)))[0]
+
+
+async def find_requests(
+    rt: Runtime, session: AsyncSession, team: Team, status: str | None
+) -> list[Details]:
+    reqs = await repo.list_for_team(session, rt.team_ids[team.name], status)
+    return await details_of(rt, session, reqs, datetime.now(UTC))
+
+
+async def get_request(rt: Runtime, team: Team, request_id: uuid.UUID) -> Details:
+    async with rt.sessions() as session:
+        return await find_request(rt, session, team, request_id)
+
+
+async def list_requests(rt: Runtime, team: Team, status: str | None) -> list[Details]:
+    async with rt.sessions() as session:
+        return await find_requests(rt, session, team, status)
+
+
+# ---------------------------------------------------------------- cancel, result
+
+
+async def _lock_own(
+    rt: Runtime, session: AsyncSession, team: Team, request_id: uuid.UUID
+) -> tuple[repo.RequestRecord, datetime]:
+    """The team's request, locked, with the database's clock; another team's is not found."""
+    locked = await repo.lock(session, request_id)
+    if locked is None or locked[0].team_id != rt.team_ids.get(team.name):
+        raise NotFound("no such approval request")
+    return locked
+
+
+async def cancel_request(rt: Runtime, team: Team, request_id: uuid.UUID, actor: str) -> Details:
+    async with transaction(rt.sessions) as session:
+        req, now = await _lock_own(rt, session, team, request_id)
+        if req.pending and now >= req.expires_at:
+            raise Conflict("the request has expired", code="not_pending")
+        cancelled = await repo.transition(session, request_id, "cancelled", require_live=False)
+        if cancelled is None:
+            raise Conflict(f"the request is already {req.status}", code="not_pending")
+        votes = (await repo.votes_for(session, [req.id]))[req.id]
+        await after_decision(rt, session, cancelled, votes, now, None, actor=actor[:200])
+        return (await details_of(rt, session, [cancelled], now))[0]
+
+
+async def report_result(
+    rt: Runtime, team: Team, request_id: uuid.UUID, success: bool, detail: str, actor: str
+) -> Details:
+    async with transaction(rt.sessions) as session:
+        req, now = await _lock_own(rt, session, team, request_id)
+        if req.status != "approved":
+            raise Conflict(f"the request is {req.status}, not approved", code="not_approved")
+        updated = await repo.set_result(session, request_id, success, detail)
+        if updated is None:
+            raise Conflict("a result was already reported", code="result_already_reported")
+        await audit.record(
+            session,
+            "approval.result",
+            actor=actor[:200],
+            team_id=req.team_id,
+            approval_id=req.id,
+            success=success,
+            detail=detail[:1000],
+        )
+        votes = (await repo.votes_for(session, [req.id]))[req.id]
+        await refresh_cards(rt, session, updated, votes, now)
+        return (await details_of(rt, session, [updated], now))[0]

@@ -1,0 +1,244 @@
+"""Background work on approvals: expiry, escalation reminders, signed callback deliveries and
+the card worker."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.approvals.card import mention
+from bot.approvals.decision import after_decision
+from bot.approvals.outcome import outcome_of
+from bot.approvals.publish import refresh_cards
+from bot.policy import Approver, Team
+from bot.rendering import clip, esc, fmt_duration, fmt_time
+from bot.runtime import Runtime
+from storage import approvals as repo
+from storage import audit
+from storage.db import transaction
+from storage.outbox import Priority, enqueue_text
+from storage.teams import active_chats
+
+log = logging.getLogger(__name__)
+
+CALLBACK_MAX_ATTEMPTS = 8
+CALLBACK_LEASE_SECONDS = 30
+CALLBACK_TIMEOUT_SECONDS = 5.0
+CALLBACK_SIGNATURE_HEADER = "X-Quorum-Signature"
+MAX_MENTIONS = 30
+
+
+# ---------------------------------------------------------------- expiry
+
+
+async def expire_due(rt: Runtime, limit: int = 50) -> int:
+    """Pending requests past expires_at become expired; safe with several processes."""
+    async with transaction(rt.sessions) as session:
+        due = await repo.claim_expired(session, limit)
+        for req in due:
+            expired = await repo.transition(session, req.id, "expired", require_live=False)
+            if expired is None:
+                continue
+            votes = (await repo.votes_for(session, [req.id]))[req.id]
+            await after_decision(rt, session, expired, votes, expired.updated_at, None)
+        return len(due)
+
+
+# ---------------------------------------------------------------- escalation
+
+
+async def escalate_due(rt: Runtime) -> int:
+    """One reminder per request after escalate_after_seconds, naming who has not voted."""
+    sent = 0
+    for name, team in rt.policy.teams.items():
+        team_id = rt.team_ids.get(name)
+        if team_id is None:
+            continue
+        for level, rule in team.rules.items():
+            after = rule.escalate_after_seconds
+            if after is not None:
+                sent += await _escalate_level(rt, team, team_id, level.value, after)
+    return sent
+
+
+async def _escalate_level(rt: Runtime, team: Team, team_id: int, level: str, after: int) -> int:
+    """Remind the team's chats of its requests at this risk level that waited `after` s."""
+    async with transaction(rt.sessions) as session:
+        due = await repo.claim_escalations(session, team_id, level, after)
+        if not due:
+            return 0
+        votes = await repo.votes_for(session, [r.id for r in due])
+        links = await repo.card_links(session, [r.id for r in due])
+        for req in due:
+            voted = {v.voter_telegram_id for v in votes[req.id]}
+            waiting = [
+                a
+                for a in team.approvers.values()
+                if a.telegram_id not in voted and a.telegram_id != req.requester_telegram_id
+            ]
+            body = _reminder(rt, req, votes[req.id], waiting, after)
+            await _post_reminder(session, team_id, req, body, dict(links[req.id]))
+            await repo.mark_escalated(session, req.id)
+            await audit.record(
+                session,
+                "approval.escalated",
+                team_id=team_id,
+                approval_id=req.id,
+                waiting=[a.telegram_id for a in waiting],
+            )
+        return len(due)
+
+
+def _reminder(
+    rt: Runtime,
+    req: repo.RequestRecord,
+    votes: Sequence[repo.VoteRecord],
+    waiting: Sequence[Approver],
+    after: int,
+) -> str:
+    outcome = outcome_of(rt, req, votes, datetime.now(UTC))
+    mentions = ", ".join(mention(a.telegram_id, a.name) for a in waiting[:MAX_MENTIONS])
+    return (
+        f"⏰ <b>Still waiting</b> ({fmt_duration(after)}): "
+        f"<code>{clip(req.action, 200)}</code> on "
+        f"<code>{clip(req.target, 200)}</code> has "
+        f"{len(outcome.approvals)}/{outcome.required} approvals, expires "
+        f"{esc(fmt_time(req.expires_at, rt.zone))}.\n"
+        f"{mentions or 'Nobody left to ask.'}"
+    )
+
+
+async def _post_reminder(
+    session: AsyncSession,
+    team_id: int,
+    req: repo.RequestRecord,
+    body: str,
+    cards: dict[int, int],
+) -> None:
+    """The reminder to every active chat of the team, as a reply to the card there."""
+    for chat_id in await active_chats(session, team_id):
+        await enqueue_text(
+            session,
+            chat_id,
+            body,
+            priority=Priority.REPLY,
+            kind="escalation",
+            reply_to=cards.get(chat_id),
+        )
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+def callback_key(secret: str) -> bytes:
+    """The HMAC key for callback signatures: derived, so it can sign nothing else."""
+    return hmac.new(secret.encode(), b"quorum-callbacks-v1", hashlib.sha256).digest()
+
+
+def sign_callback(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(callback_key(secret), body, hashlib.sha256).hexdigest()
+
+
+def _backoff(attempts: int) -> float:
+    return float(min(300, 2 ** max(0, attempts - 1)))
+
+
+async def deliver_callbacks(rt: Runtime, http: aiohttp.ClientSession, limit: int = 10) -> int:
+    """POST decisions to callback URLs, signed; retried with backoff, then given up."""
+    async with transaction(rt.sessions) as session:
+        due = await repo.claim_callbacks(session, limit, CALLBACK_LEASE_SECONDS)
+    secret = rt.settings.token_secret.get_secret_value()
+    for item in due:
+        error = await _post_callback(http, item, secret)
+        await _finish_callback(rt, item, error)
+    return len(due)
+
+
+async def _post_callback(
+    http: aiohttp.ClientSession, item: repo.CallbackRecord, secret: str
+) -> str | None:
+    """One delivery attempt; the error that makes it worth retrying, or None."""
+    body = json.dumps(item.body, separators=(",", ":"), sort_keys=True).encode()
+    headers = {
+        "Content-Type": "application/json",
+        CALLBACK_SIGNATURE_HEADER: sign_callback(secret, body),
+        "X-Quorum-Delivery": str(item.id),
+    }
+    try:
+        async with http.post(item.url, data=body, headers=headers) as resp:
+            if not 200 <= resp.status < 300:
+                return f"HTTP {resp.status}"
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return type(exc).__name__
+    return None
+
+
+async def _finish_callback(rt: Runtime, item: repo.CallbackRecord, error: str | None) -> None:
+    give_up = error is not None and item.attempts >= CALLBACK_MAX_ATTEMPTS
+    async with transaction(rt.sessions) as session:
+        await repo.finish_callback(
+            session,
+            item.id,
+            delivered=error is None,
+            error=error,
+            retry_in_seconds=None if give_up else _backoff(item.attempts),
+        )
+        if error is None or give_up:
+            await audit.record(
+                session,
+                "callback.delivered" if error is None else "callback.dead",
+                approval_id=item.approval_id,
+                attempts=item.attempts,
+                error=error,
+            )
+
+
+# ---------------------------------------------------------------- cards and the loops
+
+
+async def refresh_due_cards(rt: Runtime, limit: int = 10) -> int:
+    """One pass of the card worker: re-render the cards of requests that votes marked due."""
+    async with transaction(rt.sessions) as session:
+        due = await repo.claim_due_cards(session, limit)
+        if not due:
+            return 0
+        votes = await repo.votes_for(session, [d.request.id for d in due])
+        for d in due:
+            await refresh_cards(rt, session, d.request, votes[d.request.id], d.db_now, d.cards)
+        return len(due)
+
+
+async def run_cards(rt: Runtime, idle: float = 0.2) -> None:
+    """The card worker: votes show on their cards within about `idle` seconds. A failure
+    (a database restart) ends it; the app's supervisor logs it and starts it again."""
+    while True:
+        if not await refresh_due_cards(rt):
+            await asyncio.sleep(idle)
+
+
+async def maintain_once(rt: Runtime, http: aiohttp.ClientSession) -> None:
+    await expire_due(rt)
+    await escalate_due(rt)
+    await deliver_callbacks(rt, http)
+
+
+async def run_maintenance(rt: Runtime, interval: float = 1.0) -> None:
+    """Expiry, escalation and callback deliveries, about once a second."""
+    timeout = aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_SECONDS)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while True:
+            try:
+                await maintain_once(rt, http)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("approval maintenance failed; retrying")
+            await asyncio.sleep(interval)
