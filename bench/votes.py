@@ -38,13 +38,13 @@ import asyncpg
 from redis.asyncio import Redis
 
 from bench import CpuMeter, fresh_database, pids_named, speed_probe_ms
-from bot import inbound
 from bot.approvals import CARD_REFRESH_SECONDS
 from bot.policy import parse_policy
 from bot.settings import load_settings
 from quorum.app import Quorum, run_loop, settle_heap
 from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage import approvals as approvals_sql
+from storage import updates as updates_sql
 from storage.db import to_sync_dsn
 
 TOKEN = "987654322:" + "C" * 35
@@ -241,7 +241,7 @@ async def run_open(
 # request's card refresh (the card worker renders cards apart from the taps, at most once a
 # second per card, so a render is not part of a vote).
 FLOOR_SQL = {
-    "inbound": inbound._STORE_DONE,
+    "inbound": updates_sql._STORE_DONE,
     "lock": approvals_sql._LOCK_FOR_VOTE,
     "vote": approvals_sql._ADD_VOTE,
 }

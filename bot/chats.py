@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import audit
-from storage.models import OutboxItem, TelegramMessage
-from storage.teams import get_chat, migrate_chat, set_active
+from storage.teams import get_chat, migrate_chat, move_unsent, set_active, wake_held_rows
 
 
 async def bot_removed(session: AsyncSession, chat_id: int, *, reason: str) -> bool:
@@ -39,12 +37,7 @@ async def bot_added(session: AsyncSession, chat_id: int, *, by: int | None) -> N
             actor_telegram_id=by,
             team_id=chat.team_id if chat else None,
         )
-        # Rows held back while the bot was out become due now.
-        await session.execute(
-            update(OutboxItem)
-            .where(OutboxItem.chat_id == chat_id, OutboxItem.status == "pending")
-            .values(next_attempt_at=OutboxItem.created_at)
-        )
+        await wake_held_rows(session, chat_id)
 
 
 async def chat_migrated(session: AsyncSession, old_id: int, new_id: int) -> bool:
@@ -53,17 +46,7 @@ async def chat_migrated(session: AsyncSession, old_id: int, new_id: int) -> bool
     if old is None or old.migrated_to == new_id:
         return False
     await migrate_chat(session, old_id, new_id)
-    # Messages already posted stay where they are; those not yet posted move with the chat.
-    await session.execute(
-        update(TelegramMessage)
-        .where(TelegramMessage.chat_id == old_id, TelegramMessage.message_id.is_(None))
-        .values(chat_id=new_id)
-    )
-    await session.execute(
-        update(OutboxItem)
-        .where(OutboxItem.chat_id == old_id, OutboxItem.status == "pending")
-        .values(chat_id=new_id)
-    )
+    await move_unsent(session, old_id, new_id)
     await audit.record(
         session, "chat.migrated", chat_id=old_id, team_id=old.team_id, new_chat_id=new_id
     )

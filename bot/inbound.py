@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 from typing import Any
 
 from aiogram import Dispatcher
 from aiogram.methods import AnswerCallbackQuery, TelegramMethod
 from aiogram.types import Update
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from bot.runtime import Runtime
-from storage import db, keys
-from storage.models import InboundUpdate
+from storage import keys, updates
 from storage.outbox import Priority, enqueue_call
 
 log = logging.getLogger(__name__)
@@ -33,15 +29,6 @@ def storage_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, OSError | TimeoutError | ConnectionError)
-
-
-# Run on the session's asyncpg connection, prepared once per connection (through SQLAlchemy
-# this insert cost more CPU than the database spent on it).
-_STORE_DONE = (
-    "INSERT INTO inbound_updates (update_id, payload, status, processed_at)"
-    " VALUES ($1, $2::jsonb, 'done', now())"
-    " ON CONFLICT (update_id) DO NOTHING RETURNING id"
-)
 
 
 # What handlers read of the message under a tapped button. Telegram sends the whole card back
@@ -85,10 +72,8 @@ class Inbound:
         reply: TelegramMethod[Any] | None = None
         try:
             async with rt.sessions() as session, session.begin():
-                row = await (await db.raw(session)).fetchrow(
-                    _STORE_DONE, update_id, json.dumps(raw) if body is None else body
-                )
-                if row is None:
+                body = json.dumps(raw) if body is None else body
+                if not await updates.store_done(session, update_id, body):
                     rt.metrics.updates_deduplicated.inc()
                     await self._remember(update_id)
                     return None
@@ -100,17 +85,7 @@ class Inbound:
             log.exception("update %s failed; stored for retry", update_id)
             rt.metrics.updates_failed.inc()
             async with rt.sessions() as session, session.begin():
-                await session.execute(
-                    pg_insert(InboundUpdate)
-                    .values(
-                        update_id=update_id,
-                        payload=raw,
-                        status="failed",
-                        attempts=1,
-                        last_error=repr(exc)[:500],
-                    )
-                    .on_conflict_do_nothing(index_elements=[InboundUpdate.update_id])
-                )
+                await updates.store_failed(session, update_id, raw, repr(exc)[:500])
             return None
         await self._remember(update_id)
         return reply
@@ -120,26 +95,16 @@ class Inbound:
         done = 0
         for _ in range(limit):
             async with self.rt.sessions() as session, session.begin():
-                row = await session.scalar(
-                    select(InboundUpdate)
-                    .where(
-                        InboundUpdate.status.in_(("pending", "failed")),
-                        InboundUpdate.attempts < 5,
-                    )
-                    .order_by(InboundUpdate.id)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                )
+                row = await updates.claim_retry(session)
                 if row is None:
                     return done
                 try:
                     async with session.begin_nested():
                         await self._dispatch(row.payload, session, webhook_reply=False)
-                    row.status, row.processed_at = "done", func.now()
+                    await updates.mark_done(session, row.id)
                 except Exception as exc:
                     log.exception("retry of update %s failed", row.update_id)
-                    row.attempts += 1
-                    row.last_error = repr(exc)[:500]
+                    await updates.mark_failed(session, row.id, repr(exc)[:500])
                 done += 1
         return done
 
@@ -182,12 +147,4 @@ class Inbound:
 async def prune_updates(rt: Runtime, older_than_days: int = 7) -> int:
     """Forget handled updates after a while; ids restart after a week without updates."""
     async with rt.sessions() as session, session.begin():
-        result = await session.execute(
-            delete(InboundUpdate)
-            .where(
-                InboundUpdate.status == "done",
-                InboundUpdate.received_at < func.now() - timedelta(days=older_than_days),
-            )
-            .returning(InboundUpdate.id)
-        )
-        return len(result.all())
+        return await updates.prune(session, older_than_days)

@@ -7,11 +7,10 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy import func, select
 
 from bot.runtime import RUNTIME
 from storage.db import ping
-from storage.models import OutboxItem
+from storage.outbox import dead_letter_count
 
 router = web.RouteTableDef()
 
@@ -42,10 +41,7 @@ async def readyz(request: web.Request) -> web.Response:
     if "postgresql" not in failing:
         try:
             async with rt.sessions() as session:
-                dead = await session.scalar(
-                    select(func.count()).select_from(OutboxItem).where(OutboxItem.status == "dead")
-                )
-            checks["outbox_dead_letters"] = int(dead or 0)
+                checks["outbox_dead_letters"] = await dead_letter_count(session)
         except Exception as exc:
             checks["outbox_dead_letters"] = f"error: {type(exc).__name__}"
     status = 200 if not failing else 503

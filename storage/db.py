@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -84,6 +85,29 @@ async def ensure_database(base_url: str, database: str) -> None:
         await conn.close()
 
 
+@asynccontextmanager
+async def listening(
+    engine: AsyncEngine, channel: str, notified: Callable[[], None]
+) -> AsyncIterator[Callable[[], Any]]:
+    """LISTEN on `channel` over a dedicated connection (outside the pool) while in the block.
+
+    Yields a health check to await now and then: it raises once the connection is lost.
+    """
+    dsn = to_sync_dsn(engine.url.render_as_string(hide_password=False))
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await conn.add_listener(channel, lambda *_: notified())
+
+        async def check() -> None:
+            await conn.fetchval("SELECT 1", timeout=2)
+
+        yield check
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                await conn.close()
+
+
 # ---------------------------------------------------------------- raw asyncpg inside a session
 
 # asyncpg errors that mean the connection is gone (or in an unknown state): the pool must drop
@@ -98,6 +122,22 @@ _GONE: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 _RAW_KEY = "quorum.raw"
+
+
+async def begin_deferred(adapter: Any) -> None:
+    """Send the BEGIN that SQLAlchemy's asyncpg adapter defers to its first statement.
+
+    SQLAlchemy has no public call for this: the adapter begins inside its cursor's execute,
+    and the public ways to trigger that (`session.execute(select(1))`, `connection.exec_driver_sql`)
+    cost a statement round trip, which the raw hot paths exist to save. So this, and only
+    this, reads three private members of AsyncAdapt_asyncpg_connection (checked against
+    SQLAlchemy 2.1): `_transaction`, `_execute_mutex`, `_start_transaction`.
+    tests/test_storage_raw.py fails if a release renames them or changes what they mean.
+    """
+    if adapter._transaction is None and adapter.isolation_level != "autocommit":
+        async with adapter._execute_mutex:
+            if adapter._transaction is None:
+                await adapter._start_transaction()
 
 
 class Raw:
@@ -119,22 +159,24 @@ class Raw:
         self._driver = driver
 
     async def _begin(self) -> None:
-        a = self._adapter
-        if a._transaction is None and a.isolation_level != "autocommit":
-            try:
-                async with a._execute_mutex:
-                    if a._transaction is None:
-                        await a._start_transaction()
-            except Exception as exc:
-                # The adapter raised its DBAPI-level translation; judge the asyncpg original.
-                cause = exc.__cause__
-                raise await self._translate(
-                    "BEGIN", cause if isinstance(cause, Exception) else exc
-                ) from exc
+        try:
+            await begin_deferred(self._adapter)
+        except Exception as exc:
+            # The adapter raised its DBAPI-level translation; judge the asyncpg original.
+            cause = exc.__cause__
+            raise await self._translate(
+                "BEGIN", cause if isinstance(cause, Exception) else exc
+            ) from exc
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
         try:
             return await self._driver.fetchrow(sql, *args)
+        except Exception as exc:
+            raise await self._translate(sql, exc) from exc
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        try:
+            return await self._driver.fetchval(sql, *args)
         except Exception as exc:
             raise await self._translate(sql, exc) from exc
 

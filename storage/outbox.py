@@ -10,12 +10,15 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db import raw
 from storage.models import OutboxItem, TelegramMessage
+
+# The insert trigger (migration 0002) NOTIFYs here when rows are added.
+NEW_ROWS_CHANNEL = "quorum_outbox"
 
 
 class Priority(IntEnum):
@@ -85,6 +88,36 @@ async def enqueue_call(
     return row_id
 
 
+# A sync row for the message that the statement's CTE `m` (id, chat_id) wrote, coalesced with
+# its pending one: a pending sync already there will read the newest content, so it is kept
+# (the earlier due time and the more urgent priority win) and a vote storm on one card leaves
+# one pending row. $1 priority, $2 kind, $3 due time (null: now); the message's own values
+# start at $4. The one text both statements below share, on the raw asyncpg connection: a hot
+# path (every vote edits its cards; the content and its sync in one round trip).
+_SYNC_OF_M = """
+    INSERT INTO outbox (method, telegram_message_id, chat_id, priority, kind, next_attempt_at)
+    SELECT 'sync', m.id, m.chat_id, $1, $2, coalesce($3::timestamptz, now())
+    FROM m
+    ON CONFLICT (telegram_message_id) WHERE status = 'pending' AND telegram_message_id IS NOT NULL
+    DO UPDATE SET priority = least(outbox.priority, excluded.priority),
+                  next_attempt_at = least(outbox.next_attempt_at, excluded.next_attempt_at)
+    RETURNING outbox.telegram_message_id
+"""
+_PUT_AND_SYNC = f"""
+    WITH m AS (
+        INSERT INTO telegram_messages (chat_id, purpose, text, reply_markup, approval_id, alert_id)
+        VALUES ($4, $5, $6, $7::jsonb, $8, $9)
+        RETURNING id, chat_id
+    ){_SYNC_OF_M}"""  # noqa: S608 (fixed fragments of our own)
+_EDIT_AND_SYNC = f"""
+    WITH m AS (
+        UPDATE telegram_messages
+        SET text = $4, reply_markup = $5::jsonb, version = version + 1, updated_at = now()
+        WHERE id = $6
+        RETURNING id, chat_id
+    ){_SYNC_OF_M}"""  # noqa: S608 (fixed fragments of our own)
+
+
 async def put_message(
     session: AsyncSession,
     *,
@@ -97,53 +130,19 @@ async def put_message(
     alert_id: int | None = None,
 ) -> int:
     """Create a bot message (a card) and queue its first send; returns telegram_messages.id."""
-    msg_id: int = (
-        await session.execute(
-            insert(TelegramMessage)
-            .values(
-                chat_id=chat_id,
-                purpose=purpose,
-                text=text_html,
-                reply_markup=reply_markup,
-                approval_id=approval_id,
-                alert_id=alert_id,
-            )
-            .returning(TelegramMessage.id)
-        )
-    ).scalar_one()
-    await _queue_sync(session, msg_id, chat_id, priority, kind=f"{purpose}:send", not_before=None)
-    return msg_id
-
-
-# The message's new content and its coalesced pending sync, in one round trip. A pending sync
-# already there will read the newest content: it is kept (the earlier due time and the more
-# urgent priority win), so a vote storm on one card leaves one pending row. Run on the raw
-# asyncpg connection (a hot path: every vote edits its cards).
-_EDIT_AND_SYNC = """
-    WITH m AS (
-        UPDATE telegram_messages
-        SET text = $2, reply_markup = $3::jsonb, version = version + 1, updated_at = now()
-        WHERE id = $1
-        RETURNING id, chat_id
+    msg_id: int = await (await raw(session)).fetchval(
+        _PUT_AND_SYNC,
+        int(priority),
+        f"{purpose}:send",
+        None,
+        chat_id,
+        purpose,
+        text_html,
+        json.dumps(reply_markup),
+        approval_id,
+        alert_id,
     )
-    INSERT INTO outbox (method, telegram_message_id, chat_id, priority, kind, next_attempt_at)
-    SELECT 'sync', m.id, m.chat_id, $4, $5, coalesce($6::timestamptz, now())
-    FROM m
-    ON CONFLICT (telegram_message_id) WHERE status = 'pending' AND telegram_message_id IS NOT NULL
-    DO UPDATE SET priority = least(outbox.priority, excluded.priority),
-                  next_attempt_at = least(outbox.next_attempt_at, excluded.next_attempt_at)
-    RETURNING outbox.id
-"""
-_QUEUE_SYNC = text(
-    """
-    INSERT INTO outbox (method, telegram_message_id, chat_id, priority, kind, next_attempt_at)
-    VALUES ('sync', :id, :chat_id, :priority, :kind,
-            coalesce(CAST(:not_before AS timestamptz), now()))
-    ON CONFLICT (telegram_message_id) WHERE status = 'pending' AND telegram_message_id IS NOT NULL
-    DO UPDATE SET priority = least(outbox.priority, excluded.priority),
-                  next_attempt_at = least(outbox.next_attempt_at, excluded.next_attempt_at)
-    """
-)
+    return msg_id
 
 
 async def edit_message(
@@ -156,37 +155,17 @@ async def edit_message(
     not_before: datetime | None = None,
 ) -> None:
     """Change what a message should show; pending syncs coalesce so only the latest is sent."""
-    row = await (await raw(session)).fetchrow(
+    found = await (await raw(session)).fetchval(
         _EDIT_AND_SYNC,
-        message_row_id,
-        text_html,
-        json.dumps(reply_markup),
         int(priority),
         "edit",
         not_before,
+        text_html,
+        json.dumps(reply_markup),
+        message_row_id,
     )
-    if row is None:
+    if found is None:
         raise NoResultFound(f"no bot message {message_row_id}")
-
-
-async def _queue_sync(
-    session: AsyncSession,
-    message_row_id: int,
-    chat_id: int,
-    priority: Priority,
-    kind: str,
-    not_before: datetime | None,
-) -> None:
-    await session.execute(
-        _QUEUE_SYNC,
-        {
-            "id": message_row_id,
-            "chat_id": chat_id,
-            "priority": int(priority),
-            "kind": kind,
-            "not_before": not_before,
-        },
-    )
 
 
 async def messages_for_approval(
@@ -291,7 +270,14 @@ class ClaimedRow:
 # a transaction-scoped advisory lock, so two senders never claim rows of one chat at once; the
 # claim below runs as a new statement (a fresh snapshot) after the lock, so it sees any claim
 # another sender committed before releasing the same lock.
-_HEADS = """
+# The one definition of a row ready to send, for the outbox row (or queue head) aliased `o`:
+# pending and due, or claimed by a sender whose lease ran out.
+_DUE = """((o.status = 'pending' AND o.next_attempt_at <= now())
+          OR (o.status = 'sending' AND o.claimed_until < now()))"""
+# ... and not in a chat the bot was removed from (held until it is added again).
+_READY = f"""{_DUE}
+          AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.id = o.chat_id AND NOT c.active)"""  # noqa: S608
+_HEADS = f"""
     WITH RECURSIVE chat_ids(chat_id) AS (
         (SELECT o.chat_id FROM outbox o
          WHERE o.status IN ('pending', 'sending') AND o.chat_id IS NOT NULL
@@ -302,7 +288,7 @@ _HEADS = """
                 ORDER BY o.chat_id LIMIT 1)
         FROM chat_ids q WHERE q.chat_id IS NOT NULL
     ), due AS (
-        SELECT h.id, h.chat_id, h.priority
+        SELECT o.id, o.chat_id, o.priority
         FROM chat_ids q
         CROSS JOIN LATERAL (
             SELECT o.id, o.chat_id, o.priority, o.status, o.next_attempt_at, o.claimed_until
@@ -310,50 +296,41 @@ _HEADS = """
             WHERE o.status IN ('pending', 'sending') AND o.chat_id = q.chat_id
             ORDER BY o.priority, o.id
             LIMIT 1
-        ) h
-        WHERE q.chat_id IS NOT NULL
-          AND ((h.status = 'pending' AND h.next_attempt_at <= now())
-            OR (h.status = 'sending' AND h.claimed_until < now()))
-          AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.id = q.chat_id AND NOT c.active)
+        ) o
+        WHERE q.chat_id IS NOT NULL AND {_READY}
           AND q.chat_id <> ALL($2::bigint[])
         UNION ALL
         (SELECT o.id, o.chat_id, o.priority FROM outbox o
-         WHERE o.status IN ('pending', 'sending') AND o.chat_id IS NULL
-           AND ((o.status = 'pending' AND o.next_attempt_at <= now())
-             OR (o.status = 'sending' AND o.claimed_until < now()))
+         WHERE o.status IN ('pending', 'sending') AND o.chat_id IS NULL AND {_DUE}
          ORDER BY o.priority, o.id LIMIT $1)
     )
     SELECT d.id FROM (SELECT * FROM due ORDER BY priority, id LIMIT $1) d
     WHERE d.chat_id IS NULL OR pg_try_advisory_xact_lock(7170, hashtext(d.chat_id::text))
-"""
+"""  # noqa: S608 (fixed fragments of our own)
 # The same for one chat, whose sender has just finished its previous row.
-_CHAT_HEAD = """
+_CHAT_HEAD = f"""
     SELECT d.id FROM (
-        SELECT h.id
+        SELECT o.id
         FROM (
-            SELECT o.id, o.status, o.next_attempt_at, o.claimed_until
+            SELECT o.id, o.chat_id, o.status, o.next_attempt_at, o.claimed_until
             FROM outbox o
             WHERE o.status IN ('pending', 'sending') AND o.chat_id = $1
             ORDER BY o.priority, o.id
             LIMIT 1
-        ) h
-        WHERE ((h.status = 'pending' AND h.next_attempt_at <= now())
-            OR (h.status = 'sending' AND h.claimed_until < now()))
-          AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.id = $1 AND NOT c.active)
+        ) o
+        WHERE {_READY}
         LIMIT 1
     ) d
     WHERE pg_try_advisory_xact_lock(7170, hashtext($1::bigint::text))
-"""
+"""  # noqa: S608 (fixed fragments of our own)
 
-_CLAIM = """
+_CLAIM = f"""
     UPDATE outbox AS u
     SET status = 'sending', claimed_by = $1,
         claimed_until = now() + make_interval(secs => $2::double precision)
     WHERE u.id IN (
         SELECT o.id FROM outbox o
-        WHERE o.id = ANY($3::bigint[])
-          AND ((o.status = 'pending' AND o.next_attempt_at <= now())
-           OR (o.status = 'sending' AND o.claimed_until < now()))
+        WHERE o.id = ANY($3::bigint[]) AND {_DUE}
         FOR UPDATE SKIP LOCKED
     )
     AND (u.chat_id IS NULL OR NOT EXISTS (
@@ -363,7 +340,12 @@ _CLAIM = """
     ))
     RETURNING u.id, u.kind, u.priority, u.chat_id, u.method, u.payload,
               u.telegram_message_id, u.attempts, u.created_at
-"""
+"""  # noqa: S608 (fixed fragments of our own)
+# Work left for a draining sender: a row ready to send, or one a sender holds right now.
+# On the raw connection only because it shares _READY with the claim statements.
+_UNSETTLED = f"""
+    SELECT EXISTS (SELECT 1 FROM outbox o WHERE o.status = 'sending' OR ({_READY}))
+"""  # noqa: S608 (fixed fragments of our own)
 
 
 _TARGETS = """
@@ -466,6 +448,11 @@ def _mine(row_id: int, instance: str) -> Any:
         & (OutboxItem.status == "sending")
         & (OutboxItem.claimed_by == instance)
     )
+
+
+async def unsettled(session: AsyncSession) -> bool:
+    """Whether any row is ready to send or being sent (by any process)."""
+    return bool(await (await raw(session)).fetchval(_UNSETTLED))
 
 
 async def complete(session: AsyncSession, row_id: int, instance: str) -> bool:
@@ -585,3 +572,11 @@ async def depth_by_kind(session: AsyncSession) -> dict[str, int]:
         .group_by(OutboxItem.kind)
     )
     return {str(kind): int(n) for kind, n in rows.all()}
+
+
+async def dead_letter_count(session: AsyncSession) -> int:
+    """Rows given up on (readiness reports them for operators)."""
+    n = await session.scalar(
+        select(func.count()).select_from(OutboxItem).where(OutboxItem.status == "dead")
+    )
+    return int(n or 0)

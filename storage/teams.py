@@ -8,7 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Chat, Team
+from storage.models import Chat, OutboxItem, Team, TelegramMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +84,30 @@ async def migrate_chat(session: AsyncSession, old_id: int, new_id: int) -> ChatR
         .values(migrated_to=new_id, active=False, updated_at=func.now())
     )
     return await get_chat(session, new_id)
+
+
+async def wake_held_rows(session: AsyncSession, chat_id: int) -> None:
+    """The bot is back in the chat: rows held back while it was out become due now."""
+    await session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.chat_id == chat_id, OutboxItem.status == "pending")
+        .values(next_attempt_at=OutboxItem.created_at)
+    )
+
+
+async def move_unsent(session: AsyncSession, old_id: int, new_id: int) -> None:
+    """Messages not yet posted, and pending rows, follow a migrated chat to its new id (those
+    already posted stay where they are)."""
+    await session.execute(
+        update(TelegramMessage)
+        .where(TelegramMessage.chat_id == old_id, TelegramMessage.message_id.is_(None))
+        .values(chat_id=new_id)
+    )
+    await session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.chat_id == old_id, OutboxItem.status == "pending")
+        .values(chat_id=new_id)
+    )
 
 
 async def resolve_chat_id(session: AsyncSession, chat_id: int) -> int:

@@ -1,4 +1,4 @@
-"""The outbox sender: claims due rows, paces them through Redis, calls Telegram, records it."""
+"""The outbox sender: claims due rows, paces them, calls Telegram and records each outcome."""
 
 from __future__ import annotations
 
@@ -7,15 +7,11 @@ import contextlib
 import logging
 import math
 import random
-import re
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-import aiogram.methods
 import aiohttp
-import asyncpg
 from aiogram.exceptions import (
     TelegramAPIError,
     TelegramBadRequest,
@@ -26,21 +22,21 @@ from aiogram.exceptions import (
     TelegramServerError,
 )
 from aiogram.methods import EditMessageReplyMarkup, EditMessageText, SendMessage, TelegramMethod
-from aiogram.methods.base import Response
 from aiogram.types import InlineKeyboardMarkup, Message
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from bot import chats
-from bot.rendering import fit_html, fit_plain
+from bot.outbox.methods import build_method, fit_payload, hold_response_type, sanitize
+from bot.outbox.pacing import UNPACED, Pacer, reraise_if_cancelled
+from bot.rendering import fit_html
 from bot.runtime import Runtime
-from storage import audit, keys
+from storage import audit
 from storage import outbox as store
-from storage.db import to_sync_dsn, transaction
+from storage.db import listening, transaction
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "quorum_outbox"
 POLL_SECONDS = 1.0
 DEPTH_EVERY_SECONDS = 5.0
 # Waits up to this long are slept through holding the claim; longer ones put the row back.
@@ -52,264 +48,8 @@ NOTIFY_COALESCE_SECONDS = 0.05
 # this process's pacing turn: the senders queue here instead of all polling Redis each time
 # a token comes due, which at full send rate cost more CPU than the sends themselves.
 TURN_HOLD_SECONDS = 0.1
-RATE_MARGIN = 0.97
-# Not counted against Telegram's message budgets.
-UNPACED = frozenset({"answerCallbackQuery", "getMe", "getChat", "deleteWebhook", "setWebhook"})
-_TOKEN_RE = re.compile(r"\d{3,20}:[A-Za-z0-9_-]{30,}")
-# pydantic caches parametrized generic models only weakly, so aiogram's Response[T], built to
-# parse every answer, is rebuilt (milliseconds of CPU) after each garbage collection unless
-# something holds it; at full send rate that was a tenth of this process's time.
-_RESPONSE_TYPES: dict[type[TelegramMethod[Any]], Any] = {}
-
-
-def build_method(method: str, payload: dict[str, Any]) -> TelegramMethod[Any]:
-    """An aiogram method object from an outbox row's method name and JSON payload."""
-    cls = getattr(aiogram.methods, method[0].upper() + method[1:])
-    if not (isinstance(cls, type) and issubclass(cls, TelegramMethod)):
-        raise TypeError(f"{method} is not a Bot API method")
-    result: TelegramMethod[Any] = cls(**payload)
-    return result
-
-
-def sanitize(text: str, token: str = "") -> str:
-    """Error text fit to store or log: the bot token (aiogram puts it in URLs) is masked."""
-    if token:
-        text = text.replace(token, "<token>")
-    return _TOKEN_RE.sub("<token>", text)[:1000]
-
-
-def _fit_payload(method: str, payload: dict[str, Any]) -> dict[str, Any]:
-    text = payload.get("text")
-    if method not in {"sendMessage", "editMessageText"} or not isinstance(text, str):
-        return payload
-    html_mode = str(payload.get("parse_mode") or "").lower() == "html"
-    fitted = fit_html(text) if html_mode else fit_plain(text)
-    return payload if fitted is text else {**payload, "text": fitted}
-
-
-# ---------------------------------------------------------------- pacing
-
-# Returns "0" after charging every budget, else the seconds to wait (nothing charged).
-# KEYS: pause:bot, pause:<chat>, pace:bot, pace:chat:<id>, pace:group:<id>
-# ARGV: bot rate, bot capacity, chat rate, chat capacity, group limit, group window,
-#       is group, has chat, unique member
-_PACE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local wait = 0
-local p = redis.call('PTTL', KEYS[1])
-if p > 0 then wait = p / 1000 end
-if ARGV[8] == '1' then
-  p = redis.call('PTTL', KEYS[2])
-  if p > 0 and p / 1000 > wait then wait = p / 1000 end
-end
-if wait > 0 then return tostring(wait) end
-local function level(key, rate, cap)
-  local v = redis.call('HMGET', key, 't', 'ts')
-  local tokens = tonumber(v[1])
-  local ts = tonumber(v[2])
-  if tokens == nil or ts == nil then return cap end
-  if now > ts then tokens = math.min(cap, tokens + (now - ts) * rate) end
-  return tokens
-end
-local br, bc = tonumber(ARGV[1]), tonumber(ARGV[2])
-local bt = level(KEYS[3], br, bc)
-if bt < 1 then wait = (1 - bt) / br end
-local ct = 0
-local window = tonumber(ARGV[6])
-if ARGV[8] == '1' then
-  local cr, cc = tonumber(ARGV[3]), tonumber(ARGV[4])
-  ct = level(KEYS[4], cr, cc)
-  if ct < 1 then wait = math.max(wait, (1 - ct) / cr) end
-  if ARGV[7] == '1' then
-    local limit = tonumber(ARGV[5])
-    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
-    local n = redis.call('ZCARD', KEYS[5])
-    if n >= limit then
-      local e = redis.call('ZRANGE', KEYS[5], n - limit, n - limit, 'WITHSCORES')
-      wait = math.max(wait, tonumber(e[2]) + window - now)
-    end
-  end
-end
-if wait > 0 then return tostring(wait) end
-redis.call('HSET', KEYS[3], 't', tostring(bt - 1), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[3], 600)
-if ARGV[8] == '1' then
-  redis.call('HSET', KEYS[4], 't', tostring(ct - 1), 'ts', tostring(now))
-  redis.call('EXPIRE', KEYS[4], 3600)
-  if ARGV[7] == '1' then
-    redis.call('ZADD', KEYS[5], now, ARGV[9])
-    redis.call('EXPIRE', KEYS[5], math.ceil(window) + 60)
-  end
-end
-return '0'
-"""
-
-
-class _Bucket:
-    __slots__ = ("capacity", "last", "rate", "tokens")
-
-    def __init__(self, rate: float, capacity: float) -> None:
-        self.rate, self.capacity = rate, capacity
-        self.tokens, self.last = 1.0, time.monotonic()
-
-    def wait(self, now: float) -> float:
-        if now > self.last:
-            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-            self.last = now
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-
-class _Window:
-    __slots__ = ("events", "limit", "window")
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
-        self.events: deque[float] = deque()
-
-    def wait(self, now: float) -> float:
-        while self.events and self.events[0] <= now - self.window:
-            self.events.popleft()
-        if len(self.events) < self.limit:
-            return 0.0
-        return self.events[len(self.events) - self.limit] + self.window - now
-
-
-@dataclass(frozen=True)
-class Rates:
-    bot_per_second: float
-    bot_capacity: float
-    chat_per_second: float
-    chat_capacity: float
-    group_limit: int
-    group_window: float
-
-
-class Pacer:
-    """Telegram's budgets shared by every process in Redis; in-process at half rate without it.
-
-    The shared budgets keep a margin under the configured limits (a few percent slower, a
-    smaller burst, a slightly longer group window): Telegram's buckets then refill faster than
-    we drain them, so jitter between our clock and its arrival times never tips into a 429.
-    """
-
-    def __init__(self, rt: Runtime) -> None:
-        s = rt.settings
-        self.redis = rt.redis
-        self.metrics = rt.metrics
-        self.shared = Rates(
-            bot_per_second=s.pace_bot_per_second * RATE_MARGIN,
-            bot_capacity=max(1.0, s.pace_bot_per_second / 2),
-            chat_per_second=s.pace_chat_per_second * RATE_MARGIN,
-            chat_capacity=float(max(1, s.pace_chat_burst - 1)),
-            group_limit=s.pace_group_per_minute,
-            group_window=s.pace_group_window_seconds * 1.02 + 0.5,
-        )
-        self.local = Rates(
-            bot_per_second=s.pace_bot_per_second / 2,
-            bot_capacity=max(1.0, s.pace_bot_per_second / 4),
-            chat_per_second=s.pace_chat_per_second / 2,
-            chat_capacity=1.0,
-            group_limit=max(1, s.pace_group_per_minute // 2),
-            group_window=s.pace_group_window_seconds * 1.02 + 0.5,
-        )
-        self._script = self.redis.register_script(_PACE_LUA)
-        self._redis_retry_at = 0.0
-        self._seq = 0
-        self._bot = _Bucket(self.local.bot_per_second, self.local.bot_capacity)
-        self._chats: dict[int, _Bucket] = {}
-        self._groups: dict[int, _Window] = {}
-        # Pauses seen by this process, kept even with Redis up (a 429 applies at once here).
-        self._paused: dict[str, float] = {}
-
-    def _local_pause(self, chat_id: int | None) -> float:
-        now = time.monotonic()
-        wait = self._paused.get("bot", 0.0) - now
-        if chat_id is not None:
-            wait = max(wait, self._paused.get(str(chat_id), 0.0) - now)
-        return max(0.0, wait)
-
-    async def acquire(self, chat_id: int | None) -> float:
-        """Charge one call against the budgets; 0 means go now, else seconds to wait."""
-        paused = self._local_pause(chat_id)
-        if paused > 0:
-            return paused
-        if time.monotonic() >= self._redis_retry_at:
-            try:
-                return await self._acquire_shared(chat_id)
-            except Exception as exc:  # any Redis fault: degrade, never stop sending
-                _reraise_if_cancelled(exc)
-                if self._redis_retry_at == 0.0 or time.monotonic() - self._redis_retry_at > 5:
-                    log.warning("pacing falls back to in-process limits: %s", type(exc).__name__)
-                self._redis_retry_at = time.monotonic() + 1.0
-        self.metrics.pacing_fallback.inc()
-        return self._acquire_local(chat_id)
-
-    async def _acquire_shared(self, chat_id: int | None) -> float:
-        r = self.shared
-        self._seq += 1
-        has_chat = chat_id is not None
-        cid = chat_id or 0
-        scope = str(cid)
-        result = await self._script(
-            keys=[
-                keys.pause("bot"),
-                keys.pause(scope),
-                keys.pace_bot(),
-                keys.pace_chat(cid),
-                keys.pace_group(cid),
-            ],
-            args=[
-                r.bot_per_second,
-                r.bot_capacity,
-                r.chat_per_second,
-                r.chat_capacity,
-                r.group_limit,
-                r.group_window,
-                "1" if has_chat and cid < 0 else "0",
-                "1" if has_chat else "0",
-                f"{id(self)}:{self._seq}:{random.random()}",
-            ],
-        )
-        if self._redis_retry_at:
-            log.info("pacing back on shared Redis budgets")
-            self._redis_retry_at = 0.0
-        return float(result.decode() if isinstance(result, bytes) else result)
-
-    def _acquire_local(self, chat_id: int | None) -> float:
-        r = self.local
-        now = time.monotonic()
-        wait = self._bot.wait(now)
-        chat_bucket: _Bucket | None = None
-        window: _Window | None = None
-        if chat_id is not None:
-            chat_bucket = self._chats.get(chat_id)
-            if chat_bucket is None:
-                chat_bucket = self._chats[chat_id] = _Bucket(r.chat_per_second, r.chat_capacity)
-            wait = max(wait, chat_bucket.wait(now))
-            if chat_id < 0:
-                window = self._groups.get(chat_id)
-                if window is None:
-                    window = self._groups[chat_id] = _Window(r.group_limit, r.group_window)
-                wait = max(wait, window.wait(now))
-        if wait > 0:
-            return wait
-        self._bot.tokens -= 1
-        if chat_bucket is not None:
-            chat_bucket.tokens -= 1
-        if window is not None:
-            window.events.append(now)
-        return 0.0
-
-    async def pause(self, chat_id: int | None, seconds: float) -> None:
-        """Telegram said 429: nothing goes to that scope (the chat, or the bot) for a while."""
-        scope = "bot" if chat_id is None else str(chat_id)
-        self._paused[scope] = time.monotonic() + seconds
-        with contextlib.suppress(Exception):
-            await self.redis.set(keys.pause(scope), b"1", px=max(1, int(seconds * 1000)))
-
-
-# ---------------------------------------------------------------- outcomes
+# How often a draining sender looks again at rows another sender holds.
+DRAIN_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -332,14 +72,6 @@ class Outcome:
     forget_message: bool = False  # the card is gone from Telegram: post it again
 
 
-def _reraise_if_cancelled(exc: Exception) -> None:
-    """A cancelled unit of work can fail in its rollback (the connection is still busy with
-    the cancelled statement): that error must not turn the cancellation into a retry."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
-
-
 @dataclass
 class _Rows:
     """Rows this process holds a claim on (so shutdown can hand them back)."""
@@ -355,6 +87,8 @@ class Sender:
         s = rt.settings
         self.pacer = Pacer(rt)
         self.wake = asyncio.Event()
+        # Set while run() waits to be woken: nothing to claim, or every slot busy.
+        self.waiting = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self.held = _Rows()
         self.concurrency = s.outbox_concurrency
@@ -377,51 +111,97 @@ class Sender:
     # ---------------------------------------------------------------- loop
 
     async def run(self) -> None:
+        """Deliver rows until cancelled, woken by NOTIFY, freed slots and due times."""
         listener = asyncio.create_task(self._listen(), name="outbox-listen")
         try:
             while True:
                 free = self.concurrency - len(self.tasks)
-                claimed: list[store.ClaimedRow] = []
+                claimed: int | None = 0
                 if free > 0:
                     since = time.monotonic() - self._claimed_at
                     if not self._slot_freed and since < NOTIFY_COALESCE_SECONDS:
                         await asyncio.sleep(NOTIFY_COALESCE_SECONDS - since)
-                    self.wake.clear()
-                    self._slot_freed = False
-                    self._claimed_at = time.monotonic()
-                    try:
-                        claimed = await self._claim(free)
-                    except Exception as exc:
-                        _reraise_if_cancelled(exc)
-                        log.warning("outbox claim failed (%s); retrying", type(exc).__name__)
-                        await asyncio.sleep(0.5)
+                    claimed = await self._fill(free)
+                    if claimed is None:
                         continue
-                    for row in claimed:
-                        self.held.ids.add(row.id)
-                        task = asyncio.create_task(self._deliver(row), name=f"outbox-{row.id}")
-                        self.tasks.add(task)
-                        task.add_done_callback(self._finished)
                 else:
                     # Every slot busy: sleep until one frees (_finished sets the event). Left
                     # set by new rows, the wait below would return at once, for ever, without
                     # yielding to the rest of the process.
                     self.wake.clear()
                 await self._update_depth()
-                if claimed and len(claimed) == free:
+                if claimed and claimed == free:
                     continue  # there may be more, and a slot frees up soon
-                now = time.monotonic()
-                timeout = min(POLL_SECONDS, max(0.005, self._next_due - now))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self.wake.wait()
-                if time.monotonic() >= self._next_due:
-                    self._next_due = math.inf
+                await self._wait_for_work()
         finally:
-            listener.cancel()
-            for task in list(self.tasks):
-                task.cancel()
-            await asyncio.gather(listener, *self.tasks, return_exceptions=True)
-            await asyncio.shield(self._hand_back())
+            await self._stop(listener)
+
+    async def drain(self) -> None:
+        """Send everything due and return once nothing is left to send (arq's burst mode).
+
+        Rows put back to wait for a pacing budget or a retry are waited for, and so are rows
+        another sender holds; rows due later (not_before) or held for a chat the bot left are
+        not. Bound it with asyncio.timeout: rows that keep failing keep it going until they are
+        dead-lettered.
+        """
+        try:
+            while True:
+                free = self.concurrency - len(self.tasks)
+                if free > 0 and await self._fill(free) is None:
+                    continue
+                if self.tasks:
+                    await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                wait = self._next_due - time.monotonic()
+                self._next_due = math.inf
+                if wait < math.inf:
+                    await asyncio.sleep(max(0.0, wait))  # a budget or a retry comes due
+                    continue
+                async with self.rt.sessions() as session:
+                    if not await store.unsettled(session):
+                        return
+                await asyncio.sleep(DRAIN_POLL_SECONDS)  # another sender holds a row
+        finally:
+            await self._stop()
+
+    async def _fill(self, free: int) -> int | None:
+        """Claim up to `free` rows and start delivering them; None when the claim failed."""
+        self.wake.clear()
+        self._slot_freed = False
+        self._claimed_at = time.monotonic()
+        try:
+            claimed = await self._claim(free)
+        except Exception as exc:
+            reraise_if_cancelled(exc)
+            log.warning("outbox claim failed (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(0.5)
+            return None
+        for row in claimed:
+            self.held.ids.add(row.id)
+            task = asyncio.create_task(self._deliver(row), name=f"outbox-{row.id}")
+            self.tasks.add(task)
+            task.add_done_callback(self._finished)
+        return len(claimed)
+
+    async def _wait_for_work(self) -> None:
+        """Until woken (NOTIFY, a freed slot), a put-back row comes due, or the poll interval."""
+        timeout = min(POLL_SECONDS, max(0.005, self._next_due - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                self.waiting.set()
+                try:
+                    await self.wake.wait()
+                finally:
+                    self.waiting.clear()
+        if time.monotonic() >= self._next_due:
+            self._next_due = math.inf
+
+    async def _stop(self, *helpers: asyncio.Task[None]) -> None:
+        """Cancel the deliveries in flight and hand their rows back to the queue."""
+        for task in (*helpers, *self.tasks):
+            task.cancel()
+        await asyncio.gather(*helpers, *self.tasks, return_exceptions=True)
+        await asyncio.shield(self._hand_back())
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
@@ -459,7 +239,7 @@ class Sender:
             async with self.rt.sessions() as session:
                 depth = await store.depth_by_kind(session)
         except Exception as exc:
-            _reraise_if_cancelled(exc)
+            reraise_if_cancelled(exc)
             return
         gauge = self.rt.metrics.outbox_depth
         for kind in self._kinds - depth.keys():  # kinds that drained go to zero
@@ -470,31 +250,25 @@ class Sender:
 
     async def _listen(self) -> None:
         """LISTEN on a dedicated connection; reconnects after losing it (polling meanwhile)."""
-        dsn = to_sync_dsn(self.rt.engine.url.render_as_string(hide_password=False))
         backoff = 0.2
         while True:
-            conn: Any = None
             try:
-                conn = await asyncpg.connect(dsn, timeout=5)
-                await conn.add_listener(CHANNEL, lambda *_: self.wake.set())
-                backoff = 0.2
-                self.wake.set()  # rows may have arrived while we were not listening
-                while True:
-                    await asyncio.sleep(2)
-                    await conn.fetchval("SELECT 1", timeout=2)
+                async with listening(
+                    self.rt.engine, store.NEW_ROWS_CHANNEL, self.wake.set
+                ) as check:
+                    backoff = 0.2
+                    self.wake.set()  # rows may have arrived while we were not listening
+                    while True:
+                        await asyncio.sleep(2)
+                        await check()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _reraise_if_cancelled(exc)
+                reraise_if_cancelled(exc)
                 log.info("outbox LISTEN connection lost (%s); reconnecting", type(exc).__name__)
                 self.wake.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(1):
-                            await conn.close()
 
     # ---------------------------------------------------------------- one row
 
@@ -575,8 +349,7 @@ class Sender:
                 held += wait
         if first and row.attempts == 0:
             self.rt.metrics.send_latency.observe(max(0.0, time.time() - row.created_at.timestamp()))
-        if type(method) not in _RESPONSE_TYPES:
-            _RESPONSE_TYPES[type(method)] = cast(Any, Response)[method.__returning__]
+        hold_response_type(method)
         outcome = "ok"
         try:
             async with asyncio.timeout(self.call_timeout):
@@ -588,7 +361,7 @@ class Sender:
             self.rt.metrics.telegram_calls.labels(name, outcome).inc()
 
     async def _send_call(self, row: store.ClaimedRow) -> Outcome:
-        method = build_method(row.method, _fit_payload(row.method, row.payload))
+        method = build_method(row.method, fit_payload(row.method, row.payload))
         try:
             result = await self._call(row, row.chat_id, method, first=True)
         except TelegramBadRequest as exc:
@@ -684,7 +457,7 @@ class Sender:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _reraise_if_cancelled(exc)
+                reraise_if_cancelled(exc)
                 log.warning(
                     "recording outbox row %s failed (%s); retrying", row.id, type(exc).__name__
                 )

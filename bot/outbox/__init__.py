@@ -1,0 +1,18 @@
+"""The outbox sender: claims due rows, paces them through Redis, calls Telegram, records it."""
+
+from __future__ import annotations
+
+from bot.outbox.methods import build_method, sanitize
+from bot.outbox.pacing import Pacer, Rates
+from bot.outbox.sender import Outcome, Sender, SyncSent, run_sender
+
+__all__ = [
+    "Outcome",
+    "Pacer",
+    "Rates",
+    "Sender",
+    "SyncSent",
+    "build_method",
+    "run_sender",
+    "sanitize",
+]
