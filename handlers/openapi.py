@@ -200,7 +200,7 @@ _INGESTED = {
 
 
 def _alert_intake(operation: str, summary: str) -> dict[str, Any]:
-    # Body schemas belong to the alerts handlers (issue 5); refine them there.
+    # Body schemas live in bot.alerts.sources (issue 5); refine them there.
     return {
         "post": {
             "operationId": operation,

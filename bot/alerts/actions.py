@@ -1,0 +1,227 @@
+"""Alert card buttons (acknowledge, resolve, silence) and /unsilence: checked, done, audited."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.alerts.publish import render_cards
+from bot.alerts.texts import chat_team
+from bot.errors import (
+    AlertClosed,
+    AlertNotFound,
+    ForgedButton,
+    NotAMember,
+    Refused,
+    SilenceNotFound,
+)
+from bot.policy import Team
+from bot.rendering import esc, fmt_time
+from bot.runtime import Runtime
+from storage import alerts as store
+from storage import audit
+from storage.alerts import AlertRecord
+from storage.outbox import find_message
+
+SILENCE_HOURS = {"s1": 1, "s4": 4, "s24": 24}
+ACTIONS = frozenset({"ack", "res", *SILENCE_HOURS})
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTap:
+    """A tap on an alert card's button, as the callback query carried it."""
+
+    ref: str
+    act: str
+    tag: str
+    chat_id: int
+    message_id: int | None
+    user_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Press:
+    """A checked tap: a team member's, on a firing alert's card."""
+
+    session: AsyncSession
+    alert: AlertRecord
+    team: Team
+    who: str
+    tap: AlertTap
+
+    async def record(self, event: str, **detail: Any) -> None:
+        await audit.record(
+            self.session,
+            event,
+            actor=self.who,
+            actor_telegram_id=self.tap.user_id,
+            team_id=self.alert.team_id,
+            alert_id=self.alert.id,
+            chat_id=self.tap.chat_id,
+            fingerprint=self.alert.fingerprint,
+            **detail,
+        )
+
+
+async def press_button(rt: Runtime, session: AsyncSession, tap: AlertTap) -> str:
+    """Carry out an alert button; returns the toast. Raises Refused subclasses."""
+    alert = await _checked_alert(rt, session, tap)
+    press = await _member_press(rt, session, alert, tap)
+    if tap.act == "res":
+        return await _resolve(rt, press)
+    if tap.act == "ack":
+        if not await store.add_ack(session, alert.id, tap.user_id, press.who):
+            return "You already acknowledged this alert."
+        await press.record("alert.acknowledged")
+        toast = "👀 Acknowledged."
+    else:
+        toast = await _silence(rt, press, SILENCE_HOURS[tap.act])
+    fresh = await store.get_alert(session, alert.id)
+    assert fresh is not None
+    await store.mark_cards_rendered(session, [alert.id])
+    await render_cards(rt, session, [fresh])
+    return toast
+
+
+async def _checked_alert(rt: Runtime, session: AsyncSession, tap: AlertTap) -> AlertRecord:
+    """The alert the button names, locked; ForgedButton (audited) unless signed for this card."""
+    ref, act = tap.ref, tap.act
+    forged = (
+        act not in ACTIONS
+        or not ref.isdigit()
+        or len(ref) > 18
+        or not rt.signer.check("al", ref, act, tap.chat_id, tap.tag)
+    )
+    alert = None if forged else await store.get_alert(session, int(ref), for_update=True)
+    if alert is not None and tap.message_id is not None:
+        # The tag binds alert and chat; the message must not be another card. A card whose
+        # send is still being recorded has no message id yet, so an unknown id is accepted.
+        msg = await find_message(session, tap.chat_id, tap.message_id)
+        forged = msg is not None and msg.alert_id != alert.id
+    if forged:
+        await audit.record(
+            session,
+            "alert.button_forged",
+            actor_telegram_id=tap.user_id,
+            chat_id=tap.chat_id,
+            ref=ref[:40],
+            act=act[:10],
+            message_id=tap.message_id,
+        )
+        raise ForgedButton
+    if alert is None:
+        raise AlertNotFound
+    return alert
+
+
+async def _member_press(
+    rt: Runtime, session: AsyncSession, alert: AlertRecord, tap: AlertTap
+) -> _Press:
+    """The tap of a member of the alert's team on a firing alert; refusals are audited."""
+    team = rt.team(alert.team_id)
+    if team is None:
+        raise AlertNotFound
+    approver = team.approvers.get(tap.user_id)
+    if approver is None:
+        await audit.record(
+            session,
+            "alert.button_refused",
+            actor_telegram_id=tap.user_id,
+            team_id=alert.team_id,
+            alert_id=alert.id,
+            chat_id=tap.chat_id,
+            act=tap.act,
+            reason="not a member",
+        )
+        raise NotAMember(team.name)
+    if alert.status != "firing":
+        raise AlertClosed
+    return _Press(session=session, alert=alert, team=team, who=approver.name, tap=tap)
+
+
+async def _resolve(rt: Runtime, press: _Press) -> str:
+    done = await store.resolve_one(press.session, press.alert.id, press.who)
+    if done is None:
+        raise AlertClosed
+    await press.record("alert.resolved", by="person")
+    await render_cards(rt, press.session, [done])
+    return "✅ Resolved."
+
+
+async def _silence(rt: Runtime, press: _Press, hours: int) -> str:
+    alert, team = press.alert, press.team
+    matchers = silence_matchers(alert.labels)
+    sync = bool(team.alertmanager_url) and bool(matchers)
+    silence = await store.create_silence(
+        press.session,
+        team_id=alert.team_id,
+        fingerprint=alert.fingerprint,
+        matchers={"matchers": matchers},
+        by_id=press.tap.user_id,
+        by_name=press.who,
+        hours=hours,
+        sync_alertmanager=sync,
+    )
+    await press.record(
+        "alert.silenced",
+        silence_id=silence.id,
+        hours=hours,
+        ends_at=silence.ends_at.isoformat(),
+        alertmanager=sync,
+    )
+    toast = f"🔕 Silenced for {hours}h (until {fmt_time(silence.ends_at, rt.zone)})."
+    if sync:
+        toast += " Creating it in Alertmanager too."
+    elif team.alertmanager_url:
+        toast += " Not sent to Alertmanager: the alert has no labels to match."
+    return toast
+
+
+def silence_matchers(labels: dict[str, Any]) -> list[dict[str, Any]]:
+    """Alertmanager matchers for exactly these labels."""
+    # Alertmanager refuses matchers that match the empty string.
+    return [
+        {"name": k, "value": str(v), "isRegex": False, "isEqual": True}
+        for k, v in sorted(labels.items())
+        if str(v) != ""
+    ]
+
+
+async def unsilence(
+    rt: Runtime, session: AsyncSession, *, chat_id: int, user_id: int | None, ref: str
+) -> str:
+    """/unsilence: end a silence of the chat's team; `user_id` None for a post not by a person."""
+    if user_id is None:
+        raise Refused("Post as yourself to remove a silence.")
+    team = chat_team(rt, chat_id)
+    approver = team.approvers.get(user_id)
+    if approver is None:
+        raise NotAMember(team.name)
+    ref = ref.strip()
+    if not ref or len(ref) > 64:
+        raise Refused("Usage: /unsilence <id> (the ids are in /silences)")
+    team_id = rt.team_ids[team.name]
+    found = await store.find_silence(session, team_id, ref)
+    if found is None:
+        raise SilenceNotFound(ref)
+    if found.cancelled_at is not None or found.ends_at <= datetime.now(UTC):
+        return f"Silence {found.id} has already ended."
+    cancelled = await store.cancel_silence(session, found.id, user_id)
+    await audit.record(
+        session,
+        "alert.unsilenced",
+        actor=approver.name,
+        actor_telegram_id=user_id,
+        team_id=team_id,
+        chat_id=chat_id,
+        silence_id=found.id,
+        fingerprint=found.fingerprint,
+        alertmanager_silence_id=found.alertmanager_silence_id,
+    )
+    text = f"🔔 Silence {found.id} removed by {esc(approver.name)}."
+    if cancelled.am_status == "expire":
+        text += " Expiring it in Alertmanager too."
+    return text

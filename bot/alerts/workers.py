@@ -1,0 +1,47 @@
+"""The alerts' background work: coalesced card refreshes, Alertmanager sync, silences ending."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from bot.alerts.alertmanager import ALERTMANAGER_TIMEOUT, sync_alertmanager
+from bot.alerts.publish import render_cards
+from bot.runtime import Runtime
+from storage import alerts as store
+from storage import audit
+from storage.db import transaction
+
+REFRESH_BATCH = 50
+RELEASE_EVERY_SECONDS = 5
+IDLE_SECONDS = 0.2
+
+
+async def refresh_due_cards(rt: Runtime, limit: int = REFRESH_BATCH) -> int:
+    """One pass of the card worker: re-render cards whose coalesced refresh is due."""
+    async with transaction(rt.sessions) as session:
+        due = await store.claim_due_cards(session, limit)
+        if not due:
+            return 0
+        firing = [a for a in due if a.status == "firing"]
+        rows = await render_cards(rt, session, firing, create_missing=True)
+        await store.mark_cards_rendered(session, [a.id for a in due])
+        await audit.record_many(session, rows)
+        return len(due)
+
+
+async def run_maintenance(rt: Runtime) -> None:
+    """Card refreshes, Alertmanager silence sync, and silences running out."""
+    last_release = 0.0
+    async with aiohttp.ClientSession(timeout=ALERTMANAGER_TIMEOUT) as http:
+        while True:
+            busy = await refresh_due_cards(rt)
+            busy += await sync_alertmanager(rt, http)
+            if time.monotonic() - last_release > RELEASE_EVERY_SECONDS:
+                last_release = time.monotonic()
+                async with transaction(rt.sessions) as session:
+                    await store.release_silenced(session)
+            if not busy:
+                await asyncio.sleep(IDLE_SECONDS)  # nothing due: poll again shortly
