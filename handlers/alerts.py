@@ -24,12 +24,11 @@ from bot.policy import Team
 from bot.rendering import esc
 from bot.runtime import RUNTIME, Runtime
 from handlers.api import ApiError, authenticate, domain_error, read_json, unprocessable
+from handlers.replies import reply
 from storage.alerts import IncomingAlert
-from storage.outbox import enqueue_text
 
 log = logging.getLogger(__name__)
 
-router = Router(name=__name__)
 routes = web.RouteTableDef()
 
 
@@ -107,7 +106,6 @@ async def receive_generic(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- Telegram
 
 
-@router.callback_query(AlertAction.filter())
 async def press_alert_button(
     callback: CallbackQuery, callback_data: AlertAction, session: AsyncSession, runtime: Runtime
 ) -> AnswerCallbackQuery:
@@ -129,29 +127,22 @@ async def press_alert_button(
     return callback.answer(toast[:200])
 
 
-async def _reply(session: AsyncSession, message: Message, text_html: str) -> None:
-    await enqueue_text(session, message.chat.id, text_html, reply_to=message.message_id)
-
-
-@router.message(Command("alerts"))
 async def show_alerts(message: Message, session: AsyncSession, runtime: Runtime) -> None:
     try:
         text = await service.list_firing(runtime, session, message.chat.id)
     except QuorumError as exc:
         text = esc(exc.message)
-    await _reply(session, message, text)
+    await reply(session, message, text)
 
 
-@router.message(Command("silences"))
 async def show_silences(message: Message, session: AsyncSession, runtime: Runtime) -> None:
     try:
         text = await service.list_silences(runtime, session, message.chat.id)
     except QuorumError as exc:
         text = esc(exc.message)
-    await _reply(session, message, text)
+    await reply(session, message, text)
 
 
-@router.message(Command("unsilence"))
 async def remove_silence(
     message: Message, command: CommandObject, session: AsyncSession, runtime: Runtime
 ) -> None:
@@ -168,4 +159,14 @@ async def remove_silence(
         )
     except QuorumError as exc:
         text = esc(exc.message)
-    await _reply(session, message, text)
+    await reply(session, message, text)
+
+
+def make_router() -> Router:
+    """This module's Telegram handlers; a fresh router per app (a router has one parent)."""
+    router = Router(name=__name__)
+    router.callback_query.register(press_alert_button, AlertAction.filter())
+    router.message.register(show_alerts, Command("alerts"))
+    router.message.register(show_silences, Command("silences"))
+    router.message.register(remove_silence, Command("unsilence"))
+    return router

@@ -18,9 +18,8 @@ from bot.policy import RiskLevel
 from bot.runtime import RUNTIME, Runtime
 from handlers.api import authenticate, fail, parse, read_json
 from handlers.openapi import API, CreateApproval, RedeemToken, ReportResult, document
-from storage.outbox import enqueue_text
+from handlers.replies import reply
 
-router = Router(name=__name__)
 routes = web.RouteTableDef()
 
 # ---------------------------------------------------------------- Telegram
@@ -33,7 +32,6 @@ class MalformedApprovalButton(Filter):
         return bool(query.data) and str(query.data).startswith("ap:")
 
 
-@router.callback_query(ApprovalVote.filter())
 async def vote_by_button(
     query: CallbackQuery, callback_data: ApprovalVote, session: AsyncSession, runtime: Runtime
 ) -> AnswerCallbackQuery:
@@ -56,7 +54,6 @@ async def vote_by_button(
     return query.answer(result.toast[:200])
 
 
-@router.callback_query(MalformedApprovalButton())
 async def refuse_malformed_button(
     query: CallbackQuery, session: AsyncSession, runtime: Runtime
 ) -> AnswerCallbackQuery:
@@ -71,28 +68,36 @@ async def refuse_malformed_button(
     return query.answer(err.message, show_alert=True)
 
 
-@router.message(Command("pending"))
 async def show_pending(message: Message, session: AsyncSession, runtime: Runtime) -> None:
     text = await approvals.pending_text(runtime, session, message.chat.id)
-    await enqueue_text(session, message.chat.id, text, reply_to=message.message_id)
+    await reply(session, message, text)
 
 
-@router.message(Command("status"))
 async def show_status(
     message: Message, command: CommandObject, session: AsyncSession, runtime: Runtime
 ) -> None:
     text = await approvals.status_text(runtime, session, message.chat.id, command.args or "")
-    await enqueue_text(session, message.chat.id, text, reply_to=message.message_id)
+    await reply(session, message, text)
 
 
-@router.message(Command("whoami"))
 async def show_whoami(message: Message, session: AsyncSession, runtime: Runtime) -> None:
     sender = message.from_user
     if sender is None or message.sender_chat is not None:
         text = "You are posting as a channel or anonymous admin: votes need your own account."
     else:
         text = approvals.whoami_text(runtime, sender.id, sender.first_name)
-    await enqueue_text(session, message.chat.id, text, reply_to=message.message_id)
+    await reply(session, message, text)
+
+
+def make_router() -> Router:
+    """This module's Telegram handlers; a fresh router per app (a router has one parent)."""
+    router = Router(name=__name__)
+    router.callback_query.register(vote_by_button, ApprovalVote.filter())
+    router.callback_query.register(refuse_malformed_button, MalformedApprovalButton())
+    router.message.register(show_pending, Command("pending"))
+    router.message.register(show_status, Command("status"))
+    router.message.register(show_whoami, Command("whoami"))
+    return router
 
 
 # ---------------------------------------------------------------- HTTP

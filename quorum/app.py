@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import signal
@@ -24,7 +23,7 @@ import handlers.chats
 import handlers.commands
 import handlers.health
 import handlers.webhook
-from bot import alerts, approvals, outbox
+from bot import alerts, approvals, cards, outbox
 from bot.inbound import Inbound, prune_updates
 from bot.metrics import Metrics
 from bot.policy import Policy
@@ -63,16 +62,15 @@ def make_bot(settings: Settings) -> Bot:
     return Bot(settings.telegram_token.get_secret_value(), session=session)
 
 
-@functools.cache
 def make_dispatcher() -> Dispatcher:
-    # aiogram lets a router belong to one parent only, so every Quorum in a process (tests,
-    # in-process replicas) shares one Dispatcher; it holds no per-instance state (the runtime
-    # and session are passed to each feed_update). No handler keeps FSM state, so the FSM
-    # middleware (a storage lookup and context objects per update) is left out.
+    """The Telegram side of one app: every handler module's router, the catch-all last.
+
+    No handler keeps FSM state, so the FSM middleware (a storage lookup and context objects
+    per update) is left out."""
     dp = Dispatcher(disable_fsm=True)
     dp.include_routers(
-        handlers.approvals.router,
-        handlers.alerts.router,
+        handlers.approvals.make_router(),
+        handlers.alerts.make_router(),
         handlers.chats.make_router(),
         handlers.commands.make_router(),
     )
@@ -167,7 +165,7 @@ class Quorum:
         workers: list[Worker] = [
             outbox.run_sender,
             approvals.run_maintenance,
-            approvals.run_cards,
+            cards.run_cards,
             alerts.run_maintenance,
             self._retry_updates,
         ]

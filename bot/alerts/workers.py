@@ -1,4 +1,4 @@
-"""The alerts' background work: coalesced card refreshes, Alertmanager sync, silences ending."""
+"""The alerts' background work: card refresh passes, Alertmanager sync, silences ending."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ IDLE_SECONDS = 0.2
 
 
 async def refresh_due_cards(rt: Runtime, limit: int = REFRESH_BATCH) -> int:
-    """One pass of the card worker: re-render cards whose coalesced refresh is due."""
+    """The alert cards' pass of the card worker (bot.cards): re-render those due."""
     async with transaction(rt.sessions) as session:
         due = await store.claim_due_cards(session, limit)
         if not due:
@@ -33,12 +33,11 @@ async def refresh_due_cards(rt: Runtime, limit: int = REFRESH_BATCH) -> int:
 
 
 async def run_maintenance(rt: Runtime) -> None:
-    """Card refreshes, Alertmanager silence sync, and silences running out."""
+    """Alertmanager silence sync and silences running out."""
     last_release = 0.0
     async with aiohttp.ClientSession(timeout=ALERTMANAGER_TIMEOUT) as http:
         while True:
-            busy = await refresh_due_cards(rt)
-            busy += await sync_alertmanager(rt, http)
+            busy = await sync_alertmanager(rt, http)
             if time.monotonic() - last_release > RELEASE_EVERY_SECONDS:
                 last_release = time.monotonic()
                 async with transaction(rt.sessions) as session:

@@ -44,7 +44,6 @@ from bot.approvals.workers import (
     expire_due,
     maintain_once,
     refresh_due_cards,
-    run_cards,
     run_maintenance,
     sign_callback,
 )
@@ -85,7 +84,6 @@ __all__ = [
     "render_card",
     "report_result",
     "request_hash",
-    "run_cards",
     "run_maintenance",
     "sign_callback",
     "status_text",

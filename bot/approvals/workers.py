@@ -205,7 +205,8 @@ async def _finish_callback(rt: Runtime, item: repo.CallbackRecord, error: str | 
 
 
 async def refresh_due_cards(rt: Runtime, limit: int = 10) -> int:
-    """One pass of the card worker: re-render the cards of requests that votes marked due."""
+    """The approval cards' pass of the card worker (bot.cards): re-render those votes marked
+    due."""
     async with transaction(rt.sessions) as session:
         due = await repo.claim_due_cards(session, limit)
         if not due:
@@ -214,14 +215,6 @@ async def refresh_due_cards(rt: Runtime, limit: int = 10) -> int:
         for d in due:
             await refresh_cards(rt, session, d.request, votes[d.request.id], d.db_now, d.cards)
         return len(due)
-
-
-async def run_cards(rt: Runtime, idle: float = 0.2) -> None:
-    """The card worker: votes show on their cards within about `idle` seconds. A failure
-    (a database restart) ends it; the app's supervisor logs it and starts it again."""
-    while True:
-        if not await refresh_due_cards(rt):
-            await asyncio.sleep(idle)
 
 
 async def maintain_once(rt: Runtime, http: aiohttp.ClientSession) -> None:

@@ -1,0 +1,12 @@
+"""Answers to chat commands: queued in the outbox as a reply to the command's message."""
+
+from __future__ import annotations
+
+from aiogram.types import Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.outbox import enqueue_text
+
+
+async def reply(session: AsyncSession, message: Message, text_html: str) -> None:
+    await enqueue_text(session, message.chat.id, text_html, reply_to=message.message_id)
