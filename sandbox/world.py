@@ -72,8 +72,16 @@ async def run_sandbox(port: int, emulator_port: int) -> None:
         log_level=base.log_level,
     )
     policy = load_policy(policy_path)
-    http = f"http://127.0.0.1:{port}"
-    banner = f"""
+    banner = _banner(f"http://127.0.0.1:{port}", emu_url, api_key)
+    try:
+        await serve(settings, policy, banner)
+    finally:
+        await emulator.stop()
+
+
+def _banner(http: str, emu_url: str, api_key: str) -> str:
+    """What to paste to act as the demo users."""
+    return f"""
 Quorum sandbox is up.
   Bot HTTP API:      {http}   (health: {http}/readyz)
   Telegram emulator: {emu_url}   (control API under /_emulator/)
@@ -96,7 +104,3 @@ Ask for an approval, then tap a button as alice:
        -d '{{"from_id": 1001, "button_text": "✅ Approve", "wait": 5}}'
 Stop with Ctrl-C.
 """
-    try:
-        await serve(settings, policy, banner)
-    finally:
-        await emulator.stop()
