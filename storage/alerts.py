@@ -158,6 +158,8 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+# SQL text, not Core: a set-based upsert over jsonb_to_recordset with a partial-index conflict
+# target and an xmax test, which Core would only obscure (the one text() style in storage).
 # One statement per body: a conflict on the partial index uq_alerts_firing turns the insert
 # into a repeat. Rows go in fingerprint order so concurrent bodies lock in the same order.
 # A repeat never re-renders the card here: it schedules a coalesced refresh (card_due_at) no
@@ -253,6 +255,7 @@ async def get_alert(
     return alert_record(row) if row else None
 
 
+# SQL text for the same reason as _UPSERT_FIRING: set-based over jsonb_to_recordset.
 _RESOLVE = text(
     """
     UPDATE alerts AS a SET status = 'resolved', resolved_at = now(), resolved_by = :by,
