@@ -4,41 +4,12 @@ by the database's clock."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
-import asyncpg
 import jwt
 
 from bot.tokens import TOKEN_TYPE, key_id
-from storage.db import to_sync_dsn
-from tests.conftest import ALICE, CHAT, TOKEN_SECRET, Harness
-
-BODY = {"action": "restart", "target": "prod/api", "risk_level": "low", "requested_by": "ci"}
-
-
-async def sql(h: Harness, query: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(to_sync_dsn(h.settings.database_url))
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
-
-
-async def approved(h: Harness) -> tuple[str, str]:
-    """An approved request's id and its token, approved by ALICE's tap on the card."""
-    status, req = await h.api("POST", "/api/v1/approvals", BODY)
-    assert status == 201, req
-
-    async def card() -> dict[str, Any] | None:
-        return next((m for m in await h.bot_messages(CHAT) if req["id"] in m["text"]), None)
-
-    msg = await h.wait_for(card)
-    res = await h.emu.tap(CHAT, msg["message_id"], ALICE, button_text="✅ Approve", wait=5)
-    answer = res.get("answer")
-    assert answer is not None and "Approved" in answer["text"], res
-    status, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
-    assert got["status"] == "approved", got
-    return req["id"], got["approval_token"]
+from tests.conftest import TOKEN_SECRET, Harness
+from tests.e2e.flows import approved, sql
 
 
 def with_exp(token: str, exp: int) -> str:
