@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from aiogram.filters.callback_data import CallbackData
@@ -40,19 +41,36 @@ def ref_uuid(ref: str) -> uuid.UUID:
     return uuid.UUID(bytes=base64.urlsafe_b64decode(ref + "=="))
 
 
+def _button_key(secret: str) -> bytes:
+    # A key of its own, so a button tag can never serve as anything else.
+    return hmac.new(secret.encode(), b"quorum-buttons-v1", hashlib.sha256).digest()
+
+
+def _tag(key: bytes, prefix: str, ref: str, action: str, chat_id: int) -> str:
+    msg = f"{prefix}\x1f{ref}\x1f{action}\x1f{chat_id}".encode()
+    digest = hmac.new(key, msg, hashlib.sha256).digest()[:TAG_BYTES]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
 class ButtonSigner:
-    def __init__(self, secret: str) -> None:
-        # A key of its own, so a button tag can never serve as anything else.
-        self._key = hmac.new(secret.encode(), b"quorum-buttons-v1", hashlib.sha256).digest()
+    """Tags with the current secret; checks against it and the previous ones, so the buttons of
+    cards posted before a rotation (QUORUM_TOKEN_PREVIOUS_SECRETS) keep working."""
+
+    def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
+        self._key = _button_key(secret)
+        self._keys = (self._key, *(_button_key(old) for old in previous))
 
     def tag(self, prefix: str, ref: str, action: str, chat_id: int) -> str:
-        msg = f"{prefix}\x1f{ref}\x1f{action}\x1f{chat_id}".encode()
-        digest = hmac.new(self._key, msg, hashlib.sha256).digest()[:TAG_BYTES]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return _tag(self._key, prefix, ref, action, chat_id)
 
     def check(self, prefix: str, ref: str, action: str, chat_id: int, tag: str) -> bool:
-        expected = self.tag(prefix, ref, action, chat_id)
-        return hmac.compare_digest(expected.encode(), tag.encode("utf-8", "replace"))
+        given = tag.encode("utf-8", "replace")
+        # Every key is tried, so the time taken says nothing about which one matched.
+        matches = [
+            hmac.compare_digest(_tag(key, prefix, ref, action, chat_id).encode(), given)
+            for key in self._keys
+        ]
+        return any(matches)
 
     def approval_button(self, request_id: uuid.UUID, vote: str, chat_id: int) -> str:
         ref = uuid_ref(request_id)

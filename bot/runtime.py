@@ -38,7 +38,10 @@ class Runtime:
     zone: ZoneInfo = field(init=False)
 
     def __post_init__(self) -> None:
-        self.signer = ButtonSigner(self.settings.token_secret.get_secret_value())
+        self.signer = ButtonSigner(
+            self.settings.token_secret.get_secret_value(),
+            [old.get_secret_value() for old in self.settings.token_previous_secrets],
+        )
         self.tokens = TokenService(self.settings)
         self.zone = ZoneInfo(self.policy.timezone) if self.policy.timezone else self.settings.zone
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from bot.settings import Settings
 
 TOKEN_TYPE = "quorum-approval+jwt"
 ALGORITHM = "HS256"
+# Clock skew allowed on nbf and iat only: exp is exact (a token must never outlive it).
 LEEWAY_SECONDS = 30
 REQUIRED_CLAIMS = (
     "iss",
@@ -148,8 +150,12 @@ class TokenService:
         )
         return Minted(token, jti, self._kid, datetime.fromtimestamp(int(expires.timestamp()), UTC))
 
-    def verify(self, token: str) -> Claims:
-        """Check header, signature and every claim; raises InvalidToken with the reason."""
+    def verify(self, token: str, *, now: datetime | None = None) -> Claims:
+        """Check header, signature and every claim; raises InvalidToken with the reason.
+
+        Expired at or past exp by `now` (this process's clock unless given), with no leeway:
+        PyJWT's leeway would apply to exp as well, so exp is checked here.
+        """
         if not isinstance(token, str) or token.count(".") != 2 or len(token) > 8192:
             raise InvalidToken("malformed token")
         try:
@@ -172,10 +178,8 @@ class TokenService:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": list(REQUIRED_CLAIMS)},
+                options={"require": list(REQUIRED_CLAIMS), "verify_exp": False},
             )
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("token has expired") from None
         except jwt.ImmatureSignatureError:
             raise InvalidToken("token is not valid yet (nbf/iat in the future)") from None
         except jwt.InvalidAudienceError:
@@ -188,7 +192,10 @@ class TokenService:
             raise InvalidToken("token signature does not verify") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"token is invalid ({type(exc).__name__})") from None
-        return _claims(data)
+        claims = _claims(data)
+        if (now or datetime.now(UTC)) >= claims.expires_at:
+            raise InvalidToken("token has expired")
+        return claims
 
 
 def _claims(data: Mapping[str, Any]) -> Claims:
@@ -201,6 +208,9 @@ def _claims(data: Mapping[str, Any]) -> Claims:
         for name in ("action", "target", "payload_sha256", "risk_level"):
             if not isinstance(data[name], str):
                 raise ValueError(name)
+        exp = data["exp"]
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or not math.isfinite(exp):
+            raise ValueError("exp")
         return Claims(
             request_id=uuid.UUID(str(data["sub"])),
             jti=uuid.UUID(str(data["jti"])),
@@ -209,7 +219,7 @@ def _claims(data: Mapping[str, Any]) -> Claims:
             payload_sha256=data["payload_sha256"],
             approvers=tuple(approvers),
             risk_level=data["risk_level"],
-            expires_at=datetime.fromtimestamp(int(data["exp"]), UTC),
+            expires_at=datetime.fromtimestamp(exp, UTC),
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError, OSError) as exc:
         raise InvalidToken(f"token claim has the wrong shape ({exc})") from None

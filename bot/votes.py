@@ -37,6 +37,8 @@ class Subject(Protocol):
     @property
     def requester_telegram_id(self) -> int | None: ...
     @property
+    def requested_by(self) -> str: ...
+    @property
     def expires_at(self) -> datetime: ...
 
 
@@ -63,6 +65,17 @@ class Outcome:
         return ()
 
 
+def requesters(request: Subject, approvers: Mapping[int, Approver]) -> frozenset[int]:
+    """The approvers who asked for a request: its requester's Telegram id if given, and any
+    approver whose policy name is its `requested_by` (ignoring case and blanks). The id is
+    optional for the client, so the name alone must also keep a requester from approving."""
+    name = request.requested_by.strip().casefold()
+    ids = {a.telegram_id for a in approvers.values() if a.name.strip().casefold() == name}
+    if request.requester_telegram_id is not None:
+        ids.add(request.requester_telegram_id)
+    return frozenset(ids)
+
+
 def tally(
     request: Subject,
     rule: Rule,
@@ -79,6 +92,7 @@ def tally(
     """
     required = max(request.required_approvals, rule.required_approvals)
     reject_threshold = request.reject_threshold
+    asked = requesters(request, approvers)
     seen: set[int] = set()
     approvals: list[int] = []
     rejects: list[int] = []
@@ -88,7 +102,7 @@ def tally(
         if voter in seen:
             continue  # the database keeps one vote per voter; be safe anyway
         seen.add(voter)
-        if voter not in approvers or voter == request.requester_telegram_id:
+        if voter not in approvers or voter in asked:
             ignored.append(voter)
         elif ballot.decision == APPROVE:
             approvals.append(voter)

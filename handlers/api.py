@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import exc as sa_exc
 
 from bot import errors
 from bot.policy import Team
@@ -46,6 +49,27 @@ _CODES = {
     429: "too_many_requests",
 }
 
+# SQLSTATE classes that say the database is unreachable, overloaded or shutting down (retry
+# later), never that the statement or its values were wrong: connection exception, transaction
+# rollback (serialization, deadlock), invalid authorization, invalid catalog name, insufficient
+# resources, object not in prerequisite state (lock timeout, database not accepting
+# connections), operator intervention (shutdown, cancel), system error.
+_OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "40", "28", "3D", "53", "55", "57", "58"})
+
+
+def storage_outage(exc: BaseException) -> bool:
+    """Whether a storage error means "unavailable, retry" rather than a bug or a bad value."""
+    if isinstance(exc, (OSError, TimeoutError, sa_exc.TimeoutError, sa_exc.DisconnectionError)):
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(
+        exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
+    ):
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES
+
 
 # The one table from domain errors to HTTP: the most specific class in an error's MRO wins.
 HTTP_STATUS: dict[type[errors.QuorumError], int] = {
@@ -80,13 +104,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _CODES.get(exc.status, "error")
         message = exc.reason if exc.status != 413 else "request body is too large"
-        return web.json_response({"error": {"code": code, "message": message}}, status=exc.status)
-    except (SQLAlchemyError, OSError, TimeoutError):
-        log.exception("storage unavailable while serving %s %s", request.method, request.path)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return web.json_response(
-            {"error": {"code": "unavailable", "message": "storage unavailable, retry later"}},
-            status=503,
-            headers={"Retry-After": "5"},
+            {"error": {"code": code, "message": message}}, status=exc.status, headers=allow
+        )
+    except Exception as exc:
+        if storage_outage(exc):
+            log.exception("storage unavailable while serving %s %s", request.method, request.path)
+            return web.json_response(
+                {"error": {"code": "unavailable", "message": "storage unavailable, retry later"}},
+                status=503,
+                headers={"Retry-After": "5"},
+            )
+        # Not an outage: a 503 would have the client retry a request that can never succeed.
+        log.exception("internal error while serving %s %s", request.method, request.path)
+        return web.json_response(
+            {"error": {"code": "internal_error", "message": "internal error"}}, status=500
         )
 
 
@@ -94,7 +127,7 @@ def authenticate(request: web.Request) -> Team:
     """The team owning the bearer key; 401 for none or an unknown one."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    if scheme.lower() != "bearer" or not key.strip() or text_problem(key):
         fail(401, "unauthorized", "send Authorization: Bearer <api key>")
     team = request.app[RUNTIME].policy.team_for_api_key(key.strip())
     if team is None:
@@ -102,8 +135,65 @@ def authenticate(request: web.Request) -> Team:
     return team
 
 
+MAX_DEPTH = 32  # containers nested inside any one field of a body
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why a string cannot be stored (PostgreSQL text and jsonb refuse both), if it cannot."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which cannot be stored"
+    if _SURROGATE.search(text) is not None:
+        return "contains a lone surrogate (\\ud800-\\udfff), which is not valid Unicode"
+    return None
+
+
+def _field(path: tuple[str, ...]) -> str:
+    # Keys on the path were checked before their values: clean, only clipped here.
+    if not path:
+        return "(body)"
+    return ".".join(p[:64] for p in path[:8]) + (".…" if len(path) > 8 else "")
+
+
+def json_problem(value: Any) -> tuple[str, str] | None:
+    """The first value of a parsed JSON body that cannot be stored: (field path, problem).
+
+    No NUL and no lone surrogate in any string or key, finite numbers only (Python's json
+    reads NaN, Infinity and 1e999), and at most MAX_DEPTH levels of nesting inside a field.
+    """
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        problem = None
+        if isinstance(node, str):
+            problem = text_problem(node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            problem = "numbers must be finite (NaN and Infinity are not JSON)"
+        elif isinstance(node, (dict, list)) and len(path) > MAX_DEPTH:
+            problem = f"nested more than {MAX_DEPTH} levels deep"
+        elif isinstance(node, dict):
+            for key in node:
+                if (bad := text_problem(key)) is not None:
+                    return _field(path), f"a key {bad}"
+            stack.extend((v, (*path, k)) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, (*path, str(i))) for i, v in reversed(list(enumerate(node))))
+        if problem is not None:
+            return _field(path), problem
+    return None
+
+
+def check_storable(data: Any) -> None:
+    """422 naming the first value of a body that cannot be stored."""
+    found = json_problem(data)
+    if found is not None:
+        field, problem = found
+        fail(422, "validation_error", f"{field}: {problem}", field=field)
+
+
 async def read_json(request: web.Request) -> Any:
-    """The parsed body; 415 for another content type, 400 for bad UTF-8 or JSON, 413 if big."""
+    """The parsed body, every value storable (see json_problem); 415 for another content
+    type, 400 for bad UTF-8 or JSON, 413 if big, 422 for a value that cannot be stored."""
     ctype = request.content_type
     if ctype not in ("application/json", "") and not ctype.endswith("+json"):
         fail(415, "unsupported_media_type", "send Content-Type: application/json")
@@ -113,13 +203,21 @@ async def read_json(request: web.Request) -> Any:
     except UnicodeDecodeError:
         fail(400, "invalid_utf8", "body is not valid UTF-8")
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except RecursionError:
-        fail(400, "invalid_json", "JSON is nested too deeply")
+        # So deep the parser gave up: the same answer as the walk gives a little less deep.
+        message = f"(body): nested more than {MAX_DEPTH} levels deep"
+        fail(422, "validation_error", message, field="(body)")
     except json.JSONDecodeError as exc:
         fail(
             400, "invalid_json", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         )
+    except ValueError:
+        # Python refuses to convert longer integer literals (CVE-2020-10735).
+        limit = sys.get_int_max_str_digits()
+        fail(400, "invalid_json", f"invalid JSON: an integer has more than {limit} digits")
+    check_storable(data)
+    return data
 
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -16,7 +16,7 @@ from bot import approvals, errors
 from bot.buttons import ApprovalVote
 from bot.policy import RiskLevel
 from bot.runtime import RUNTIME, Runtime
-from handlers.api import authenticate, fail, parse, read_json
+from handlers.api import authenticate, fail, parse, read_json, text_problem
 from handlers.openapi import API, CreateApproval, RedeemToken, ReportResult, document
 from handlers.replies import reply
 
@@ -173,6 +173,9 @@ async def create_approval(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 256:
         fail(422, "validation_error", "Idempotency-Key: 1-256 characters", field="Idempotency-Key")
+    if key is not None and (problem := text_problem(key)) is not None:
+        # aiohttp hands undecodable header bytes over as lone surrogates.
+        fail(422, "validation_error", f"Idempotency-Key: {problem}", field="Idempotency-Key")
     new = approvals.NewRequest(
         action=body.action,
         target=body.target,

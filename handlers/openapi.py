@@ -170,8 +170,14 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "body over the size limit",
         415: "not application/json",
         422: "validation error naming the field",
+        503: "storage unavailable: retry after Retry-After seconds",
     }
-    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+    out = {str(c): _json(_ref("Error"), text[c]) for c in codes}
+    if 503 in codes:
+        out["503"]["headers"] = {
+            "Retry-After": {"description": "seconds", "schema": {"type": "integer"}}
+        }
+    return out
 
 
 def _body(name: str) -> dict[str, Any]:
@@ -211,7 +217,7 @@ def _alert_intake(operation: str, summary: str) -> dict[str, Any]:
             },
             "responses": {
                 "200": _json(_ref("AlertsIngested"), "stored; cards posted or updated"),
-                **_errors(400, 401, 413, 415, 422),
+                **_errors(400, 401, 413, 415, 422, 503),
             },
         }
     }
@@ -230,7 +236,7 @@ def document() -> dict[str, Any]:
         Redeemed=_REDEEMED,
         AlertsIngested=_INGESTED,
     )
-    common = _errors(400, 401, 413, 415, 422)
+    common = _errors(400, 401, 413, 415, 422, 503)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -284,7 +290,7 @@ def document() -> dict[str, Any]:
                             },
                             "this team's requests, newest first (at most 100)",
                         ),
-                        **_errors(401, 422),
+                        **_errors(401, 422, 503),
                     },
                 },
             },
@@ -294,7 +300,7 @@ def document() -> dict[str, Any]:
                     "parameters": [_ID_PARAM],
                     "responses": {
                         "200": _json(_ref("Approval"), "the request, its votes and token"),
-                        **_errors(401, 404),
+                        **_errors(401, 404, 503),
                     },
                 }
             },
@@ -304,7 +310,7 @@ def document() -> dict[str, Any]:
                     "parameters": [_ID_PARAM],
                     "responses": {
                         "200": _json(_ref("Approval"), "cancelled"),
-                        **_errors(401, 404, 409),
+                        **_errors(401, 404, 409, 503),
                     },
                 }
             },

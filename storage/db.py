@@ -46,6 +46,8 @@ def make_engine(url: str, *, pool_size: int = 20, statement_timeout_ms: int = 15
         max_overflow=pool_size // 2,
         pool_pre_ping=False,
         pool_timeout=10,
+        # Error messages and logs never carry values (tokens, request bodies).
+        hide_parameters=True,
         connect_args={
             "timeout": 5,
             "command_timeout": statement_timeout_ms / 1000 + 5,

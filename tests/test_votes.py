@@ -20,6 +20,7 @@ class Req:
     reject_threshold: int = 1
     requester_telegram_id: int | None = None
     expires_at: datetime = NOW + timedelta(hours=1)
+    requested_by: str = "ci"
 
 
 APPROVERS = {

@@ -20,6 +20,8 @@ from storage.db import transaction
 
 log = logging.getLogger(__name__)
 
+_EXPIRED = "token has expired (its exp or its request's expires_at has passed)"
+
 
 @dataclass(frozen=True, slots=True)
 class Redeemed:
@@ -39,6 +41,17 @@ async def redeem_token(rt: Runtime, team: Team, token: str, actor: str) -> Redee
     req = await _approved_request(rt, team, team_id, claims, actor)
     fresh = await _pass_gate(rt, claims)
     first = fresh is not False and await _consume(rt, req, claims, actor, fresh)
+    if first is None:
+        await _audit(
+            rt,
+            "token.invalid",
+            actor=actor,
+            team_id=req.team_id,
+            approval_id=req.id,
+            reason=_EXPIRED,
+            jti=str(claims.jti),
+        )
+        raise TokenRefused(_EXPIRED)
     if not first:
         await _audit(
             rt,
@@ -105,11 +118,16 @@ async def _pass_gate(rt: Runtime, claims: Claims) -> bool | None:
 
 async def _consume(
     rt: Runtime, req: repo.RequestRecord, claims: Claims, actor: str, fresh: bool | None
-) -> bool:
-    """PostgreSQL's verdict: True if this redemption is the first (and now recorded)."""
+) -> bool | None:
+    """PostgreSQL's verdict: True if this redemption is the first (and now recorded), False
+    for a replay, None if expired: the database's clock is at or past the token's exp or the
+    request's expires_at (the one clock every process agrees on; ours may lag)."""
+    first: bool | None = None
     try:
         async with transaction(rt.sessions) as session:
-            first = await repo.redeem(session, claims.jti, req.id, actor)
+            locked = await repo.lock(session, req.id)
+            if locked is not None and locked[1] < min(claims.expires_at, locked[0].expires_at):
+                first = await repo.redeem(session, claims.jti, req.id, actor)
             if first:
                 await audit.record(
                     session,
@@ -119,12 +137,17 @@ async def _consume(
                     approval_id=req.id,
                     jti=str(claims.jti),
                 )
-            return first
     except Exception:
         if fresh:
-            # Not consumed after all: let a retry through the gate.
-            try:
-                await rt.redis.delete(keys.token_used(claims.jti))
-            except Exception:
-                log.warning("could not clear the token gate after a failed redemption")
+            await _clear_gate(rt, claims)  # not consumed after all: let a retry through
         raise
+    if first is None and fresh:
+        await _clear_gate(rt, claims)  # a retry is told it expired, not that it was redeemed
+    return first
+
+
+async def _clear_gate(rt: Runtime, claims: Claims) -> None:
+    try:
+        await rt.redis.delete(keys.token_used(claims.jti))
+    except Exception:
+        log.warning("could not clear the token gate after a redemption that did not happen")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,7 +23,7 @@ from bot.errors import (
 )
 from bot.policy import Approver
 from bot.runtime import Runtime
-from bot.votes import APPROVE, REJECT, Decision, Outcome
+from bot.votes import APPROVE, REJECT, Decision, Outcome, requesters
 from storage import approvals as repo
 from storage import audit
 
@@ -164,21 +165,23 @@ async def _eligible_voter(
         team_name = team.name if team else "?"
         refusal = (NotAnApprover(f"You are not an approver for team {team_name}."), "not_approver")
     else:
-        refusal = _closed_to(tap, ctx)
+        refusal = _closed_to(tap, ctx, team.approvers)
         if refusal is None:
             return approver
     error, reason = refusal
     raise await _refuse(rt, session, tap, error, reason, team_id=req.team_id, approval_id=req.id)
 
 
-def _closed_to(tap: Tap, ctx: repo.VoteContext) -> tuple[Refused, str] | None:
+def _closed_to(
+    tap: Tap, ctx: repo.VoteContext, approvers: Mapping[int, Approver]
+) -> tuple[Refused, str] | None:
     """Why an approver's tap cannot count on this request (with the audit reason), if so."""
     req = ctx.request
     if not req.pending:
         return RequestClosed(f"This request is already {req.status}."), "closed"
     if ctx.db_now >= req.expires_at:
         return RequestExpired("This request has expired."), "expired"
-    if req.requester_telegram_id == tap.user_id:
+    if tap.user_id in requesters(req, approvers):
         return RequesterCannotVote("You asked for this: your own vote cannot count."), "requester"
     return None
 

@@ -21,6 +21,7 @@ from bot.approvals.publish import refresh_cards
 from bot.policy import Approver, Team
 from bot.rendering import clip, esc, fmt_duration, fmt_time
 from bot.runtime import Runtime
+from bot.votes import requesters
 from storage import approvals as repo
 from storage import audit
 from storage.db import transaction
@@ -78,12 +79,8 @@ async def _escalate_level(rt: Runtime, team: Team, team_id: int, level: str, aft
         votes = await repo.votes_for(session, [r.id for r in due])
         links = await repo.card_links(session, [r.id for r in due])
         for req in due:
-            voted = {v.voter_telegram_id for v in votes[req.id]}
-            waiting = [
-                a
-                for a in team.approvers.values()
-                if a.telegram_id not in voted and a.telegram_id != req.requester_telegram_id
-            ]
+            skip = {v.voter_telegram_id for v in votes[req.id]} | requesters(req, team.approvers)
+            waiting = [a for a in team.approvers.values() if a.telegram_id not in skip]
             body = _reminder(rt, req, votes[req.id], waiting, after)
             await _post_reminder(session, team_id, req, body, dict(links[req.id]))
             await repo.mark_escalated(session, req.id)
