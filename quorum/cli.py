@@ -36,7 +36,7 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
-def checked_configuration(*, online: bool = False) -> tuple[Settings, Policy] | None:
+def checked_configuration() -> tuple[Settings, Policy] | None:
     """Settings and policy with every problem printed to stderr, one line each; None if any
     is an error (warnings alone pass)."""
     settings, problems = load_settings_reporting()
