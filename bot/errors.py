@@ -37,6 +37,12 @@ class Invalid(QuorumError):
         self.field = field_name
 
 
+class UnreachableQuorum(QuorumError):
+    """A request no set of votes could ever approve: too few approvers may vote on it."""
+
+    code = "unreachable_quorum"
+
+
 class TokenRefused(QuorumError):
     code = "invalid_token"
 

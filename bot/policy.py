@@ -156,7 +156,8 @@ class Policy:
         return [t for t in self.teams.values() if telegram_id in t.approvers]
 
 
-def _team(name: str, model: TeamModel) -> Team:
+def build_team(name: str, model: TeamModel) -> Team:
+    """The team a validated model describes, with each level's default rule filled in."""
     rules = {}
     for level in RiskLevel:
         m = model.policy.get(level)
@@ -192,7 +193,7 @@ def parse_policy(data: dict[str, Any], source: str = "<memory>") -> Policy:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"policy file {source}: {key}: {msg}") from None
-    teams = {name: _team(name, m) for name, m in model.teams.items()}
+    teams = {name: build_team(name, m) for name, m in model.teams.items()}
     index: dict[int, str] = {}
     for team in teams.values():
         for chat_id in team.chat_ids:
@@ -205,7 +206,8 @@ def parse_policy(data: dict[str, Any], source: str = "<memory>") -> Policy:
     return Policy(teams=teams, timezone=model.timezone, source=source, _chat_index=index)
 
 
-def load_policy(path: Path) -> Policy:
+def read_policy_data(path: Path) -> dict[str, Any]:
+    """The policy file's TOML as a table, or a ConfigError naming the file."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -216,7 +218,11 @@ def load_policy(path: Path) -> Policy:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"policy file {path}: not valid TOML: {exc}") from None
-    return parse_policy(data, str(path))
+    return data
+
+
+def load_policy(path: Path) -> Policy:
+    return parse_policy(read_policy_data(path), str(path))
 
 
 def new_api_key(name: str) -> tuple[str, str]:

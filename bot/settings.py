@@ -15,6 +15,26 @@ _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 # BotFather tokens: numeric bot id, colon, 35 url-safe characters (we accept 30+).
 _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{30,}$")
 
+# The values .env.example ships with. They are published, so a deployment still using one is
+# misconfigured; kept here because the example file is not installed with Quorum (a unit test
+# keeps the two in step).
+EXAMPLE_VALUES: dict[str, str] = {
+    "telegram_token": "123456789:replace-with-the-token-from-botfather",
+    "webhook_url": "https://quorum.example.com/telegram/webhook",
+    "webhook_secret": "replace_with_a_long_random_secret",
+    "database_url": "postgresql://quorum:password@127.0.0.1:5432/quorum",
+    "token_secret": "replace-with-at-least-32-random-bytes-0123456789",
+}
+
+
+def known_zone(name: str) -> bool:
+    """Whether `name` is an IANA timezone this machine knows."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
 
 class ConfigError(Exception):
     """A setting or the policy file is unusable; the message names what and why."""
@@ -77,10 +97,8 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {v!r}") from exc
+        if not known_zone(v):
+            raise ValueError(f"unknown timezone {v!r}")
         return v
 
     @field_validator("database_url")
@@ -111,15 +129,21 @@ class Settings(BaseSettings):
                 raise ValueError("QUORUM_WEBHOOK_URL: required in webhook mode (an http(s) URL)")
         return self
 
-    def require_runnable(self) -> None:
-        """What `quorum run` needs beyond what every command needs."""
+    def runnable_problems(self) -> list[tuple[str, str]]:
+        """What `quorum run` needs beyond what every command needs: (variable, message)."""
+        found = []
         if not self.telegram_token.get_secret_value():
-            raise ConfigError("QUORUM_TELEGRAM_TOKEN: required (the token BotFather gave you)")
+            found.append(("QUORUM_TELEGRAM_TOKEN", "required (the token BotFather gave you)"))
         if not self.token_secret.get_secret_value():
-            raise ConfigError("QUORUM_TOKEN_SECRET: required, at least 32 bytes")
-        for old in self.token_previous_secrets:
-            if len(old.get_secret_value().encode()) < 32:
-                raise ConfigError("QUORUM_TOKEN_PREVIOUS_SECRETS: every key must be 32+ bytes")
+            found.append(("QUORUM_TOKEN_SECRET", "required, at least 32 bytes"))
+        if any(len(old.get_secret_value().encode()) < 32 for old in self.token_previous_secrets):
+            found.append(("QUORUM_TOKEN_PREVIOUS_SECRETS", "every key must be 32+ bytes"))
+        return found
+
+    def require_runnable(self) -> None:
+        """Raise the first of `runnable_problems`."""
+        for variable, message in self.runnable_problems():
+            raise ConfigError(f"{variable}: {message}")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -134,14 +158,22 @@ class Settings(BaseSettings):
         return url
 
 
+def validation_messages(exc: ValidationError) -> list[tuple[str | None, str]]:
+    """Pydantic's report as (field or None, message) pairs, one per problem."""
+    found: list[tuple[str | None, str]] = []
+    for err in exc.errors():
+        loc = err.get("loc") or ()
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        found.append((str(loc[0]) if loc else None, msg))
+    return found
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning pydantic's report into one line that names the variable."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = err.get("loc") or ()
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if loc:
-            raise ConfigError(f"QUORUM_{str(loc[0]).upper()}: {msg}") from None
+        field, msg = validation_messages(exc)[0]
+        if field:
+            raise ConfigError(f"QUORUM_{field.upper()}: {msg}") from None
         raise ConfigError(msg) from None

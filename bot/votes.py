@@ -130,3 +130,53 @@ def tally(
         ignored=tuple(ignored),
         missing_role=len(approvals) >= required and not role_ok,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Whether a rule can ever be met by a team's approvers (as `tally` counts them)."""
+
+    needed: int
+    voters: int  # approvers whose vote would count
+    role_holders: int  # of those, holders of a required role (all of them if none is required)
+    requester_excluded: bool
+
+    @property
+    def reachable(self) -> bool:
+        return self.voters >= self.needed and self.role_holders > 0
+
+
+def reach(
+    rule: Rule,
+    approvers: Mapping[int, Approver],
+    *,
+    requester_telegram_id: int | None = None,
+    requester_name: str | None = None,
+) -> Reach:
+    """Count who could vote on a request under `rule`: never the requester, who is matched
+    by Telegram id or by an approver's policy name (case-insensitive)."""
+    name = requester_name.casefold() if requester_name is not None else None
+    voters = [
+        a
+        for a in approvers.values()
+        if a.telegram_id != requester_telegram_id and a.name.casefold() != name
+    ]
+    holders = [a for a in voters if not rule.required_roles or a.roles & rule.required_roles]
+    return Reach(
+        needed=rule.required_approvals,
+        voters=len(voters),
+        role_holders=len(holders),
+        requester_excluded=len(voters) < len(approvers),
+    )
+
+
+def unreachable_reason(rule: Rule, r: Reach) -> str | None:
+    """Why no set of votes can ever approve, in words; None when some set can."""
+    if r.voters < r.needed:
+        who = "approver" if r.voters == 1 else "approvers"
+        besides = " besides the requester" if r.requester_excluded else ""
+        return f"{r.needed} approvals needed but only {r.voters} {who}{besides} could vote"
+    if r.role_holders == 0:
+        roles = ", ".join(sorted(rule.required_roles))
+        return f"{r.voters} approvers could vote but none holds a required role ({roles})"
+    return None

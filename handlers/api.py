@@ -78,6 +78,7 @@ HTTP_STATUS: dict[type[errors.QuorumError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.Invalid: 422,
+    errors.UnreachableQuorum: 422,
     errors.TokenRefused: 401,
 }
 

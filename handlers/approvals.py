@@ -252,7 +252,9 @@ async def redeem_token(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     team = authenticate(request)
     body = parse(RedeemToken, await read_json(request))
-    done = await approvals.redeem_token(rt, team, body.token, actor=f"api:{team.name}")
+    done = await approvals.redeem_token(
+        rt, team, body.token, actor=f"api:{team.name}", action=body.action, target=body.target
+    )
     r = done.request
     return web.json_response(
         {

@@ -60,8 +60,31 @@ class ReportResult(_Body):
 
 
 class RedeemToken(_Body):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"token": "eyJhbGciOi…"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"token": "eyJhbGciOi…"},
+                {
+                    "token": "eyJhbGciOi…",
+                    "action": "restart deployment",
+                    "target": "prod/payments-api",
+                },
+            ]
+        }
+    )
     token: str = Field(min_length=1, max_length=8192)
+    action: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=65536,
+        description="what the executor is about to run; 409 action_mismatch unless approved",
+    )
+    target: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=65536,
+        description="where it is about to run it; 409 action_mismatch unless approved",
+    )
 
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
@@ -268,6 +291,11 @@ def document() -> dict[str, Any]:
                         "200": _json(_ref("Approval"), "same Idempotency-Key, or merged"),
                         **common,
                         **_errors(409),
+                        "422": _json(
+                            _ref("Error"),
+                            "validation error naming the field, or unreachable_quorum: too "
+                            "few approvers besides the requester could vote on this level",
+                        ),
                     },
                 },
                 "get": {
@@ -333,7 +361,13 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("Redeemed"), "valid; consumed now"),
                         **common,
-                        **_errors(404, 409),
+                        **_errors(404),
+                        "409": _json(
+                            _ref("Error"),
+                            "token_replayed (already redeemed), or action_mismatch (the "
+                            "given action or target is not what was approved; the token "
+                            "stays unredeemed)",
+                        ),
                     },
                 }
             },

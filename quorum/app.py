@@ -43,9 +43,7 @@ Worker = Callable[[Runtime], Awaitable[None]]
 T = TypeVar("T")
 
 
-def run_migrations(url: str) -> None:
-    """alembic upgrade head; blocking (alembic's env runs its own event loop)."""
-    from alembic import command
+def _alembic_config(url: str = "") -> Any:
     from alembic.config import Config
 
     cfg = Config()
@@ -54,7 +52,21 @@ def run_migrations(url: str) -> None:
     )
     cfg.attributes["url"] = url
     cfg.attributes["configure_logging"] = False
-    command.upgrade(cfg, "head")
+    return cfg
+
+
+def run_migrations(url: str) -> None:
+    """alembic upgrade head; blocking (alembic's env runs its own event loop)."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), "head")
+
+
+def schema_head() -> str:
+    """The newest migration's revision: the schema this code needs."""
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(_alembic_config()).get_current_head())
 
 
 def make_bot(settings: Settings) -> Bot:

@@ -5,9 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
+from importlib import metadata
 
-from bot.policy import Policy, load_policy, new_api_key
+from bot.configcheck import (
+    ERROR,
+    Problem,
+    check,
+    combined,
+    has_errors,
+    load_settings_reporting,
+)
+from bot.policy import Policy, new_api_key, parse_policy, read_policy_data
 from bot.settings import ConfigError, Settings, load_settings
+from quorum.online import DATABASE, Unreachable, cause, check_online, culprit, preflight
 
 log = logging.getLogger("quorum")
 
@@ -21,20 +32,50 @@ def _configure_logging(level: str) -> None:
     # aiogram's session logs full request URLs, which contain the bot token.
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Alembic announces each of its plugins at INFO: noise before every migration.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
-def load_all() -> tuple[Settings, Policy]:
-    settings = load_settings()
-    settings.require_runnable()
-    return settings, load_policy(settings.policy_file)
+def checked_configuration() -> tuple[Settings, Policy] | None:
+    """Settings and policy with every problem printed to stderr, one line each; None if any
+    is an error (warnings alone pass)."""
+    settings, problems = load_settings_reporting()
+    data = None
+    try:
+        data = read_policy_data(settings.policy_file)
+    except ConfigError as exc:
+        where, _, message = str(exc).partition(": ")
+        problems.append(Problem(ERROR, where, message))
+    problems = combined(problems, check(settings, data))
+    for problem in problems:
+        print(problem.line, file=sys.stderr)
+    if has_errors(problems) or data is None:
+        return None
+    return settings, parse_policy(data, str(settings.policy_file))
 
 
 def cmd_run(_: argparse.Namespace) -> int:
-    settings, policy = load_all()
+    loaded = checked_configuration()
+    if loaded is None:
+        return 2
+    settings, policy = loaded
     _configure_logging(settings.log_level)
     from quorum.app import run_loop, serve
 
-    run_loop(serve(settings, policy))
+    async def start() -> None:
+        await preflight(settings)
+        await serve(settings, policy)
+
+    try:
+        run_loop(start())
+    except Unreachable:
+        raise
+    except Exception as exc:
+        variable = culprit(exc)
+        if variable is None:
+            raise
+        url = settings.database_url if variable == DATABASE else settings.redis_url
+        raise Unreachable(variable, cause(exc, url, variable)) from exc
     return 0
 
 
@@ -45,19 +86,34 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     settings = load_settings()
     _configure_logging(settings.log_level)
     url = settings.database_url or start_embedded_postgres(settings.data_dir)
-    run_migrations(url)
+    try:
+        run_migrations(url)
+    except Exception as exc:
+        raise Unreachable(DATABASE, cause(exc, url, DATABASE)) from exc
     print("database is at the newest schema")
     return 0
 
 
-def cmd_check_config(_: argparse.Namespace) -> int:
-    settings, policy = load_all()
+def cmd_check_config(args: argparse.Namespace) -> int:
+    loaded = checked_configuration()
+    if loaded is None:
+        return 2
+    settings, policy = loaded
     teams = ", ".join(
         f"{t.name} ({len(t.approvers)} approvers, {len(t.chat_ids)} chats)"
         for t in policy.teams.values()
     )
     print(f"configuration is valid: mode {settings.telegram_mode}; teams: {teams}")
-    return 0
+    if not args.online:
+        return 0
+    from quorum.app import run_loop, schema_head
+
+    failures, passed = run_loop(check_online(settings, schema_head()))
+    for line in failures:
+        print(f"quorum: {line}", file=sys.stderr)
+    for line in passed:
+        print(f"online: {line}")
+    return 2 if failures else 0
 
 
 def cmd_new_api_key(args: argparse.Namespace) -> int:
@@ -76,9 +132,22 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _version() -> str:
+    try:
+        return metadata.version("quorum")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quorum", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version", action="version", version=f"quorum {_version()}", help="print the version"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback behind a one-line failure"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="serve the HTTP API and Telegram (webhook or polling)").set_defaults(
         func=cmd_run
     )
@@ -86,20 +155,39 @@ def main(argv: list[str] | None = None) -> int:
         func=cmd_migrate
     )
     sb = sub.add_parser("sandbox", help="everything on this machine, with a Telegram emulator")
-    sb.add_argument("--port", type=int, default=8080)
-    sb.add_argument("--emulator-port", type=int, default=8081)
-    sb.set_defaults(func=cmd_sandbox)
-    sub.add_parser("check-config", help="validate settings and the policy file").set_defaults(
-        func=cmd_check_config
+    sb.add_argument("--port", type=int, default=8080, help="Quorum's HTTP port (default 8080)")
+    sb.add_argument(
+        "--emulator-port", type=int, default=8081, help="the emulator's port (default 8081)"
     )
+    sb.set_defaults(func=cmd_sandbox)
+    check_cmd = sub.add_parser(
+        "check-config", help="validate settings and the policy file, reporting every problem"
+    )
+    check_cmd.add_argument(
+        "--online",
+        action="store_true",
+        help="also reach PostgreSQL (migrated?), Redis (PING, EVAL) and Telegram (getMe)",
+    )
+    check_cmd.set_defaults(func=cmd_check_config)
     key = sub.add_parser("new-api-key", help="print a fresh API key and its policy line")
-    key.add_argument("name")
+    key.add_argument("name", help="a name for the key, shown in the policy file and audit log")
     key.set_defaults(func=cmd_new_api_key)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigError as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"quorum: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except Unreachable as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"quorum: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

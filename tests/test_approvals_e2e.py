@@ -691,6 +691,7 @@ async def test_expiry_escalation_and_signed_callback(make_quorum: QuorumFactory)
         data["teams"]["platform"]["policy"] = {
             "high": {"required_approvals": 2, "escalate_after_seconds": 30},
         }
+        data["teams"]["platform"]["callback_url_prefixes"] = [f"http://127.0.0.1:{port}/"]
         h = await make_quorum(policy=data)
         url = f"http://127.0.0.1:{port}/hook"
         req = await create(h, risk_level="high", callback_url=url, expires_in=600)

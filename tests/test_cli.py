@@ -20,7 +20,7 @@ GOOD_KEY = "0123456789abcdef0123456789abcdef"
 POLICY = """
 [teams.platform]
 chat_ids = [-1001234567890]
-approvers = [{ telegram_id = 1001, name = "alice" }]
+approvers = [{ telegram_id = 1001, name = "alice" }, { telegram_id = 1002, name = "bob" }]
 """
 
 
@@ -71,7 +71,7 @@ def test_check_config_accepts_valid_configuration(tmp_path: Path) -> None:
     result = quorum(tmp_path, "check-config", **runnable(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "configuration is valid" in result.stdout
-    assert "platform (1 approvers, 1 chats)" in result.stdout
+    assert "platform (2 approvers, 1 chats)" in result.stdout
 
 
 @pytest.mark.parametrize("command", ["check-config", "run"])

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.approvals.decision import request_hash
-from bot.errors import NotFound, TokenRefused, TokenReplayed
+from bot.errors import Conflict, NotFound, TokenRefused, TokenReplayed
 from bot.policy import Team
+from bot.rendering import clip
 from bot.runtime import Runtime
 from bot.tokens import Claims, InvalidToken
 from storage import approvals as repo
@@ -30,8 +31,20 @@ class Redeemed:
     jti: uuid.UUID
 
 
-async def redeem_token(rt: Runtime, team: Team, token: str, actor: str) -> Redeemed:
-    """Verify and consume a token once. Redis is the fast gate, PostgreSQL the authority."""
+async def redeem_token(
+    rt: Runtime,
+    team: Team,
+    token: str,
+    actor: str,
+    *,
+    action: str | None = None,
+    target: str | None = None,
+) -> Redeemed:
+    """Verify and consume a token once. Redis is the fast gate, PostgreSQL the authority.
+
+    An executor that names the `action` and `target` it is about to run learns here, before
+    the token is used up, that they are not what was approved.
+    """
     team_id = rt.team_ids.get(team.name)
     try:
         claims = rt.tokens.verify(token)
@@ -39,6 +52,7 @@ async def redeem_token(rt: Runtime, team: Team, token: str, actor: str) -> Redee
         await _audit(rt, "token.invalid", actor=actor, team_id=team_id, reason=str(exc))
         raise TokenRefused(str(exc)) from None
     req = await _approved_request(rt, team, team_id, claims, actor)
+    await _require_approved_action(rt, req, claims, actor, action, target)
     fresh = await _pass_gate(rt, claims)
     first = fresh is not False and await _consume(rt, req, claims, actor, fresh)
     if first is None:
@@ -104,6 +118,34 @@ async def _approved_request(
         )
         raise TokenRefused(problem or "token is invalid")
     return req
+
+
+async def _require_approved_action(
+    rt: Runtime,
+    req: repo.RequestRecord,
+    claims: Claims,
+    actor: str,
+    action: str | None,
+    target: str | None,
+) -> None:
+    """Refuse (audited, token left unredeemed) an action or target other than the approved."""
+    approved = {"action": req.action, "target": req.target}
+    asked = {k: v for k, v in (("action", action), ("target", target)) if v is not None}
+    differs = [k for k, v in asked.items() if v != approved[k]]
+    if not differs:
+        return
+    await _audit(
+        rt,
+        "token.action_mismatch",
+        actor=actor,
+        team_id=req.team_id,
+        approval_id=req.id,
+        jti=str(claims.jti),
+        mismatched=differs,
+        **{f"asked_{k}": asked[k][:200] for k in differs},
+    )
+    what = " and ".join(f"{k} {clip(approved[k], 200)!r}" for k in differs)
+    raise Conflict(f"this token approves {what}, not what was asked", code="action_mismatch")
 
 
 async def _pass_gate(rt: Runtime, claims: Claims) -> bool | None:

@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.approvals.decision import after_decision
 from bot.approvals.outcome import outcome_of
 from bot.approvals.publish import notify_alerts, post_cards, refresh_cards
-from bot.errors import Conflict, Invalid, NotFound
+from bot.errors import Conflict, Invalid, NotFound, UnreachableQuorum
 from bot.policy import APPROVAL_LEVEL, RiskLevel, Rule, Team
 from bot.runtime import Runtime
-from bot.votes import Outcome
+from bot.votes import Outcome, reach, unreachable_reason
 from storage import approvals as repo
 from storage import audit
 from storage.db import transaction
@@ -80,6 +80,7 @@ async def create_request(
         raise Invalid("callback_url", "must start with one of the team's callback_url_prefixes")
     team_id = rt.team_ids[team.name]
     rule = team.rule(new.risk_level)
+    _require_reachable(team, rule, new)
     async with transaction(rt.sessions) as session:
         for _ in range(CREATE_ATTEMPTS):
             if idempotency_key is not None:
@@ -97,6 +98,19 @@ async def create_request(
             await notify_alerts(rt, session, created)
             return created, True
     raise Conflict("the request kept changing concurrently; retry", code="conflict")
+
+
+def _require_reachable(team: Team, rule: Rule, new: NewRequest) -> None:
+    """Refuse a request that no votes could ever approve, rather than let it expire."""
+    r = reach(
+        rule,
+        team.approvers,
+        requester_telegram_id=new.requested_by_telegram_id,
+        requester_name=new.requested_by,
+    )
+    reason = unreachable_reason(rule, r)
+    if reason is not None:
+        raise UnreachableQuorum(f"{new.risk_level} requests of team {team.name}: {reason}")
 
 
 async def _same_key(
