@@ -14,7 +14,7 @@ from aiohttp import web
 from bot.approvals import callback_key
 from bot.rendering import MAX_TEXT
 from storage.db import to_sync_dsn
-from tests.conftest import (
+from tests.support import (
     ALICE,
     BOB,
     CAROL,
