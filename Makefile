@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test lint format bench clean
+.PHONY: sandbox test test-unit test-integration test-e2e lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,16 @@ sandbox: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# Pure logic only, no PostgreSQL, Redis or network (tests/unit/conftest.py enforces it): seconds.
+test-unit: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+test-e2e: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -149,6 +149,7 @@ class BotApi(Updates):
 
     enforce_limits: bool
     limits: Limits
+    flood_clock: Callable[[], float]
     callback_answer_timeout: float | None
     _closing: asyncio.Event
 
@@ -182,7 +183,7 @@ class BotApi(Updates):
         if not self.enforce_limits:
             return
         is_group = chat.type in GROUP_TYPES or chat.id < 0
-        retry = bot.budget.charge(self.limits, chat.id, is_group, time.monotonic())
+        retry = bot.budget.charge(self.limits, chat.id, is_group, self.flood_clock())
         if retry:
             self.sends_by_chat[chat.id] -= 1
             raise too_many_requests(retry)
@@ -352,11 +353,13 @@ class BotApi(Updates):
         """Long polling: until an update arrives, the emulator stops, or `seconds` pass."""
         closing = asyncio.ensure_future(self._closing.wait())
         waiter = asyncio.ensure_future(bot.update_event.wait())
+        self.long_polls_waiting += 1  # in stats: a test sees the poll wait, not a guess
         try:
             await asyncio.wait(
                 {closing, waiter}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
+            self.long_polls_waiting = max(0, self.long_polls_waiting - 1)  # a reset zeroed it
             closing.cancel()
             waiter.cancel()
 

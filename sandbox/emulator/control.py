@@ -459,6 +459,7 @@ class Control(BotApi):
             "webhook_statuses": dict(self.webhook_statuses),
             "webhook_expired": self.webhook_expired,
             "webhook_replies": self.webhook_replies,
+            "long_polls_waiting": self.long_polls_waiting,
             "sends_by_chat": {str(k): v for k, v in self.sends_by_chat.items() if v},
             "pending_updates": pending,
             "callback_queries": len(self.callbacks),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -78,9 +79,12 @@ class TelegramEmulator(Control):
         message_update_max_age: float = 86400.0,
         callback_answer_timeout: float | None = None,
         call_log_size: int = 200_000,
+        flood_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.enforce_limits = enforce_limits
         self.limits = limits or Limits()
+        # The flood budgets' clock: tests move it forward instead of waiting for a refill.
+        self.flood_clock = flood_clock
         # What a reset goes back to: tests that change limits must not leak into later ones.
         self._initial_limits = (self.enforce_limits, self.limits)
         self.webhook_retry_base = webhook_retry_base

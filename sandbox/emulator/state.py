@@ -178,6 +178,7 @@ class World:
         self.webhook_statuses: Counter[str] = Counter()
         self.webhook_expired = 0
         self.webhook_replies = 0
+        self.long_polls_waiting = 0
 
     def _add_user(self, uid: int, first_name: str, username: str | None, is_bot: bool) -> User:
         user = User(id=uid, first_name=first_name, username=username, is_bot=is_bot)

@@ -4,56 +4,74 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
-from storage.db import to_sync_dsn
-from tests.conftest import ALICE, CHAT, Harness
+from tests.support import ALICE, CHAT, Harness
+from tests.support import db_rows as sql
 
 APPROVE, REJECT = "✅ Approve", "❌ Reject"
-BODY: dict[str, Any] = {
-    "action": "restart",
-    "target": "prod/api",
-    "risk_level": "low",
-    "requested_by": "ci",
-}
 
 
-async def sql(h: Harness, query: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(to_sync_dsn(h.settings.database_url))
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
+def body(**over: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "action": "restart deployment",
+        "target": "prod/api",
+        "risk_level": "low",
+        "requested_by": "ci",
+    }
+    data.update(over)
+    return data
 
 
 async def create(h: Harness, **over: Any) -> dict[str, Any]:
-    status, req = await h.api("POST", "/api/v1/approvals", {**BODY, **over})
-    assert status == 201, req
-    created: dict[str, Any] = req
+    status, data = await h.api("POST", "/api/v1/approvals", body(**over))
+    assert status == 201, data
+    created: dict[str, Any] = data
     return created
 
 
-async def card(h: Harness, request_id: str) -> dict[str, Any]:
-    """The request's card as the emulator shows it, once its message id is stored too."""
+async def card(h: Harness, request_id: str, chat: int = CHAT) -> dict[str, Any]:
+    """The request's card as the emulator shows it in `chat`."""
 
     async def find() -> dict[str, Any] | None:
-        stored = await sql(
-            h,
-            "SELECT 1 FROM telegram_messages WHERE approval_id = $1 AND message_id IS NOT NULL",
-            request_id,
-        )
-        messages = await h.bot_messages(CHAT)
-        return next((m for m in messages if stored and request_id in m["text"]), None)
+        for m in await h.bot_messages(chat):
+            if request_id in str(m["text"]):
+                return m
+        return None
 
     found: dict[str, Any] = await h.wait_for(find)
     return found
 
 
-async def tap(h: Harness, msg: dict[str, Any], user: int, button: str = APPROVE) -> dict[str, Any]:
-    res = await h.emu.tap(CHAT, msg["message_id"], user, button_text=button, wait=5)
+async def card_where(h: Harness, request_id: str, predicate: Any) -> dict[str, Any]:
+    async def find() -> dict[str, Any] | None:
+        m = await card(h, request_id)
+        return m if predicate(m) else None
+
+    found: dict[str, Any] = await h.wait_for(find)
+    return found
+
+
+async def tap(
+    h: Harness, msg: dict[str, Any], user: int, button: str = APPROVE, chat: int = CHAT
+) -> dict[str, Any]:
+    res = await h.emu.tap(chat, msg["message_id"], user, button_text=button, wait=5)
     answer = res.get("answer")
     assert answer is not None, res
     return answer
+
+
+async def audit_events(h: Harness, request_id: str | None = None) -> list[str]:
+    if request_id is None:
+        rows = await sql(h, "SELECT event FROM audit_log ORDER BY id")
+    else:
+        rows = await sql(
+            h, "SELECT event FROM audit_log WHERE approval_id = $1::uuid ORDER BY id", request_id
+        )
+    return [r["event"] for r in rows]
+
+
+async def audit_events_with(h: Harness, request_id: str, event: str) -> list[str] | None:
+    events = await audit_events(h, request_id)
+    return events if event in events else None
 
 
 async def approved(h: Harness) -> tuple[str, str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY, Harness
+from tests.support import API_KEY, Harness
 
 APPROVALS = "/api/v1/approvals"
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from bot.settings import EXAMPLE_VALUES
 from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage.db import to_sync_dsn
-from tests.conftest import free_port
+from tests.support import free_port
 
 QUORUM = Path(sys.executable).parent / "quorum"
 TOKEN = "123456789:AAHfiqksKZ8WmR2zSjiQ7_v4TMAKdiHm9T0"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ALICE, API_KEY, Harness
-from tests.test_approvals_e2e import audit_events, card, create, sql, tap
+from tests.e2e.flows import audit_events, card, create, sql, tap
+from tests.support import ALICE, API_KEY, Harness
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTION, TARGET = "restart deployment", "prod/api"  # what the README's snippets redeem for

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import API_KEY, Harness
+from tests.support import API_KEY, Harness
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import time
 import jwt
 
 from bot.tokens import TOKEN_TYPE, key_id
-from tests.conftest import TOKEN_SECRET, Harness
 from tests.e2e.flows import approved, sql
+from tests.support import TOKEN_SECRET, Harness
 
 
 def with_exp(token: str, exp: int) -> str:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ALICE, BOB, OTHER_API_KEY, Harness, QuorumFactory, policy_data
-from tests.test_approvals_e2e import body, create
+from tests.e2e.flows import body, create
+from tests.support import ALICE, BOB, OTHER_API_KEY, Harness, QuorumFactory, policy_data
 
 
 async def refused(h: Harness, key: str | None = None, **over: Any) -> str:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from tests.conftest import ALICE, BOB, TOKEN_SECRET, QuorumFactory
 from tests.e2e.flows import card, create, sql, tap
+from tests.support import ALICE, BOB, TOKEN_SECRET, QuorumFactory
 
 NEW_SECRET = "rotated-token-secret-0123456789abcdef-xyz"
 

@@ -19,7 +19,7 @@ from bot.configcheck import (
     load_settings_reporting,
 )
 from bot.settings import EXAMPLE_VALUES, Settings
-from tests.conftest import policy_data
+from tests.support import policy_data
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "123456789:AAHfiqksKZ8WmR2zSjiQ7_v4TMAKdiHm9T0"

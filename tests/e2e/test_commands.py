@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.conftest import ALICE, CAROL, CHAT, WEBHOOK_SECRET, Harness
+from tests.support import ALICE, CAROL, CHAT, WEBHOOK_SECRET, Harness
 
 UNKNOWN_CHAT = -1001000000999
 ANONYMOUS_ADMIN = 1087968824  # Telegram's GroupAnonymousBot

@@ -12,12 +12,11 @@ from typing import Any
 import jwt
 import pytest
 from pydantic import SecretStr
-from redis.asyncio import Redis
 
 from bot.settings import Settings
 from bot.tokens import TOKEN_TYPE, InvalidToken, TokenService, key_id
-from tests.conftest import ALICE, BOB, OTHER_API_KEY, TOKEN_SECRET, Harness, QuorumFactory
-from tests.test_approvals_e2e import card, create, sql, tap
+from tests.e2e.flows import card, create, sql, tap
+from tests.support import ALICE, BOB, OTHER_API_KEY, TOKEN_SECRET, Harness, QuorumFactory
 
 KEY = "k" * 40
 OLD_KEY = "o" * 40
@@ -202,11 +201,7 @@ async def test_concurrent_redemptions_exactly_one_succeeds(quorum: Harness) -> N
 async def test_replay_after_redis_flushall_is_refused_by_postgresql(quorum: Harness) -> None:
     _rid, token = await approved_token(quorum)
     assert (await redeem(quorum, token))[0] == 200
-    client = Redis.from_url(quorum.settings.redis_url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
+    await quorum.app.runtime.redis.flushdb()  # whichever Redis the app uses, in-process too
     status, data = await redeem(quorum, token)
     assert status == 409 and data["error"]["code"] == "token_replayed"
     rows = await sql(

@@ -9,8 +9,8 @@ import uuid
 from typing import Any
 
 from bot.approvals import CARD_REFRESH_SECONDS
-from tests.conftest import CHAT, QuorumFactory, policy_data
-from tests.test_approvals_e2e import APPROVE, card, card_where, create, sql
+from tests.e2e.flows import APPROVE, card, card_where, create, sql
+from tests.support import CHAT, QuorumFactory, policy_data
 
 BASE = 500_000
 

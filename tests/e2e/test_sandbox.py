@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from quorum.app import run_migrations
 from quorum.embedded import start_embedded_postgres
 from sandbox.world import SANDBOX_CHAT
 from storage.db import to_sync_dsn
-from tests.conftest import _admin, _with_db, free_port
+from tests.support import admin_sql, free_port, wait_until, with_db
 
 QUORUM = Path(sys.executable).parent / "quorum"
 
@@ -28,24 +27,21 @@ QUORUM = Path(sys.executable).parent / "quorum"
 @pytest.fixture
 async def empty_db(pg_server_url: str) -> AsyncIterator[str]:
     name = f"quorum_sandbox_{os.getpid()}"
-    await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await _admin(pg_server_url, f'CREATE DATABASE "{name}"')
-    yield _with_db(pg_server_url, name)
-    await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin_sql(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin_sql(pg_server_url, f'CREATE DATABASE "{name}"')
+    yield with_db(pg_server_url, name)
+    await admin_sql(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def poll(fn: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def ready() -> Any:
         assert proc.poll() is None, f"sandbox exited with {proc.returncode} while waiting {what}"
         try:
-            value = await fn()
+            return await fn()
         except aiohttp.ClientError:
-            value = None
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+            return None
+
+    return await wait_until(ready, timeout, what=what, interval=0.2)
 
 
 async def test_sandbox_answers_start_and_stops_on_sigint(empty_db: str, tmp_path: Path) -> None:

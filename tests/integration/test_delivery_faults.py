@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -10,14 +9,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import select
 
 from sandbox.emulator import EmulatorClient, Limits
 from storage.db import to_sync_dsn, transaction
 from storage.models import OutboxItem
 from storage.outbox import enqueue_text
-from tests.conftest import CHAT, OTHER_CHAT, Harness, QuorumFactory
+from tests.support import CHAT, OTHER_CHAT, Harness, QuorumFactory, wait_until
 
 # Faster limits for storms, given to the emulator and to Quorum alike.
 STORM_LIMITS = {
@@ -58,12 +56,21 @@ async def statuses(h: Harness) -> Counter[str]:
 
 
 async def drained(h: Harness) -> bool:
-    while True:
-        try:
-            st = await statuses(h)
-            return set(st) <= {"done"}
-        except Exception:  # the test's own pool may hold a killed connection
-            await asyncio.sleep(0.05)
+    try:
+        st = await statuses(h)
+    except Exception:  # the test's own pool may hold a killed connection: poll again
+        return False
+    return set(st) <= {"done"}
+
+
+async def sent_at_least(conn: asyncpg.Connection, n: int) -> None:
+    """Wait until `n` rows are sent: a fault injected then lands in the middle of the storm."""
+
+    async def progressed() -> bool:
+        done = await conn.fetchval("SELECT count(*) FROM outbox WHERE status = 'done'")
+        return int(done) >= n
+
+    await wait_until(progressed, 30, what=f"{n} outbox rows sent", interval=0.01)
 
 
 async def delivered(h: Harness) -> Counter[str]:
@@ -81,8 +88,8 @@ async def test_postgres_connections_killed_during_a_storm(
     texts = await enqueue_storm(h, 150)
     killer = await asyncpg.connect(to_sync_dsn(db_url))
     try:
-        for _ in range(3):
-            await asyncio.sleep(0.15)
+        for done in (20, 50, 80):
+            await sent_at_least(killer, done)
             await killer.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -98,16 +105,18 @@ async def test_postgres_connections_killed_during_a_storm(
 
 
 async def test_redis_flushed_during_a_storm(
-    make_quorum: QuorumFactory, storm_emu: EmulatorClient, redis_url: str
+    make_quorum: QuorumFactory, storm_emu: EmulatorClient, db_url: str
 ) -> None:
     h = await make_quorum(**STORM_SETTINGS)
     texts = await enqueue_storm(h, 120)
-    if redis_url:
-        client = Redis.from_url(redis_url)
-        for _ in range(3):
-            await asyncio.sleep(0.1)
-            await client.flushdb()
-        await client.aclose()
+    # The app's own client: with no Redis server the in-process one is flushed, never nothing.
+    watcher = await asyncpg.connect(to_sync_dsn(db_url))
+    try:
+        for done in (15, 40, 70):
+            await sent_at_least(watcher, done)
+            await h.app.runtime.redis.flushdb()
+    finally:
+        await watcher.close()
     await h.wait_for(lambda: drained(h), timeout=30)
     got = await delivered(h)
     assert got == Counter(texts)

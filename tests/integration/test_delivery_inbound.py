@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from handlers.webhook import SECRET_HEADER, WEBHOOK_PATH
 from storage.models import AuditEntry, Chat, InboundUpdate
-from tests.conftest import ALICE, CHAT, WEBHOOK_SECRET, Harness, QuorumFactory
+from tests.support import ALICE, CHAT, WEBHOOK_SECRET, Harness, QuorumFactory
 
 BOT_USER = {"id": 123456789, "is_bot": True, "first_name": "Quorum", "username": "quorum_test_bot"}
 GROUP = {"id": CHAT, "type": "supergroup", "title": "platform"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,15 +14,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import DateTime
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from storage.db import to_async_url, to_sync_dsn
 from storage.models import Base
-from tests.conftest import _admin, _with_db
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, admin_sql, with_db
 
 
 def alembic_config(url: str) -> Config:
@@ -45,10 +41,10 @@ def revisions(cfg: Config) -> list[str]:
 async def empty_db(pg_server_url: str) -> AsyncIterator[str]:
     """A fresh database that no migration has touched (not the migrated template)."""
     name = f"quorum_stairway_{os.getpid()}"
-    await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await _admin(pg_server_url, f'CREATE DATABASE "{name}"')
-    yield _with_db(pg_server_url, name)
-    await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin_sql(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin_sql(pg_server_url, f'CREATE DATABASE "{name}"')
+    yield with_db(pg_server_url, name)
+    await admin_sql(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def fetch(url: str, sql: str) -> list[Any]:
@@ -137,16 +133,6 @@ async def test_database_at_head(db_url: str) -> None:
     cfg = alembic_config(db_url)
     script = ScriptDirectory.from_config(cfg)
     assert script.get_heads() == [await current(db_url)]
-
-
-def test_every_timestamp_column_is_timezone_aware() -> None:
-    naive = [
-        f"{table.name}.{column.name}"
-        for table in Base.metadata.tables.values()
-        for column in table.columns
-        if isinstance(column.type, DateTime) and not column.type.timezone
-    ]
-    assert naive == []
 
 
 async def test_no_timestamp_without_time_zone_in_database(db_url: str) -> None:

@@ -6,8 +6,19 @@ from typing import Any
 
 from bot.alerts import linked_alert_line
 from bot.buttons import AlertAction
-from tests.conftest import ALICE, BOB, CAROL, CHAT, Harness
-from tests.test_alerts_ingest import AM_PATH, am_alert, am_body, db_rows, wait_cards, wait_text
+from tests.support import (
+    ALICE,
+    AM_PATH,
+    BOB,
+    CAROL,
+    CHAT,
+    Harness,
+    am_alert,
+    am_body,
+    db_rows,
+    wait_cards,
+    wait_text,
+)
 
 
 async def fire(h: Harness) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handlers.openapi import API, REQUEST_BODIES
-from tests.conftest import Harness
+from tests.support import Harness
 
 
 async def test_document_matches_routes_and_examples_validate(quorum: Harness) -> None:

@@ -15,10 +15,11 @@ from bot.policy import parse_policy
 from bot.runtime import RUNTIME, Runtime
 from bot.settings import load_settings
 from quorum.app import make_bot
+from quorum.embedded import in_process_redis
 from sandbox.emulator import EmulatorClient
 from storage import keys
 from storage.db import make_engine, make_sessionmaker
-from tests.conftest import BOT_TOKEN, TOKEN_SECRET, Harness, QuorumFactory, policy_data
+from tests.support import BOT_TOKEN, TOKEN_SECRET, Harness, QuorumFactory, policy_data
 
 
 async def get(h: Harness, path: str) -> tuple[int, Any]:
@@ -100,7 +101,7 @@ async def dead_db_app(redis_url: str, emu: EmulatorClient) -> AsyncIterator[Test
         policy=parse_policy(policy_data()),
         engine=engine,
         sessions=make_sessionmaker(engine),
-        redis=keys.connect(redis_url),
+        redis=keys.connect(redis_url) if redis_url else in_process_redis(),
         bot=make_bot(settings),
         metrics=Metrics(),
     )

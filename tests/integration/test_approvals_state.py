@@ -31,10 +31,11 @@ from bot.metrics import Metrics
 from bot.policy import RiskLevel, parse_policy
 from bot.runtime import Runtime
 from bot.settings import load_settings
+from quorum.embedded import in_process_redis
 from storage import keys
 from storage.db import make_engine, make_sessionmaker, transaction
 from storage.teams import sync_teams
-from tests.conftest import BOT_TOKEN, CHAT, TOKEN_SECRET, policy_data
+from tests.support import BOT_TOKEN, CHAT, TOKEN_SECRET, policy_data
 
 T = TypeVar("T")
 A, B, C, D, X = 1001, 1002, 1003, 1004, 1999
@@ -92,16 +93,16 @@ class VoteMachine(RuleBasedStateMachine):
         req, _ = self.run(approvals.create_request(self.rt, team, new))
         self.request_id = req.id
         self.message_id = next(_message_ids)
-        self.run(self._set_message_id())
+        self.run(self.store_message_id())
 
-    async def _set_message_id(self) -> None:
+    async def store_message_id(self) -> None:
         async with transaction(self.rt.sessions) as s:
             await s.execute(
                 text("UPDATE telegram_messages SET message_id = :m WHERE approval_id = :a"),
                 {"m": self.message_id, "a": self.request_id},
             )
 
-    async def _tap(self, tap: approvals.Tap) -> str:
+    async def cast_vote(self, tap: approvals.Tap) -> str:
         async with transaction(self.rt.sessions) as s:
             try:
                 result = await approvals.vote(self.rt, s, tap)
@@ -115,7 +116,7 @@ class VoteMachine(RuleBasedStateMachine):
         tag = self.rt.signer.tag("ap", ref, vote, CHAT)
         tap = approvals.Tap(ref, vote, tag, CHAT, self.message_id, voter)
         self.last_tap = tap
-        outcome = self.run(self._tap(tap))
+        outcome = self.run(self.cast_vote(tap))
         if voter == X or voter in self.removed:
             assert outcome == "not_an_approver"
         if voter == self.requester and outcome not in ("request_closed", "request_expired"):
@@ -125,8 +126,8 @@ class VoteMachine(RuleBasedStateMachine):
     def duplicate_update(self) -> None:
         if self.last_tap is None:
             return
-        before = self.run(self._state())
-        outcome = self.run(self._tap(self.last_tap))
+        before = self.run(self.read_state())
+        outcome = self.run(self.cast_vote(self.last_tap))
         assert outcome in (
             "already_voted",
             "request_closed",
@@ -134,7 +135,7 @@ class VoteMachine(RuleBasedStateMachine):
             "not_an_approver",
             "requester_cannot_vote",
         ), outcome
-        assert self.run(self._state())["votes"] == before["votes"]
+        assert self.run(self.read_state())["votes"] == before["votes"]
 
     @rule(who=st.sampled_from([A, B, C]))
     def remove_approver(self, who: int) -> None:
@@ -163,7 +164,7 @@ class VoteMachine(RuleBasedStateMachine):
 
         self.run(flush())
 
-    async def _redeem(self) -> str:
+    async def redeem_once(self) -> str:
         async with self.rt.sessions() as s:
             token = (
                 await s.execute(
@@ -181,7 +182,7 @@ class VoteMachine(RuleBasedStateMachine):
 
     @rule()
     def redeem(self) -> None:
-        outcome = self.run(self._redeem())
+        outcome = self.run(self.redeem_once())
         if outcome == "ok":
             self.redeemed += 1
         if outcome == "replayed":
@@ -191,7 +192,7 @@ class VoteMachine(RuleBasedStateMachine):
     def replay(self) -> None:
         self.redeem()
 
-    async def _state(self) -> dict[str, Any]:
+    async def read_state(self) -> dict[str, Any]:
         async with self.rt.sessions() as s:
             row = (
                 await s.execute(
@@ -216,7 +217,7 @@ class VoteMachine(RuleBasedStateMachine):
     def promises_hold(self) -> None:
         if not hasattr(self, "request_id"):
             return
-        state = self.run(self._state())
+        state = self.run(self.read_state())
         status = state["status"]
         assert state["transitions"] <= 1
         assert state["tokens"] == (1 if status == "approved" else 0)
@@ -244,7 +245,7 @@ async def env(db_url: str, redis_url: str) -> AsyncIterator[Env]:
         policy=policy,
         engine=engine,
         sessions=make_sessionmaker(engine),
-        redis=keys.connect(redis_url),
+        redis=keys.connect(redis_url) if redis_url else in_process_redis(),
         bot=Bot(BOT_TOKEN),
         metrics=Metrics(),
     )

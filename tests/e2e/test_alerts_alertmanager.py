@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,15 +13,23 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ALICE, API_KEY, BOB, CHAT, Harness, free_port, policy_data
-from tests.test_alerts_ingest import (
+from tests.support import (
+    ALICE,
     AM_PATH,
+    API_KEY,
+    BOB,
+    CHAT,
+    Harness,
     am_alert,
     am_body,
     cards,
     db_rows,
+    free_port,
+    in_ci,
+    policy_data,
     wait_cards,
     wait_text,
+    wait_until,
 )
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -32,7 +38,7 @@ BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 @pytest.fixture
 def alertmanager_binary() -> str:
     if BINARY is None:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail("prometheus-alertmanager is not installed; CI must install it")
         pytest.skip(
             "prometheus-alertmanager not installed (apt-get install prometheus-alertmanager)"
@@ -86,19 +92,26 @@ class Alertmanager:
             stderr=log,
         )
         log.close()
-        deadline = time.monotonic() + 20
+        proc = self.proc
         async with aiohttp.ClientSession() as http:
-            while True:
+
+            async def ready() -> bool:
+                if proc.returncode is not None:
+                    raise AssertionError(f"Alertmanager exited with {proc.returncode}")
                 try:
                     async with http.get(f"{self.url}/-/ready") as resp:
-                        if resp.status == 200:
-                            return
+                        return resp.status == 200
                 except aiohttp.ClientError:
-                    pass
-                if self.proc.returncode is not None or time.monotonic() > deadline:
-                    text = (self.workdir / "alertmanager.log").read_text()[-2000:]
-                    raise AssertionError(f"Alertmanager did not start:\n{text}")
-                await asyncio.sleep(0.1)
+                    return False
+
+            try:
+                await wait_until(ready, 20, what="Alertmanager's /-/ready", interval=0.1)
+            except AssertionError as exc:
+                raise AssertionError(self.log_tail(str(exc))) from None
+
+    def log_tail(self, why: str) -> str:
+        text = (self.workdir / "alertmanager.log").read_text()[-2000:]
+        return f"{why}; Alertmanager did not start:\n{text}"
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

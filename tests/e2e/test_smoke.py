@@ -7,7 +7,7 @@ import asyncio
 import uvloop
 
 from quorum.app import run_loop
-from tests.conftest import ALICE, CHAT, Harness
+from tests.support import ALICE, CHAT, Harness
 
 
 def test_serving_processes_and_tests_run_on_uvloop() -> None:
