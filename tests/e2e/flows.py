@@ -82,3 +82,18 @@ async def approved(h: Harness) -> tuple[str, str]:
     status, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
     assert status == 200 and got["status"] == "approved", got
     return req["id"], got["approval_token"]
+
+
+__all__ = [
+    "APPROVE",
+    "REJECT",
+    "approved",
+    "audit_events",
+    "audit_events_with",
+    "body",
+    "card",
+    "card_where",
+    "create",
+    "sql",
+    "tap",
+]
