@@ -49,6 +49,9 @@ class Outcome:
     rejects: tuple[int, ...]  # eligible approvers who rejected, in vote order
     ignored: tuple[int, ...]  # votes that do not count (removed approver, requester)
     missing_role: bool  # enough approvals, but none by a required role
+    # Eligible approvers who have not voted yet, in policy order; once only a required role is
+    # missing, just those holding one (nobody else can move the request any more).
+    waiting: tuple[int, ...] = ()
 
     @property
     def decided(self) -> bool:
@@ -61,6 +64,11 @@ class Outcome:
         if self.decision is Decision.REJECTED:
             return self.rejects
         return ()
+
+
+def counts(voter: int, request: Subject, approvers: Mapping[int, Approver]) -> bool:
+    """Whether this person's vote counts: a current approver who is not the requester."""
+    return voter in approvers and voter != request.requester_telegram_id
 
 
 def tally(
@@ -88,7 +96,7 @@ def tally(
         if voter in seen:
             continue  # the database keeps one vote per voter; be safe anyway
         seen.add(voter)
-        if voter not in approvers or voter == request.requester_telegram_id:
+        if not counts(voter, request, approvers):
             ignored.append(voter)
         elif ballot.decision == APPROVE:
             approvals.append(voter)
@@ -98,6 +106,14 @@ def tally(
             ignored.append(voter)
     role_ok = not rule.required_roles or any(
         approvers[v].roles & rule.required_roles for v in approvals
+    )
+    missing_role = len(approvals) >= required and not role_ok
+    waiting = tuple(
+        who
+        for who, a in approvers.items()
+        if who not in seen
+        and counts(who, request, approvers)
+        and (not missing_role or a.roles & rule.required_roles)
     )
     if now >= request.expires_at:
         decision = Decision.EXPIRED
@@ -114,5 +130,6 @@ def tally(
         approvals=tuple(approvals),
         rejects=tuple(rejects),
         ignored=tuple(ignored),
-        missing_role=len(approvals) >= required and not role_ok,
+        missing_role=missing_role,
+        waiting=waiting,
     )

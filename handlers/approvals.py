@@ -167,7 +167,7 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
 @routes.post(f"{API}/approvals")
 async def create_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    team = authenticate(request).team
     data = await read_json(request)
     body = parse(CreateApproval, data)
     key = request.headers.get("Idempotency-Key")
@@ -202,7 +202,7 @@ async def create_approval(request: web.Request) -> web.Response:
 @routes.get(f"{API}/approvals")
 async def list_approvals(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    team = authenticate(request).team
     status = request.query.get("status")
     if status is not None and status not in approvals.STATUSES:
         fail(
@@ -218,7 +218,7 @@ async def list_approvals(request: web.Request) -> web.Response:
 @routes.get(f"{API}/approvals/{{id}}")
 async def get_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    team = authenticate(request).team
     details = await approvals.get_request(rt, team, _request_id(request))
     return web.json_response(approval_json(rt, details))
 
@@ -226,9 +226,9 @@ async def get_approval(request: web.Request) -> web.Response:
 @routes.post(f"{API}/approvals/{{id}}/cancel")
 async def cancel_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    caller = authenticate(request)
     details = await approvals.cancel_request(
-        rt, team, _request_id(request), actor=f"api:{team.name}"
+        rt, caller.team, _request_id(request), actor=caller.actor
     )
     return web.json_response(approval_json(rt, details))
 
@@ -236,10 +236,10 @@ async def cancel_approval(request: web.Request) -> web.Response:
 @routes.post(f"{API}/approvals/{{id}}/result")
 async def report_result(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    caller = authenticate(request)
     body = parse(ReportResult, await read_json(request))
     details = await approvals.report_result(
-        rt, team, _request_id(request), body.success, body.detail, actor=f"api:{team.name}"
+        rt, caller.team, _request_id(request), body.success, body.detail, actor=caller.actor
     )
     return web.json_response(approval_json(rt, details))
 
@@ -247,9 +247,9 @@ async def report_result(request: web.Request) -> web.Response:
 @routes.post(f"{API}/tokens/redeem")
 async def redeem_token(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    caller = authenticate(request)
     body = parse(RedeemToken, await read_json(request))
-    done = await approvals.redeem_token(rt, team, body.token, actor=f"api:{team.name}")
+    done = await approvals.redeem_token(rt, caller.team, body.token, actor=caller.actor)
     r = done.request
     return web.json_response(
         {

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from bot.policy import Policy, load_policy, new_api_key
+from bot.rendering import plural
 from bot.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("quorum")
@@ -53,7 +54,7 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_check_config(_: argparse.Namespace) -> int:
     settings, policy = load_all()
     teams = ", ".join(
-        f"{t.name} ({len(t.approvers)} approvers, {len(t.chat_ids)} chats)"
+        f"{t.name} ({plural(len(t.approvers), 'approver')}, {plural(len(t.chat_ids), 'chat')})"
         for t in policy.teams.values()
     )
     print(f"configuration is valid: mode {settings.telegram_mode}; teams: {teams}")

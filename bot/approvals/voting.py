@@ -179,7 +179,7 @@ def _closed_to(tap: Tap, ctx: repo.VoteContext) -> tuple[Refused, str] | None:
     if ctx.db_now >= req.expires_at:
         return RequestExpired("This request has expired."), "expired"
     if req.requester_telegram_id == tap.user_id:
-        return RequesterCannotVote("You asked for this: your own vote cannot count."), "requester"
+        return RequesterCannotVote("Requesters cannot vote on their own request."), "requester"
     return None
 
 
