@@ -40,6 +40,9 @@ APPROVAL_LEVEL = {
 }
 
 
+API_ACTOR = "api:"  # the audit actor prefix of a caller authenticated by an API key
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -143,17 +146,27 @@ class Policy:
         return self.teams[name] if name else None
 
     def team_for_api_key(self, key: str) -> Team | None:
-        """Find the team owning an API key; compares every hash in constant time."""
+        owner = self.api_key_owner(key)
+        return owner[0] if owner else None
+
+    def api_key_owner(self, key: str) -> tuple[Team, str] | None:
+        """The team owning an API key and the key's name; compares every hash in constant
+        time."""
         digest = hashlib.sha256(key.encode()).digest()
-        found: Team | None = None
+        found: tuple[Team, str] | None = None
         for team in self.teams.values():
-            for _name, expected in team.api_key_hashes:
+            for name, expected in team.api_key_hashes:
                 if hmac.compare_digest(digest, expected) and found is None:
-                    found = team
+                    found = (team, name)
         return found
 
     def teams_of(self, telegram_id: int) -> list[Team]:
         return [t for t in self.teams.values() if telegram_id in t.approvers]
+
+
+def api_actor(key_name: str) -> str:
+    """How the audit log (and a card) names a caller authenticated by the API key `key_name`."""
+    return f"{API_ACTOR}{key_name}"
 
 
 def build_team(name: str, model: TeamModel) -> Team:

@@ -51,6 +51,9 @@ class Outcome:
     rejects: tuple[int, ...]  # eligible approvers who rejected, in vote order
     ignored: tuple[int, ...]  # votes that do not count (removed approver, requester)
     missing_role: bool  # enough approvals, but none by a required role
+    # Eligible approvers who have not voted yet, in policy order; once only a required role is
+    # missing, just those holding one (nobody else can move the request any more).
+    waiting: tuple[int, ...] = ()
 
     @property
     def decided(self) -> bool:
@@ -74,6 +77,12 @@ def requesters(request: Subject, approvers: Mapping[int, Approver]) -> frozenset
     if request.requester_telegram_id is not None:
         ids.add(request.requester_telegram_id)
     return frozenset(ids)
+
+
+def counts(voter: int, asked: frozenset[int], approvers: Mapping[int, Approver]) -> bool:
+    """Whether this person's vote counts: a current approver who did not ask for the request
+    (`asked` is `requesters(request, approvers)`)."""
+    return voter in approvers and voter not in asked
 
 
 def tally(
@@ -102,7 +111,7 @@ def tally(
         if voter in seen:
             continue  # the database keeps one vote per voter; be safe anyway
         seen.add(voter)
-        if voter not in approvers or voter in asked:
+        if not counts(voter, asked, approvers):
             ignored.append(voter)
         elif ballot.decision == APPROVE:
             approvals.append(voter)
@@ -112,6 +121,14 @@ def tally(
             ignored.append(voter)
     role_ok = not rule.required_roles or any(
         approvers[v].roles & rule.required_roles for v in approvals
+    )
+    missing_role = len(approvals) >= required and not role_ok
+    waiting = tuple(
+        who
+        for who, a in approvers.items()
+        if who not in seen
+        and counts(who, asked, approvers)
+        and (not missing_role or a.roles & rule.required_roles)
     )
     if now >= request.expires_at:
         decision = Decision.EXPIRED
@@ -128,7 +145,8 @@ def tally(
         approvals=tuple(approvals),
         rejects=tuple(rejects),
         ignored=tuple(ignored),
-        missing_role=len(approvals) >= required and not role_ok,
+        missing_role=missing_role,
+        waiting=waiting,
     )
 
 

@@ -8,6 +8,7 @@ import math
 import re
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import exc as sa_exc
 
 from bot import errors
-from bot.policy import Team
+from bot.policy import Team, api_actor
 from bot.runtime import RUNTIME
 
 log = logging.getLogger(__name__)
@@ -124,16 +125,29 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
-def authenticate(request: web.Request) -> Team:
-    """The team owning the bearer key; 401 for none or an unknown one."""
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling the API: the team owning the bearer key, and the key's name."""
+
+    team: Team
+    key_name: str
+
+    @property
+    def actor(self) -> str:
+        """The audit actor for what this caller does (`api:<key name>`)."""
+        return api_actor(self.key_name)
+
+
+def authenticate(request: web.Request) -> Caller:
+    """The caller behind the bearer key; 401 for none or an unknown one."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip() or text_problem(key):
         fail(401, "unauthorized", "send Authorization: Bearer <api key>")
-    team = request.app[RUNTIME].policy.team_for_api_key(key.strip())
-    if team is None:
+    owner = request.app[RUNTIME].policy.api_key_owner(key.strip())
+    if owner is None:
         fail(401, "unauthorized", "unknown API key")
-    return team
+    return Caller(*owner)
 
 
 MAX_DEPTH = 32  # containers nested inside any one field of a body

@@ -167,7 +167,7 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
 @routes.post(f"{API}/approvals")
 async def create_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    team = authenticate(request).team
     data = await read_json(request)
     body = parse(CreateApproval, data)
     key = request.headers.get("Idempotency-Key")
@@ -205,7 +205,7 @@ async def create_approval(request: web.Request) -> web.Response:
 @routes.get(f"{API}/approvals")
 async def list_approvals(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    team = authenticate(request).team
     status = request.query.get("status")
     if status is not None and status not in approvals.STATUSES:
         fail(
@@ -221,7 +221,7 @@ async def list_approvals(request: web.Request) -> web.Response:
 @routes.get(f"{API}/approvals/{{id}}")
 async def get_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    team = authenticate(request).team
     details = await approvals.get_request(rt, team, _request_id(request))
     return web.json_response(approval_json(rt, details))
 
@@ -229,9 +229,9 @@ async def get_approval(request: web.Request) -> web.Response:
 @routes.post(f"{API}/approvals/{{id}}/cancel")
 async def cancel_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    caller = authenticate(request)
     details = await approvals.cancel_request(
-        rt, team, _request_id(request), actor=f"api:{team.name}"
+        rt, caller.team, _request_id(request), actor=caller.actor
     )
     return web.json_response(approval_json(rt, details))
 
@@ -239,10 +239,10 @@ async def cancel_approval(request: web.Request) -> web.Response:
 @routes.post(f"{API}/approvals/{{id}}/result")
 async def report_result(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    caller = authenticate(request)
     body = parse(ReportResult, await read_json(request))
     details = await approvals.report_result(
-        rt, team, _request_id(request), body.success, body.detail, actor=f"api:{team.name}"
+        rt, caller.team, _request_id(request), body.success, body.detail, actor=caller.actor
     )
     return web.json_response(approval_json(rt, details))
 
@@ -250,10 +250,15 @@ async def report_result(request: web.Request) -> web.Response:
 @routes.post(f"{API}/tokens/redeem")
 async def redeem_token(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request)
+    caller = authenticate(request)
     body = parse(RedeemToken, await read_json(request))
     done = await approvals.redeem_token(
-        rt, team, body.token, actor=f"api:{team.name}", action=body.action, target=body.target
+        rt,
+        caller.team,
+        body.token,
+        actor=caller.actor,
+        action=body.action,
+        target=body.target,
     )
     r = done.request
     return web.json_response(

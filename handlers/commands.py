@@ -18,8 +18,8 @@ HELP = (
     "on a card. Critical requests need several distinct approvers; once approved, the "
     "executor gets a single-use signed token. Alerts arrive as one living card each, with "
     "Acknowledge, Silence and Resolve.\n\n"
-    "Commands: /pending, /status &lt;id&gt;, /whoami, /alerts, /silences, "
-    "/unsilence &lt;id&gt;, /help"
+    "Commands: /pending, /status &lt;id, or its first 8 characters&gt;, /whoami, /alerts, "
+    "/silences, /unsilence &lt;id&gt;, /help"
 )
 
 

@@ -17,6 +17,7 @@ from bot.configcheck import (
     load_settings_reporting,
 )
 from bot.policy import Policy, new_api_key, parse_policy, read_policy_data
+from bot.rendering import plural
 from bot.settings import ConfigError, Settings, load_settings
 from quorum.online import DATABASE, Unreachable, cause, check_online, culprit, preflight
 
@@ -100,7 +101,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     settings, policy = loaded
     teams = ", ".join(
-        f"{t.name} ({len(t.approvers)} approvers, {len(t.chat_ids)} chats)"
+        f"{t.name} ({plural(len(t.approvers), 'approver')}, {plural(len(t.chat_ids), 'chat')})"
         for t in policy.teams.values()
     )
     print(f"configuration is valid: mode {settings.telegram_mode}; teams: {teams}")

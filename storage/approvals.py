@@ -18,6 +18,7 @@ from storage.db import raw
 from storage.models import (
     ApprovalRequest,
     ApprovalToken,
+    AuditEntry,
     CallbackDelivery,
     TelegramMessage,
     TokenRedemption,
@@ -605,3 +606,35 @@ async def card_links(
     for r in rows:
         out[r.approval_id].append((r.chat_id, r.message_id))
     return out
+
+
+async def find_by_prefix(
+    session: AsyncSession, team_id: int, prefix: str, limit: int = 2
+) -> list[RequestRecord]:
+    """The team's requests whose id starts with `prefix` (lowercase hex, no dashes).
+
+    A uuid orders like its hex digits, so the prefix is the range from prefix+0…0 to prefix+f…f
+    and the primary key's index answers it. `limit=2` is enough to tell unique from ambiguous.
+    """
+    low = uuid.UUID(prefix.ljust(32, "0"))
+    high = uuid.UUID(prefix.ljust(32, "f"))
+    rows = await session.execute(
+        select(*_COLUMNS)
+        .where(_R.c.id.between(low, high), _R.c.team_id == team_id)
+        .order_by(_R.c.id)
+        .limit(limit)
+    )
+    return [_request(r) for r in rows]
+
+
+async def closing_actor(session: AsyncSession, approval_id: uuid.UUID, event: str) -> str | None:
+    """The actor the audit log names for a request's closing event (e.g. approval.cancelled)."""
+    return cast(
+        str | None,
+        await session.scalar(
+            select(AuditEntry.actor)
+            .where(AuditEntry.approval_id == approval_id, AuditEntry.event == event)
+            .order_by(AuditEntry.id.desc())
+            .limit(1)
+        ),
+    )

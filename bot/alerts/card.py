@@ -7,7 +7,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.buttons import ButtonSigner, keyboard
-from bot.rendering import MAX_TEXT, fit, fmt_duration, fmt_time, href
+from bot.fingerprints import web_url
+from bot.rendering import MAX_TEXT, fit, fmt_duration, fmt_time, href, plural
 from storage.alerts import AckRecord, AlertRecord, LinkedApproval, SilenceRecord
 
 SEVERITY_ICON = {
@@ -23,6 +24,7 @@ SEVERITY_ICON = {
 }
 # Annotations shown in full as the card's text; any others are shown as `key: value` lines.
 NOTE_KEYS = ("summary", "description", "message")
+RUNBOOK_KEY = "runbook_url"  # a label or annotation shown as a link when it is http(s)
 
 
 def render_card(
@@ -36,13 +38,18 @@ def render_card(
     """The card's HTML: every outside string escaped and the whole within Telegram's 4096."""
     top = [_head_line(alert), f"<b>{fit(alert.title, 300)}</b>"]
     meta = _state_lines(alert, tz) + _activity_lines(alert, tz, acks, silence, approvals)
-    tail = [_fingerprint_line(alert)]
+    runbook = _runbook_url(alert)
+    tail = [_fingerprint_line(alert, runbook)]
     fixed = len("\n".join(top + meta + tail)) + 40
     label_budget = min(1400, max(0, MAX_TEXT - fixed - 400))
-    labels = _label_lines(alert.labels, label_budget) if alert.labels else []
+    shown_labels = _without_runbook(alert.labels, runbook)
+    labels = _label_lines(shown_labels, label_budget) if shown_labels else []
     if labels:
         labels.insert(0, "<b>Labels</b>")
-    notes = _note_lines(alert.annotations, MAX_TEXT - fixed - len("\n".join(labels)) - 10)
+    notes = _note_lines(
+        _without_runbook(alert.annotations, runbook),
+        MAX_TEXT - fixed - len("\n".join(labels)) - 10,
+    )
     sections = ["\n".join(top)]
     if notes:
         sections.append("\n".join(notes))
@@ -73,12 +80,14 @@ def _head_line(alert: AlertRecord) -> str:
 
 def _state_lines(alert: AlertRecord, tz: ZoneInfo) -> list[str]:
     """Hits, times, the value and Alertmanager's truncation warning."""
+    # The source's startsAt and our first sighting differ (a late webhook, a restarted
+    # Alertmanager), so each time says whose it is.
+    started = f" · started {fmt_time(alert.starts_at, tz)} (source)" if alert.starts_at else ""
     lines = [
-        f"Hits: <b>{alert.hit_count}</b> · first {fmt_time(alert.first_seen_at, tz)}"
+        f"Hits: <b>{alert.hit_count}</b>{started}"
+        f" · first seen here {fmt_time(alert.first_seen_at, tz)}"
         f" · last {fmt_time(alert.last_seen_at, tz)}"
     ]
-    if alert.starts_at is not None:
-        lines.append(f"Started: {fmt_time(alert.starts_at, tz)}")
     if alert.status == "resolved":
         by = f" by {fit(alert.resolved_by, 64)}" if alert.resolved_by else ""
         lines.append(f"Resolved: {fmt_time(alert.resolved_at, tz)}{by}")
@@ -87,7 +96,8 @@ def _state_lines(alert: AlertRecord, tz: ZoneInfo) -> list[str]:
         lines.append(f"Value: <code>{fit(value, 300)}</code>")
     truncated = alert.context.get("truncated_alerts")
     if isinstance(truncated, int) and truncated > 0:
-        lines.append(f"⚠️ Alertmanager truncated {truncated} more alert(s) of this group")
+        more = plural(truncated, "more alert")
+        lines.append(f"⚠️ Alertmanager truncated {more} of this group")
     return lines
 
 
@@ -118,14 +128,34 @@ def _activity_lines(
             f" (<code>{str(req.id)[:8]}</code>)"
         )
     if len(approvals) > 3:
-        lines.append(f"⏳ +{len(approvals) - 3} more pending approvals")
+        lines.append(f"⏳ +{plural(len(approvals) - 3, 'more pending approval')}")
     return lines
 
 
-def _fingerprint_line(alert: AlertRecord) -> str:
+def _runbook_url(alert: AlertRecord) -> str | None:
+    """The runbook link (annotation first, then label), if it is a plain http(s) URL; any
+    other value stays among the annotations or labels as text."""
+    for source in (alert.annotations, alert.labels):
+        value = source.get(RUNBOOK_KEY)
+        if isinstance(value, str) and web_url(value):
+            return value.strip()
+    return None
+
+
+def _without_runbook(items: dict[str, Any], runbook: str | None) -> dict[str, Any]:
+    """The labels or annotations minus the runbook entry the card already links."""
+    value = items.get(RUNBOOK_KEY)
+    if runbook is None or not isinstance(value, str) or value.strip() != runbook:
+        return items
+    return {k: v for k, v in items.items() if k != RUNBOOK_KEY}
+
+
+def _fingerprint_line(alert: AlertRecord, runbook: str | None) -> str:
     line = f"Fingerprint: <code>{fit(alert.fingerprint, 64)}</code>"
     if alert.url:
         line += f' · <a href="{href(alert.url)}">source</a>'
+    if runbook:
+        line += f' · <a href="{href(runbook)}">runbook</a>'
     return line
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.alerts.publish import render_cards
-from bot.rendering import fit
+from bot.rendering import fit, plural
 from bot.runtime import Runtime
 from storage import alerts as store
 
@@ -23,7 +23,7 @@ async def linked_alert_line(
     sev = f" · {fit(a.severity, 20)}" if a.severity else ""
     more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
     return (
-        f"🔥 Alert: <b>{fit(a.title, 150)}</b>{sev} · {a.hit_count} hits · "
+        f"🔥 Alert: <b>{fit(a.title, 150)}</b>{sev} · {plural(a.hit_count, 'hit')} · "
         f"<code>{fit(a.fingerprint, 64)}</code>{more}"
     )
 

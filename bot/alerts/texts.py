@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.errors import Refused
 from bot.policy import Team
-from bot.rendering import esc, fit, fmt_time, join_lines
+from bot.rendering import esc, fit, fmt_time, join_lines, plural
 from bot.runtime import Runtime
 from storage import alerts as store
 from storage.alerts import SilenceRecord
@@ -28,12 +28,12 @@ async def list_firing(rt: Runtime, session: AsyncSession, chat_id: int, limit: i
         return f"No firing alerts for team <b>{esc(team.name)}</b>. 🎉"
     total = await store.count_firing(session, team_id)
     tz = rt.zone
-    lines = [f"🔥 <b>{total} firing alert(s)</b> for team <b>{esc(team.name)}</b>"]
+    lines = [f"🔥 <b>{plural(total, 'firing alert')}</b> for team <b>{esc(team.name)}</b>"]
     for a in alerts:
         flags = " 🔕" if a.silenced else ""
         sev = f"{fit(a.severity, 20)} · " if a.severity else ""
         lines.append(
-            f"• <b>{fit(a.title, 80)}</b>{flags}\n  {sev}{a.hit_count} hits · since "
+            f"• <b>{fit(a.title, 80)}</b>{flags}\n  {sev}{plural(a.hit_count, 'hit')} · since "
             f"{fmt_time(a.first_seen_at, tz)} · <code>{fit(a.fingerprint, 64)}</code>"
         )
     if total > len(alerts):
@@ -46,7 +46,8 @@ async def list_silences(rt: Runtime, session: AsyncSession, chat_id: int) -> str
     silences = await store.active_silences(session, rt.team_ids[team.name])
     if not silences:
         return f"No active silences for team <b>{esc(team.name)}</b>."
-    lines = [f"🔕 <b>{len(silences)} active silence(s)</b> for team <b>{esc(team.name)}</b>"]
+    count = plural(len(silences), "active silence")
+    lines = [f"🔕 <b>{count}</b> for team <b>{esc(team.name)}</b>"]
     lines += [_silence_line(rt, s) for s in silences[:30]]
     lines.append("Remove one with /unsilence &lt;id&gt;.")
     return join_lines(lines)

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.buttons import keyboard
-from bot.rendering import MAX_TEXT, clip, esc, fmt_time, href, visible_length
+from bot.policy import API_ACTOR
+from bot.rendering import (
+    MAX_TEXT,
+    clip,
+    esc,
+    fit_html,
+    fmt_duration,
+    fmt_time,
+    href,
+    plural,
+    visible_length,
+)
 from bot.runtime import Runtime
 from bot.votes import APPROVE, Outcome
 from storage import approvals as repo
@@ -18,11 +30,27 @@ STATUS_LINE = {
     "approved": "✅ <b>APPROVED</b>",
     "rejected": "❌ <b>REJECTED</b>",
     "expired": "⌛ <b>EXPIRED</b> without a decision",
-    "cancelled": "🚫 <b>CANCELLED</b> by the requester",
+    "cancelled": "🚫 <b>CANCELLED</b>",
 }
 MAX_VOTE_LINES = 15
 MAX_DECIDER_NAMES = 10
-SHORT_DESCRIPTION = 100  # what a card too long for Telegram keeps of the description
+MAX_WAITING_NAMES = 10
+PASS_KEYS = ("pass", "passed", "ok", "success")  # a dry-run check's verdict, if it has one
+NAME_KEYS = ("name", "check", "title", "id")
+DETAIL_KEYS = ("detail", "message", "reason")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much of the untrusted detail a card shows."""
+
+    description: int
+    detail_lines: int  # per section: blast radius, dry run, metadata
+    value: int  # characters of one value
+
+
+# Each step is tried until the card fits Telegram's 4096 visible characters.
+CARD_LIMITS = (Limits(1000, 10, 160), Limits(100, 10, 80), Limits(100, 3, 60))
 
 
 def card_link(chat_id: int, message_id: int) -> str | None:
@@ -41,6 +69,18 @@ def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
 
 
+def _text(value: Any) -> str:
+    """A value as one readable line: strings as they are, anything else as compact JSON."""
+    return value if isinstance(value, str) else _compact(value)
+
+
+def actor_text(actor: str) -> str:
+    """The audit log's actor as people read it: `api:ci` is the API key `ci`."""
+    if actor.startswith(API_ACTOR):
+        return f"{actor.removeprefix(API_ACTOR)} (API key)"
+    return actor
+
+
 def render_card(
     req: repo.RequestRecord,
     votes: Sequence[repo.VoteRecord],
@@ -48,36 +88,58 @@ def render_card(
     tz: ZoneInfo,
     alert_line: str | None = None,
     *,
-    description_limit: int = 1000,
+    waiting: Sequence[str] = (),
+    closed_by: str | None = None,
 ) -> str:
-    lines = [
-        *_request_lines(req, tz, description_limit),
-        *_vote_lines(votes, outcome, tz),
-        *_closing_lines(req, tz, alert_line),
-    ]
-    text_html = "\n".join(lines)
-    if visible_length(text_html) > MAX_TEXT and description_limit > SHORT_DESCRIPTION:
-        return render_card(req, votes, outcome, tz, alert_line, description_limit=SHORT_DESCRIPTION)
-    return text_html
+    """The card's HTML. `waiting` names the eligible approvers yet to vote (see
+    Outcome.waiting); `closed_by` is the audit actor who cancelled the request."""
+    text_html = ""
+    for limits in CARD_LIMITS:
+        lines = [
+            *_request_lines(req, tz, limits, closed_by),
+            *_vote_lines(votes, outcome, tz, waiting if req.pending else ()),
+            *_closing_lines(req, tz, alert_line),
+        ]
+        text_html = "\n".join(lines)
+        if visible_length(text_html) <= MAX_TEXT:
+            return text_html
+    return fit_html(text_html)
 
 
-def _request_lines(req: repo.RequestRecord, tz: ZoneInfo, description_limit: int) -> list[str]:
-    """The head and what was asked: action, target, context, requester."""
+def _head(req: repo.RequestRecord, closed_by: str | None) -> str:
     badge = RISK_BADGE.get(req.risk_level, "⚪")
     head = f"{badge} <b>Approval request</b> · risk <b>{esc(req.risk_level.upper())}</b>"
-    if not req.pending:
-        head = f"{STATUS_LINE.get(req.status, esc(req.status))} · {head}"
+    if req.pending:
+        return head
+    status = STATUS_LINE.get(req.status, esc(req.status))
+    if req.status == "cancelled" and closed_by:
+        who = "the requester" if closed_by == req.requested_by else actor_text(closed_by)
+        status += f" by {clip(who, 80)}"
+    return f"{status} · {head}"
+
+
+def _request_lines(
+    req: repo.RequestRecord, tz: ZoneInfo, limits: Limits, closed_by: str | None
+) -> list[str]:
+    """The head and what was asked: action, target, context, requester."""
     lines = [
-        head,
+        _head(req, closed_by),
         f"<b>Action:</b> <code>{clip(req.action, 300)}</code>",
         f"<b>Target:</b> <code>{clip(req.target, 300)}</code>",
     ]
     if req.description:
-        lines.append(f"<blockquote>{clip(req.description, description_limit)}</blockquote>")
+        lines.append(f"<blockquote>{clip(req.description, limits.description)}</blockquote>")
+
+    def pair(item: tuple[str, Any]) -> str:
+        return clip(_pair(*item), limits.value + 40)
+
     if req.blast_radius:
-        lines.append(f"<b>Blast radius:</b> {clip(_compact(req.blast_radius), 300)}")
+        lines += _section("Blast radius", list(req.blast_radius.items()), pair, limits)
     if req.dry_run_checks:
-        lines.append(f"<b>Dry run:</b> {clip(_compact(req.dry_run_checks), 300)}")
+        checks = req.dry_run_checks
+        lines += _section("Dry run", checks, lambda c: _check_line(c, limits.value), limits)
+    if req.metadata:
+        lines += _section("Metadata", list(req.metadata.items()), pair, limits)
     lines.append(f"<b>Requested by:</b> {clip(req.requested_by, 100)}")
     if req.hit_count > 1:
         lines.append(
@@ -86,8 +148,41 @@ def _request_lines(req: repo.RequestRecord, tz: ZoneInfo, description_limit: int
     return lines
 
 
-def _vote_lines(votes: Sequence[repo.VoteRecord], outcome: Outcome, tz: ZoneInfo) -> list[str]:
-    """The count, then one line per vote (up to MAX_VOTE_LINES)."""
+def _section(
+    title: str, items: Sequence[Any], line: Callable[[Any], str], limits: Limits
+) -> list[str]:
+    """A titled list: one line per item, at most `limits.detail_lines` of them, then "+N more"."""
+    shown = [f"  {line(item)}" for item in items[: limits.detail_lines]]
+    extra = len(items) - limits.detail_lines
+    if extra > 0:
+        shown.append(f"  … +{extra} more")
+    return [f"<b>{title}:</b>", *shown]
+
+
+def _pair(key: Any, value: Any) -> str:
+    """`key: value`, nested values as compact JSON (plain text, not yet escaped)."""
+    return f"{key}: {_text(value)}"
+
+
+def _check_line(check: Any, limit: int) -> str:
+    """One dry-run check: ✓/✗ and its name when it carries a verdict, else what it says."""
+    if not isinstance(check, dict):
+        return clip(_text(check), limit)
+    verdict = next((check[k] for k in PASS_KEYS if isinstance(check.get(k), bool)), None)
+    if verdict is None:
+        return clip(" · ".join(_pair(k, v) for k, v in list(check.items())[:10]), limit)
+    name = next((check[k] for k in NAME_KEYS if check.get(k) not in (None, "")), "check")
+    line = f"{'✓' if verdict else '✗'} {clip(_text(name), 60)}"
+    detail = next((check[k] for k in DETAIL_KEYS if check.get(k) not in (None, "")), None)
+    if detail is not None:
+        line += f": {clip(_text(detail), limit)}"
+    return line
+
+
+def _vote_lines(
+    votes: Sequence[repo.VoteRecord], outcome: Outcome, tz: ZoneInfo, waiting: Sequence[str]
+) -> list[str]:
+    """The count, one line per vote (up to MAX_VOTE_LINES), and who has yet to vote."""
     roles = " (needs an approver with a required role)" if outcome.missing_role else ""
     lines = [
         f"<b>Approvals:</b> {len(outcome.approvals)}/{outcome.required}{roles}"
@@ -102,15 +197,23 @@ def _vote_lines(votes: Sequence[repo.VoteRecord], outcome: Outcome, tz: ZoneInfo
         else:
             lines.append(f"{mark} {who} · {esc(fmt_time(v.created_at, tz))}")
     if len(votes) > MAX_VOTE_LINES:
-        lines.append(f"… +{len(votes) - MAX_VOTE_LINES} more votes")
+        lines.append(f"… +{plural(len(votes) - MAX_VOTE_LINES, 'more vote')}")
+    if waiting:
+        names = ", ".join(clip(n, 40) for n in waiting[:MAX_WAITING_NAMES])
+        extra = len(waiting) - MAX_WAITING_NAMES
+        lines.append(f"<b>Waiting for:</b> {names}{f' +{extra} more' if extra > 0 else ''}")
     return lines
 
 
 def _closing_lines(req: repo.RequestRecord, tz: ZoneInfo, alert_line: str | None) -> list[str]:
-    """Expiry or decision, the linked alert, the executor's result and the id."""
-    lines = []
+    """Times, the decision, the linked alert, the executor's result and the id."""
+    created = f"<b>Created</b> {esc(fmt_time(req.created_at, tz))}"
     if req.pending:
-        lines.append(f"<b>Expires:</b> {esc(fmt_time(req.expires_at, tz))}")
+        # A card is edited only when something changes, so a countdown ("in 58m") would be
+        # stale by the time anyone reads it; the lifetime relative to creation never is.
+        ttl = fmt_duration((req.expires_at - req.created_at).total_seconds())
+        created += f" · <b>expires</b> {esc(fmt_time(req.expires_at, tz))} ({ttl} after creation)"
+    lines = [created]
     if alert_line:
         lines.append(alert_line)
     if req.status in ("approved", "rejected") and req.decided_by:
@@ -124,7 +227,7 @@ def _closing_lines(req: repo.RequestRecord, tz: ZoneInfo, alert_line: str | None
     if req.result_at is not None:
         mark = "🏁 ✅ succeeded" if req.result_success else "🏁 ⚠️ failed"
         lines.append(f"<b>Executor:</b> {mark}: {clip(req.result_detail or '', 300)}")
-    lines.append(f"<i>id {req.id}</i>")
+    lines.append(f"id <code>{req.id}</code>")
     return lines
 
 

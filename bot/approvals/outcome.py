@@ -21,3 +21,11 @@ def outcome_of(
         rule = Rule(req.required_approvals, req.reject_threshold, 0, None)
     ballots = [Ballot(v.voter_telegram_id, v.decision) for v in votes]
     return tally(req, rule, team.approvers if team else {}, ballots, now)
+
+
+def waiting_names(rt: Runtime, req: repo.RequestRecord, outcome: Outcome) -> list[str]:
+    """The names of the approvers the card says it is waiting for (Outcome.waiting)."""
+    team = rt.team(req.team_id)
+    if team is None:
+        return []
+    return [team.approvers[i].name for i in outcome.waiting if i in team.approvers]

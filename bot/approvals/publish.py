@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import alerts
 from bot.approvals.card import card_markup, render_card
-from bot.approvals.outcome import outcome_of
+from bot.approvals.outcome import outcome_of, waiting_names
 from bot.runtime import Runtime
 from storage import approvals as repo
 from storage import audit
@@ -37,7 +37,14 @@ async def notify_alerts(rt: Runtime, session: AsyncSession, req: repo.RequestRec
 async def post_cards(rt: Runtime, session: AsyncSession, req: repo.RequestRecord) -> None:
     """Queue a new request's card to every active chat of its team (in this transaction)."""
     outcome = outcome_of(rt, req, [], req.created_at)
-    text_html = render_card(req, [], outcome, rt.zone, await alert_line(session, req))
+    text_html = render_card(
+        req,
+        [],
+        outcome,
+        rt.zone,
+        await alert_line(session, req),
+        waiting=waiting_names(rt, req, outcome),
+    )
     for chat_id in await active_chats(session, req.team_id):
         row_id = await put_message(
             session,
@@ -71,12 +78,18 @@ async def refresh_cards(
         cards = await repo.cards_of(session, req.id)
     if not cards:
         return
+    outcome = outcome_of(rt, req, votes, now)
+    closed_by = None
+    if req.status == "cancelled":
+        closed_by = await repo.closing_actor(session, req.id, "approval.cancelled")
     text_html = render_card(
         req,
         votes,
-        outcome_of(rt, req, votes, now),
+        outcome,
         rt.zone,
         await alert_line(session, req),
+        waiting=waiting_names(rt, req, outcome),
+        closed_by=closed_by,
     )
     for row_id, chat_id in cards:
         await edit_message(

@@ -222,6 +222,15 @@ async def find_request(
     return (await details_of(rt, session, [req], datetime.now(UTC)))[0]
 
 
+async def find_by_prefix(
+    rt: Runtime, session: AsyncSession, team: Team, prefix: str
+) -> list[Details]:
+    """The team's requests whose id starts with `prefix` (lowercase hex, no dashes): none,
+    the one, or two when it is ambiguous."""
+    reqs = await repo.find_by_prefix(session, rt.team_ids[team.name], prefix, limit=2)
+    return await details_of(rt, session, reqs, datetime.now(UTC))
+
+
 async def find_requests(
     rt: Runtime, session: AsyncSession, team: Team, status: str | None
 ) -> list[Details]:

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-import uuid
+import string
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.approvals.card import RISK_BADGE, card_link
-from bot.approvals.requests import Details, find_request, find_requests
-from bot.errors import NotFound
+from bot.approvals.outcome import waiting_names
+from bot.approvals.requests import Details, find_by_prefix, find_requests
 from bot.rendering import clip, esc, fmt_duration, fmt_time, href
 from bot.runtime import Runtime
 from bot.votes import APPROVE
 
 NOT_IN_POLICY = "This chat is not in the policy file, so it has no requests."
 MAX_LISTED = 20
+MIN_PREFIX = 8  # hex digits of a request id /status needs: 4 billion ids apart
+STATUS_USAGE = (
+    "Usage: /status &lt;request id&gt;: the id at the bottom of a card, or at least its first "
+    f"{MIN_PREFIX} characters."
+)
+
+
+def id_prefix(arg: str) -> str | None:
+    """The hex digits of a request id (or of its start) as typed or copied from a card."""
+    digits = arg.strip().lower().replace("-", "")
+    if not MIN_PREFIX <= len(digits) <= 32 or not set(digits) <= set(string.hexdigits):
+        return None
+    return digits
 
 
 def _status_word(d: Details) -> str:
@@ -59,14 +72,19 @@ async def status_text(rt: Runtime, session: AsyncSession, chat_id: int, arg: str
     team = rt.policy.team_for_chat(chat_id)
     if team is None:
         return NOT_IN_POLICY
-    try:
-        request_id = uuid.UUID(arg.strip())
-    except ValueError:
-        return "Usage: /status &lt;request id&gt; (the id at the bottom of a card)"
-    try:
-        d = await find_request(rt, session, team, request_id)
-    except NotFound:
-        return f"No request <code>{esc(arg.strip())}</code> in team <b>{esc(team.name)}</b>."
+    prefix = id_prefix(arg)
+    if prefix is None:
+        return STATUS_USAGE
+    found = await find_by_prefix(rt, session, team, prefix)
+    shown = clip(arg.strip(), 64)
+    if not found:
+        return f"No request <code>{shown}</code> in team <b>{esc(team.name)}</b>."
+    if len(found) > 1:
+        return (
+            f"<code>{shown}</code> is ambiguous: more than one request of team "
+            f"<b>{esc(team.name)}</b> starts with it. Send more of the id."
+        )
+    d = found[0]
     r, tz = d.request, rt.zone
     lines = [
         f"{RISK_BADGE.get(r.risk_level, '')} <b>{clip(r.action, 200)}</b> → "
@@ -76,12 +94,16 @@ async def status_text(rt: Runtime, session: AsyncSession, chat_id: int, arg: str
     ]
     if r.pending:
         left = (r.expires_at - datetime.now(UTC)).total_seconds()
-        lines.append(f"Expires {esc(fmt_time(r.expires_at, tz))} (~{fmt_duration(left)})")
+        lines.append(f"Expires {esc(fmt_time(r.expires_at, tz))} (in {fmt_duration(left)})")
+        waiting = waiting_names(rt, r, d.outcome)
+        if waiting:
+            lines.append(f"Waiting for: {clip(', '.join(waiting), 400)}")
     for v in d.votes[:MAX_LISTED]:
         lines.append(f"{'✅' if v.decision == APPROVE else '❌'} {clip(v.voter_name, 40)}")
     link = _link_in(d, chat_id)
     if link:
         lines.append(f'<a href="{href(link)}">Open the card</a>')
+    lines.append(f"id <code>{r.id}</code>")
     return "\n".join(lines)
 
 

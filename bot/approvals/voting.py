@@ -182,7 +182,7 @@ def _closed_to(
     if ctx.db_now >= req.expires_at:
         return RequestExpired("This request has expired."), "expired"
     if tap.user_id in requesters(req, approvers):
-        return RequesterCannotVote("You asked for this: your own vote cannot count."), "requester"
+        return RequesterCannotVote("Requesters cannot vote on their own request."), "requester"
     return None
 
 

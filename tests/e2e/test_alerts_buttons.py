@@ -111,10 +111,10 @@ async def test_silence_commands_and_unsilence(quorum: Harness) -> None:
         return await quorum.wait_for(found)
 
     await quorum.emu.send_text(CHAT, CAROL, "/alerts")
-    (listing,) = await reply("firing alert(s)")
+    (listing,) = await reply("1 firing alert ")
     assert "DiskFull" in listing["text"] and "🔕" in listing["text"]
     await quorum.emu.send_text(CHAT, CAROL, "/silences")
-    (listing,) = await reply("active silence(s)")
+    (listing,) = await reply("1 active silence ")
     assert "a1b2c3d4e5f60718" in listing["text"] and "alice" in listing["text"]
     await quorum.emu.send_text(CHAT, CAROL, f"/unsilence {silence_id}")
     await reply("not a member of team platform")

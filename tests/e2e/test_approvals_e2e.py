@@ -156,7 +156,7 @@ async def test_requester_cannot_vote(quorum: Harness) -> None:
     req = await create(quorum, requested_by_telegram_id=ALICE)
     msg = await card(quorum, req["id"])
     answer = await tap(quorum, msg, ALICE)
-    assert "cannot count" in answer["text"] and answer["show_alert"]
+    assert "cannot vote on their own request" in answer["text"] and answer["show_alert"]
     _status, got = await quorum.api("GET", f"/api/v1/approvals/{req['id']}")
     assert got["status"] == "pending" and got["votes"] == []
     assert "vote.refused" in await audit_events(quorum, req["id"])

@@ -71,7 +71,7 @@ def test_check_config_accepts_valid_configuration(tmp_path: Path) -> None:
     result = quorum(tmp_path, "check-config", **runnable(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "configuration is valid" in result.stdout
-    assert "platform (2 approvers, 1 chats)" in result.stdout
+    assert "platform (2 approvers, 1 chat)" in result.stdout
 
 
 @pytest.mark.parametrize("command", ["check-config", "run"])
