@@ -83,7 +83,7 @@ async def test_status_by_id_prefix(quorum: Harness) -> None:
     await ask_status(quorum, unknown, f"No request {unknown} in team platform.")
 
     # Another team's request is not found from this chat, even by its exact prefix.
-    theirs = await create(quorum, key=OTHER_API_KEY)
+    theirs = await create(quorum, key=OTHER_API_KEY, risk_level="low")  # team data has one approver
     await ask_status(quorum, theirs["id"][:8], f"No request {theirs['id'][:8]} in team")
 
     # A second request sharing the first 8 digits makes that prefix ambiguous.

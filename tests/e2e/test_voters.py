@@ -16,7 +16,7 @@ async def test_requested_by_an_approvers_name_makes_her_the_requester(
     req = await create(h, requested_by="Alice")  # the policy names her "alice"; no Telegram id
     msg = await card(h, req["id"])
     answer = await tap(h, msg, ALICE)
-    assert "cannot count" in answer["text"] and answer["show_alert"], answer
+    assert "cannot vote on their own request" in answer["text"] and answer["show_alert"], answer
     _status, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
     assert got["status"] == "pending" and got["votes"] == [], got
     rows = await sql(
