@@ -53,7 +53,7 @@ POLICY: dict[str, Any] = {
                     "sha256": "c1a8fe5fe7a9a4ac2b4ae16c1f3d4c2e0c5d27f9c0c4b0e6b8b31b6d3b2e4f00",
                 }
             ],
-            "callback_url_prefixes": ["http://127.0.0.1:"],
+            "callback_url_prefixes": ["http://127.0.0.1:*/"],
         },
         "data": {
             "chat_ids": [OTHER_CHAT],
