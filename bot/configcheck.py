@@ -125,16 +125,7 @@ def _team_problems(where: str, name: str, model: TeamModel) -> list[Problem]:
         problems.append(
             Problem(ERROR, f"{where}.alertmanager_url", "must be an absolute http(s) URL")
         )
-    for i, prefix in enumerate(model.callback_url_prefixes):
-        if not absolute_url(prefix, with_path=True):
-            problems.append(
-                Problem(
-                    ERROR,
-                    f"{where}.callback_url_prefixes.{i}",
-                    "must be an absolute http(s) URL with a host and a path, "
-                    "e.g. https://deployer.internal/",
-                )
-            )
+    # callback_url_prefixes are checked when the model validates (bot.callback_urls).
     team = build_team(name, model)
     for level in RiskLevel:
         where_level = f"{where}.policy.{level}"

@@ -43,6 +43,20 @@ class UnreachableQuorum(QuorumError):
     code = "unreachable_quorum"
 
 
+class RateLimited(QuorumError):
+    """Too many requests too fast; `retry_after` says in how many seconds to try again."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, *, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, retry_after)
+
+
+class TooManyPending(QuorumError):
+    code = "too_many_pending"
+
+
 class TokenRefused(QuorumError):
     code = "invalid_token"
 

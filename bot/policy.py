@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.callback_urls import CallbackPrefix, parse_prefix
 from bot.settings import ConfigError
 
 
@@ -53,9 +54,18 @@ class ApproverModel(_Strict):
     roles: tuple[str, ...] = ()
 
 
+# Approval requests one API key may create: a token bucket of `burst`, refilled per minute.
+DEFAULT_RATE_PER_MINUTE = 60
+DEFAULT_BURST = 30
+# Pending requests a team may have before new ones are refused.
+DEFAULT_MAX_PENDING = 200
+
+
 class ApiKeyModel(_Strict):
     name: str = Field(min_length=1, max_length=64)
     sha256: str
+    rate_per_minute: int = Field(default=DEFAULT_RATE_PER_MINUTE, ge=1, le=100_000)
+    burst: int = Field(default=DEFAULT_BURST, ge=1, le=100_000)
 
     @field_validator("sha256")
     @classmethod
@@ -83,6 +93,14 @@ class TeamModel(_Strict):
     policy: dict[RiskLevel, RuleModel] = Field(default_factory=dict)
     callback_url_prefixes: tuple[str, ...] = ()
     alertmanager_url: str | None = None
+    max_pending: int = Field(default=DEFAULT_MAX_PENDING, ge=1, le=1_000_000)
+
+    @field_validator("callback_url_prefixes")
+    @classmethod
+    def _prefixes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for prefix in v:
+            parse_prefix(prefix)  # its ValueError names the prefix and the rule
+        return v
 
     @field_validator("approvers")
     @classmethod
@@ -106,6 +124,14 @@ class Approver:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKey:
+    name: str
+    sha256: bytes
+    rate_per_minute: int = DEFAULT_RATE_PER_MINUTE
+    burst: int = DEFAULT_BURST
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     required_approvals: int
     reject_threshold: int
@@ -119,10 +145,11 @@ class Team:
     name: str
     chat_ids: tuple[int, ...]
     approvers: dict[int, Approver]
-    api_key_hashes: tuple[tuple[str, bytes], ...]
     rules: dict[RiskLevel, Rule]
-    callback_url_prefixes: tuple[str, ...] = ()
+    callback_url_prefixes: tuple[CallbackPrefix, ...] = ()
     alertmanager_url: str | None = None
+    api_keys: tuple[ApiKey, ...] = ()
+    max_pending: int = DEFAULT_MAX_PENDING
 
     def rule(self, level: RiskLevel) -> Rule:
         return self.rules[level]
@@ -146,18 +173,23 @@ class Policy:
         return self.teams[name] if name else None
 
     def team_for_api_key(self, key: str) -> Team | None:
-        owner = self.api_key_owner(key)
-        return owner[0] if owner else None
+        """Find the team owning an API key; compares every hash in constant time."""
+        found = self.api_key(key)
+        return found[0] if found else None
 
     def api_key_owner(self, key: str) -> tuple[Team, str] | None:
-        """The team owning an API key and the key's name; compares every hash in constant
-        time."""
+        """The team owning an API key and the key's name."""
+        found = self.api_key(key)
+        return (found[0], found[1].name) if found else None
+
+    def api_key(self, key: str) -> tuple[Team, ApiKey] | None:
+        """The team and policy entry of an API key; compares every hash in constant time."""
         digest = hashlib.sha256(key.encode()).digest()
-        found: tuple[Team, str] | None = None
+        found: tuple[Team, ApiKey] | None = None
         for team in self.teams.values():
-            for name, expected in team.api_key_hashes:
-                if hmac.compare_digest(digest, expected) and found is None:
-                    found = (team, name)
+            for entry in team.api_keys:
+                if hmac.compare_digest(digest, entry.sha256) and found is None:
+                    found = (team, entry)
         return found
 
     def teams_of(self, telegram_id: int) -> list[Team]:
@@ -191,10 +223,14 @@ def build_team(name: str, model: TeamModel) -> Team:
             a.telegram_id: Approver(a.telegram_id, a.name, frozenset(a.roles))
             for a in model.approvers
         },
-        api_key_hashes=tuple((k.name, bytes.fromhex(k.sha256)) for k in model.api_keys),
         rules=rules,
-        callback_url_prefixes=model.callback_url_prefixes,
+        callback_url_prefixes=tuple(parse_prefix(p) for p in model.callback_url_prefixes),
         alertmanager_url=model.alertmanager_url,
+        api_keys=tuple(
+            ApiKey(k.name, bytes.fromhex(k.sha256), k.rate_per_minute, k.burst)
+            for k in model.api_keys
+        ),
+        max_pending=model.max_pending,
     )
 
 

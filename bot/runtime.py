@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.buttons import ButtonSigner
 from bot.metrics import Metrics
 from bot.policy import Policy, Team
+from bot.rate_limits import CreationLimits
 from bot.settings import Settings
 from bot.tokens import TokenService
 
@@ -36,6 +37,7 @@ class Runtime:
     signer: ButtonSigner = field(init=False)
     tokens: TokenService = field(init=False)
     zone: ZoneInfo = field(init=False)
+    creation_limits: CreationLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.signer = ButtonSigner(
@@ -44,6 +46,7 @@ class Runtime:
         )
         self.tokens = TokenService(self.settings)
         self.zone = ZoneInfo(self.policy.timezone) if self.policy.timezone else self.settings.zone
+        self.creation_limits = CreationLimits(self.redis)
 
     def team_name(self, team_id: int) -> str | None:
         for name, tid in self.team_ids.items():

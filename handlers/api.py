@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import exc as sa_exc
 
 from bot import errors
-from bot.policy import Team, api_actor
+from bot.policy import ApiKey, Team, api_actor
 from bot.runtime import RUNTIME
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ HTTP_STATUS: dict[type[errors.QuorumError], int] = {
     errors.Invalid: 422,
     errors.UnreachableQuorum: 422,
     errors.TokenRefused: 401,
+    errors.RateLimited: 429,
+    errors.TooManyPending: 429,
 }
 
 
@@ -88,9 +90,13 @@ def domain_error(exc: errors.QuorumError) -> web.Response:
     """The JSON answer for a domain error, by `HTTP_STATUS`."""
     status = next(HTTP_STATUS[c] for c in type(exc).__mro__ if c in HTTP_STATUS)
     body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    headers = None
     if isinstance(exc, errors.Invalid):
         body["field"] = exc.field
-    return web.json_response({"error": body}, status=status)
+    if isinstance(exc, errors.RateLimited):
+        body["retry_after"] = exc.retry_after
+        headers = {"Retry-After": str(exc.retry_after)}
+    return web.json_response({"error": body}, status=status, headers=headers)
 
 
 @web.middleware
@@ -148,6 +154,15 @@ def authenticate(request: web.Request) -> Caller:
     if owner is None:
         fail(401, "unauthorized", "unknown API key")
     return Caller(*owner)
+
+
+def caller_key(request: web.Request) -> ApiKey:
+    """The policy entry of the bearer key, for per-key limits (call after `authenticate`)."""
+    key = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    found = request.app[RUNTIME].policy.api_key(key)
+    if found is None:
+        fail(401, "unauthorized", "unknown API key")
+    return found[1]
 
 
 MAX_DEPTH = 32  # containers nested inside any one field of a body

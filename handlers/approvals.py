@@ -16,7 +16,7 @@ from bot import approvals, errors
 from bot.buttons import ApprovalVote
 from bot.policy import RiskLevel
 from bot.runtime import RUNTIME, Runtime
-from handlers.api import authenticate, fail, parse, read_json, text_problem
+from handlers.api import authenticate, caller_key, fail, parse, read_json, text_problem
 from handlers.openapi import API, CreateApproval, RedeemToken, ReportResult, document
 from handlers.replies import reply
 
@@ -168,6 +168,7 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
 async def create_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     team = authenticate(request).team
+    await rt.creation_limits.take(caller_key(request))
     data = await read_json(request)
     body = parse(CreateApproval, data)
     key = request.headers.get("Idempotency-Key")

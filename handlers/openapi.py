@@ -47,7 +47,8 @@ class CreateApproval(_Body):
         default=None,
         max_length=2048,
         pattern=r"^https?://",
-        description="must start with one of the team's callback_url_prefixes",
+        description="must match one of the team's callback_url_prefixes by scheme, host, "
+        "port and path; no user@host; redirects are not followed",
     )
 
 

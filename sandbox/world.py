@@ -23,7 +23,7 @@ approvers = [
   {{ telegram_id = 1002, name = "bob", roles = ["sre", "lead"] }},
 ]
 api_keys = [{key_line}]
-callback_url_prefixes = ["http://127.0.0.1:8090/"]
+callback_url_prefixes = ["http://127.0.0.1:*/"]
 
 [teams.platform.policy.critical]
 required_approvals = 2

@@ -422,6 +422,17 @@ async def claim_expired(session: AsyncSession, limit: int = 50) -> list[RequestR
     return [_request(r) for r in rows]
 
 
+async def count_pending(session: AsyncSession, team_id: int, up_to: int) -> int:
+    """The team's live pending requests, counted up to `up_to` (a cap needs no more)."""
+    live = (
+        select(_R.c.id)
+        .where(_R.c.team_id == team_id, _R.c.status == "pending", _R.c.expires_at > func.now())
+        .limit(up_to)
+        .subquery()
+    )
+    return int((await session.execute(select(func.count()).select_from(live))).scalar_one())
+
+
 async def claim_escalations(
     session: AsyncSession, team_id: int, risk_level: str, after_seconds: int, limit: int = 20
 ) -> list[RequestRecord]:

@@ -58,3 +58,9 @@ def pause(scope: str) -> str:
 
 def lock(name: str) -> str:
     return f"{PREFIX}lock:{name}"
+
+
+def approval_rate(key_id: str) -> str:
+    """The token bucket of approval requests one API key may create (by its hash, never the
+    key)."""
+    return f"{PREFIX}rate:approvals:{key_id}"

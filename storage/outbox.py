@@ -22,9 +22,11 @@ NEW_ROWS_CHANNEL = "quorum_outbox"
 
 
 class Priority(IntEnum):
-    """Lower is sent first: a waiting spinner, then decisions, then alerts, then alert edits."""
+    """Lower is sent first: a waiting spinner, then high and critical approval cards, then the
+    others, then alerts, then alert edits."""
 
     CALLBACK = 0
+    URGENT_CARD = 5
     CARD = 10
     REPLY = 15
     ALERT_SEND = 20

@@ -51,7 +51,7 @@ POLICY: dict[str, Any] = {
                 }
             ],
             # check-config refuses a prefix without a path; the callback test adds its port's.
-            "callback_url_prefixes": ["http://127.0.0.1:9/callbacks/"],
+            "callback_url_prefixes": ["http://127.0.0.1:*/"],
         },
         "data": {
             "chat_ids": [OTHER_CHAT],

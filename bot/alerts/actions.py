@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.alerts.card import matcher_text
 from bot.alerts.publish import render_cards
 from bot.alerts.texts import chat_team
 from bot.errors import (
@@ -153,13 +154,13 @@ async def _resolve(rt: Runtime, press: _Press) -> str:
 
 async def _silence(rt: Runtime, press: _Press, hours: int) -> str:
     alert, team = press.alert, press.team
-    matchers = silence_matchers(alert.labels)
+    matchers = silence_matchers(alert.source, alert.labels)
     sync = bool(team.alertmanager_url) and bool(matchers)
     silence = await store.create_silence(
         press.session,
         team_id=alert.team_id,
         fingerprint=alert.fingerprint,
-        matchers={"matchers": matchers},
+        matchers={"matchers": matchers if sync else []},
         by_id=press.tap.user_id,
         by_name=press.who,
         hours=hours,
@@ -171,23 +172,31 @@ async def _silence(rt: Runtime, press: _Press, hours: int) -> str:
         hours=hours,
         ends_at=silence.ends_at.isoformat(),
         alertmanager=sync,
+        matchers=matchers if sync else [],
     )
     toast = f"🔕 Silenced for {hours}h (until {fmt_time(silence.ends_at, rt.zone)})."
     if sync:
-        toast += " Creating it in Alertmanager too."
+        # A toast is plain text, at most 200 characters: the card shows the matchers in full.
+        toast += f" Also in Alertmanager: {matcher_text(matchers)}"
     elif team.alertmanager_url:
-        toast += " Not sent to Alertmanager: the alert has no labels to match."
-    return toast
+        toast += " Quorum only: Alertmanager silences only its own alerts with an alertname."
+    return toast if len(toast) <= 200 else toast[:199] + "…"
 
 
-def silence_matchers(labels: dict[str, Any]) -> list[dict[str, Any]]:
-    """Alertmanager matchers for exactly these labels."""
+# Where an alert's labels are Alertmanager's own: anything else (the generic intake) may carry
+# labels like {severity: critical} alone, whose silence would mute every critical alert.
+MIRRORED_SOURCES = frozenset({"alertmanager", "grafana"})
+
+
+def silence_matchers(source: str, labels: dict[str, Any]) -> list[dict[str, Any]]:
+    """Alertmanager matchers for exactly these labels, or none when the silence must stay in
+    Quorum: an alert not from Alertmanager or Grafana, or without an alertname and at least
+    one more label to narrow it."""
     # Alertmanager refuses matchers that match the empty string.
-    return [
-        {"name": k, "value": str(v), "isRegex": False, "isEqual": True}
-        for k, v in sorted(labels.items())
-        if str(v) != ""
-    ]
+    present = {k: str(v) for k, v in sorted(labels.items()) if str(v) != ""}
+    if source not in MIRRORED_SOURCES or "alertname" not in present or len(present) < 2:
+        return []
+    return [{"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in present.items()]
 
 
 async def unsilence(

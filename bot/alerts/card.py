@@ -119,8 +119,13 @@ def _activity_lines(
             f"🔕 Silenced until {fmt_time(silence.ends_at, tz)} by "
             f"{fit(silence.created_by_name, 40)} (silence {silence.id})"
         )
+        matchers = silence.matchers.get("matchers") or []
         if silence.alertmanager_silence_id:
             line += f" · Alertmanager <code>{fit(silence.alertmanager_silence_id, 64)}</code>"
+        if matchers:
+            line += f" matching <code>{fit(matcher_text(matchers), 300)}</code>"
+        else:
+            line += " · in Quorum only"
         lines.append(line)
     for req in approvals[:3]:
         lines.append(
@@ -130,6 +135,11 @@ def _activity_lines(
     if len(approvals) > 3:
         lines.append(f"⏳ +{plural(len(approvals) - 3, 'more pending approval')}")
     return lines
+
+
+def matcher_text(matchers: Sequence[dict[str, Any]]) -> str:
+    """Alertmanager matchers as its own syntax, unescaped: `alertname="X", instance="y"`."""
+    return ", ".join(f'{m.get("name")}="{m.get("value")}"' for m in matchers)
 
 
 def _runbook_url(alert: AlertRecord) -> str | None:

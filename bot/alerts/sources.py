@@ -75,6 +75,14 @@ class GenericAlert(_Body):
     url: str | None = Field(default=None, max_length=2048)
     incident_id: str | None = Field(default=None, max_length=256)
 
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        # These name alerts whose labels Alertmanager itself sent: a Silence mirrors them there.
+        if v.lower() in ("alertmanager", "grafana"):
+            raise ValueError(f"{v!r} is reserved for the /alertmanager and /grafana endpoints")
+        return v
+
     @field_validator("title")
     @classmethod
     def _title(cls, v: str | None) -> str | None:

@@ -11,11 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import alerts
 from bot.approvals.card import card_markup, render_card
 from bot.approvals.outcome import outcome_of, waiting_names
+from bot.policy import RiskLevel
 from bot.runtime import Runtime
 from storage import approvals as repo
 from storage import audit
 from storage.outbox import Priority, edit_message, put_message
 from storage.teams import active_chats
+
+URGENT_RISKS = frozenset({RiskLevel.HIGH.value, RiskLevel.CRITICAL.value})
+
+
+def card_priority(risk_level: str) -> Priority:
+    """High and critical cards jump the queue: a flood of low-risk cards cannot delay them."""
+    return Priority.URGENT_CARD if risk_level in URGENT_RISKS else Priority.CARD
 
 
 def _linked(req: repo.RequestRecord) -> bool:
@@ -52,7 +60,7 @@ async def post_cards(rt: Runtime, session: AsyncSession, req: repo.RequestRecord
             purpose="approval_card",
             text_html=text_html,
             reply_markup=card_markup(rt, req, chat_id),
-            priority=Priority.CARD,
+            priority=card_priority(req.risk_level),
             approval_id=req.id,
         )
         await audit.record(
@@ -97,5 +105,5 @@ async def refresh_cards(
             row_id,
             text_html=text_html,
             reply_markup=card_markup(rt, req, chat_id),
-            priority=Priority.CARD,
+            priority=card_priority(req.risk_level),
         )

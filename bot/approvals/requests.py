@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.approvals.decision import after_decision
 from bot.approvals.outcome import outcome_of
 from bot.approvals.publish import notify_alerts, post_cards, refresh_cards
-from bot.errors import Conflict, Invalid, NotFound, UnreachableQuorum
+from bot.callback_urls import callback_url_problem
+from bot.errors import Conflict, Invalid, NotFound, TooManyPending, UnreachableQuorum
 from bot.policy import APPROVAL_LEVEL, RiskLevel, Rule, Team
 from bot.runtime import Runtime
 from bot.votes import Outcome, reach, unreachable_reason
@@ -74,10 +75,10 @@ async def create_request(
     body_sha256: str | None = None,
 ) -> tuple[repo.RequestRecord, bool]:
     """A new pending request with its cards (True), or the one it repeats (False)."""
-    if new.callback_url is not None and not any(
-        new.callback_url.startswith(p) for p in team.callback_url_prefixes
-    ):
-        raise Invalid("callback_url", "must start with one of the team's callback_url_prefixes")
+    if new.callback_url is not None:
+        problem = callback_url_problem(new.callback_url, team.callback_url_prefixes)
+        if problem is not None:
+            raise Invalid("callback_url", problem)
     team_id = rt.team_ids[team.name]
     rule = team.rule(new.risk_level)
     _require_reachable(team, rule, new)
@@ -91,6 +92,7 @@ async def create_request(
                 merged = await _merge(rt, session, team_id, new, new.fingerprint)
                 if merged is not None:
                     return merged, False
+            await _check_pending_cap(session, team, team_id)
             created = await _insert(session, team_id, new, rule, idempotency_key, body_sha256)
             if created is None:
                 continue  # lost a race on the key or the fingerprint: look again
@@ -111,6 +113,18 @@ def _require_reachable(team: Team, rule: Rule, new: NewRequest) -> None:
     reason = unreachable_reason(rule, r)
     if reason is not None:
         raise UnreachableQuorum(f"{new.risk_level} requests of team {team.name}: {reason}")
+
+
+async def _check_pending_cap(session: AsyncSession, team: Team, team_id: int) -> None:
+    """TooManyPending once the team has `max_pending` live requests: a flood of new ones
+    cannot bury the approval chat. Repeats (key, fingerprint) still answer; concurrent
+    creations may pass the cap by a few, which it tolerates."""
+    pending = await repo.count_pending(session, team_id, team.max_pending)
+    if pending >= team.max_pending:
+        raise TooManyPending(
+            f"team {team.name} has {team.max_pending} pending requests (its max_pending); "
+            "decide or cancel some first"
+        )
 
 
 async def _same_key(

@@ -154,15 +154,15 @@ async def deliver_callbacks(rt: Runtime, http: aiohttp.ClientSession, limit: int
         due = await repo.claim_callbacks(session, limit, CALLBACK_LEASE_SECONDS)
     secret = rt.settings.token_secret.get_secret_value()
     for item in due:
-        error = await _post_callback(http, item, secret)
-        await _finish_callback(rt, item, error)
+        error, final = await _post_callback(http, item, secret)
+        await _finish_callback(rt, item, error, final=final)
     return len(due)
 
 
 async def _post_callback(
     http: aiohttp.ClientSession, item: repo.CallbackRecord, secret: str
-) -> str | None:
-    """One delivery attempt; the error that makes it worth retrying, or None."""
+) -> tuple[str | None, bool]:
+    """One delivery attempt: (the error or None, whether retrying is pointless)."""
     body = json.dumps(item.body, separators=(",", ":"), sort_keys=True).encode()
     headers = {
         "Content-Type": "application/json",
@@ -170,16 +170,22 @@ async def _post_callback(
         "X-Quorum-Delivery": str(item.id),
     }
     try:
-        async with http.post(item.url, data=body, headers=headers) as resp:
+        # Never followed: a redirect would carry the signed body and its approval token to a
+        # URL the team's callback_url_prefixes never allowed.
+        async with http.post(item.url, data=body, headers=headers, allow_redirects=False) as resp:
+            if 300 <= resp.status < 400:
+                return f"HTTP {resp.status} redirect, not followed", True
             if not 200 <= resp.status < 300:
-                return f"HTTP {resp.status}"
+                return f"HTTP {resp.status}", False
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return type(exc).__name__
-    return None
+        return type(exc).__name__, False
+    return None, False
 
 
-async def _finish_callback(rt: Runtime, item: repo.CallbackRecord, error: str | None) -> None:
-    give_up = error is not None and item.attempts >= CALLBACK_MAX_ATTEMPTS
+async def _finish_callback(
+    rt: Runtime, item: repo.CallbackRecord, error: str | None, *, final: bool = False
+) -> None:
+    give_up = error is not None and (final or item.attempts >= CALLBACK_MAX_ATTEMPTS)
     async with transaction(rt.sessions) as session:
         await repo.finish_callback(
             session,

@@ -145,7 +145,7 @@ def test_new_api_key_prints_a_key_and_its_policy_line(tmp_path: Path) -> None:
 
     policy = parse_policy(tomllib.loads(POLICY + f"api_keys = [{line}]\n"))
     assert policy.team_for_api_key(key) is policy.team("platform")
-    assert policy.team("platform").api_key_hashes[0][0] == "alertmanager"
+    assert policy.team("platform").api_keys[0].name == "alertmanager"
     assert policy.team_for_api_key(key[:-1]) is None
 
     again = quorum(tmp_path, "new-api-key", "alertmanager")
