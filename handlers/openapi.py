@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 API = "/api/v1"
 
@@ -22,6 +23,49 @@ CREATE_EXAMPLE: dict[str, Any] = {
 }
 
 
+# Caps on each free-form JSON field: every list row carries them, so they bound list pages too.
+FREE_FORM_MAX_BYTES = 16 * 1024  # compact UTF-8 JSON
+FREE_FORM_MAX_DEPTH = 32  # the field itself is the first level
+FREE_FORM_MAX_KEYS = 256  # in any one object
+
+
+def _free_form_problem(value: Any) -> str | None:
+    """Why a free-form JSON value is over the caps, if it is."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        if depth > FREE_FORM_MAX_DEPTH:
+            return f"nested more than {FREE_FORM_MAX_DEPTH} levels deep"
+        if isinstance(node, dict) and len(node) > FREE_FORM_MAX_KEYS:
+            return f"an object has more than {FREE_FORM_MAX_KEYS} keys"
+        stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > FREE_FORM_MAX_BYTES:
+        return f"{size} bytes as JSON, more than {FREE_FORM_MAX_BYTES}"
+    return None
+
+
+def _bounded(value: Any) -> Any:
+    problem = _free_form_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+_CAPS = (
+    f"free-form JSON: at most {FREE_FORM_MAX_BYTES} bytes serialised, "
+    f"{FREE_FORM_MAX_DEPTH} levels deep and {FREE_FORM_MAX_KEYS} keys in any object"
+)
+FreeFormObject = Annotated[
+    dict[str, Any],
+    AfterValidator(_bounded),
+    Field(description=_CAPS, json_schema_extra={"maxProperties": FREE_FORM_MAX_KEYS}),
+]
+FreeFormList = Annotated[list[Any], AfterValidator(_bounded), Field(description=_CAPS)]
+
+
 class _Body(BaseModel):
     # Strict: "5" is not a number and true is not 1; unknown fields are refused by name.
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -37,9 +81,9 @@ class CreateApproval(_Body):
     description: str | None = Field(default=None, max_length=65536)
     fingerprint: str | None = Field(default=None, min_length=1, max_length=256)
     incident_id: str | None = Field(default=None, min_length=1, max_length=256)
-    metadata: dict[str, Any] | None = None
-    blast_radius: dict[str, Any] | None = None
-    dry_run_checks: list[Any] | None = None
+    metadata: FreeFormObject | None = None
+    blast_radius: FreeFormObject | None = None
+    dry_run_checks: FreeFormList | None = None
     expires_in: int | None = Field(
         default=None, ge=60, le=30 * 86400, description="seconds; capped by the policy's ttl"
     )
@@ -192,6 +236,40 @@ _ID_PARAM = {
 }
 
 
+_LIST_PARAMS = [
+    {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": _STATUS_ENUM},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "the `next` of the previous page, as it was",
+        "schema": {"type": "string", "minLength": 1},
+    },
+]
+
+_PAGE = {
+    "type": "object",
+    "required": ["approvals", "next"],
+    "properties": {
+        "approvals": {"type": "array", "items": _ref("Approval")},
+        "next": {
+            "type": ["string", "null"],
+            "description": "cursor for the next page; null on the last one",
+        },
+    },
+}
+
 _INGESTED = {
     "type": "object",
     "properties": {
@@ -232,6 +310,7 @@ def document() -> dict[str, Any]:
     schemas.update(
         Error=_ERROR,
         Approval=_APPROVAL,
+        ApprovalPage=_PAGE,
         Vote=_VOTE,
         Redeemed=_REDEEMED,
         AlertsIngested=_INGESTED,
@@ -265,30 +344,23 @@ def document() -> dict[str, Any]:
                     "requestBody": _body("CreateApproval"),
                     "responses": {
                         "201": _json(_ref("Approval"), "created; cards posted"),
-                        "200": _json(_ref("Approval"), "same Idempotency-Key, or merged"),
+                        "200": _json(
+                            _ref("Approval"),
+                            "same Idempotency-Key, or merged (same fingerprint and ask)",
+                        ),
                         **common,
                         **_errors(409),
                     },
                 },
                 "get": {
                     "operationId": "listApprovals",
-                    "parameters": [
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string", "enum": _STATUS_ENUM},
-                        }
-                    ],
+                    "summary": "This team's requests, newest first, a page at a time",
+                    "parameters": _LIST_PARAMS,
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "approvals": {"type": "array", "items": _ref("Approval")}
-                                },
-                            },
-                            "this team's requests, newest first (at most 100)",
+                            _ref("ApprovalPage"),
+                            "a page of at most `limit` requests (fewer past 1 MiB); "
+                            "`next` fetches the rest",
                         ),
                         **_errors(401, 422, 503),
                     },
