@@ -6,6 +6,9 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from bot.alerts.sources import MAX_ALERTS, AlertmanagerBody, GenericAlert, GrafanaBody
 
 API = "/api/v1"
 
@@ -113,6 +116,8 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "ReportResult": ReportResult,
     "RedeemToken": RedeemToken,
 }
+# Alert bodies are the models bot.alerts.sources validates with.
+ALERT_BODIES: tuple[type[BaseModel], ...] = (AlertmanagerBody, GrafanaBody, GenericAlert)
 
 _ERROR = {
     "type": "object",
@@ -125,6 +130,16 @@ _ERROR = {
                 "code": {"type": "string"},
                 "message": {"type": "string"},
                 "field": {"type": "string"},
+                "problems": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "field": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
             },
         }
     },
@@ -283,16 +298,12 @@ _INGESTED = {
 }
 
 
-def _alert_intake(operation: str, summary: str) -> dict[str, Any]:
-    # Body schemas live in bot.alerts.sources (issue 5); refine them there.
+def _alert_intake(operation: str, summary: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "post": {
             "operationId": operation,
             "summary": summary,
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
-            },
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
             "responses": {
                 "200": _json(_ref("AlertsIngested"), "stored; cards posted or updated"),
                 **_errors(400, 401, 413, 415, 422, 503),
@@ -301,12 +312,35 @@ def _alert_intake(operation: str, summary: str) -> dict[str, Any]:
     }
 
 
+_GENERIC_ALERTS = {
+    "anyOf": [
+        _ref("GenericAlert"),
+        {"type": "array", "items": _ref("GenericAlert"), "maxItems": MAX_ALERTS},
+    ]
+}
+
+# What a created request's id leads to: lets a client (and a stateful fuzzer) follow on.
+_LINKS = {
+    name: {"operationId": operation, "parameters": {"id": "$response.body#/id"}}
+    for name, operation in (
+        ("GetApproval", "getApproval"),
+        ("CancelApproval", "cancelApproval"),
+        ("ReportResult", "reportResult"),
+    )
+}
+
+
+def _with_links(response: dict[str, Any]) -> dict[str, Any]:
+    return {**response, "links": _LINKS}
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document; request schemas come from the models the handlers validate."""
-    schemas: dict[str, Any] = {
-        name: model.model_json_schema(ref_template="#/components/schemas/{model}")
-        for name, model in REQUEST_BODIES.items()
-    }
+    _, defs = models_json_schema(
+        [(model, "validation") for model in (*REQUEST_BODIES.values(), *ALERT_BODIES)],
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas: dict[str, Any] = dict(defs["$defs"])
     schemas.update(
         Error=_ERROR,
         Approval=_APPROVAL,
@@ -343,10 +377,12 @@ def document() -> dict[str, Any]:
                     ],
                     "requestBody": _body("CreateApproval"),
                     "responses": {
-                        "201": _json(_ref("Approval"), "created; cards posted"),
-                        "200": _json(
-                            _ref("Approval"),
-                            "same Idempotency-Key, or merged (same fingerprint and ask)",
+                        "201": _with_links(_json(_ref("Approval"), "created; cards posted")),
+                        "200": _with_links(
+                            _json(
+                                _ref("Approval"),
+                                "same Idempotency-Key, or merged (same fingerprint and ask)",
+                            )
                         ),
                         **common,
                         **_errors(409),
@@ -409,11 +445,15 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            f"{API}/alerts": _alert_intake("ingestAlerts", "Generic JSON alerts"),
-            f"{API}/alerts/alertmanager": _alert_intake(
-                "ingestAlertmanager", "Prometheus Alertmanager webhook"
+            f"{API}/alerts": _alert_intake(
+                "ingestAlerts", "Generic JSON alerts: one or a list", _GENERIC_ALERTS
             ),
-            f"{API}/alerts/grafana": _alert_intake("ingestGrafana", "Grafana webhook"),
+            f"{API}/alerts/alertmanager": _alert_intake(
+                "ingestAlertmanager", "Prometheus Alertmanager webhook", _ref("AlertmanagerBody")
+            ),
+            f"{API}/alerts/grafana": _alert_intake(
+                "ingestGrafana", "Grafana webhook", _ref("GrafanaBody")
+            ),
             f"{API}/openapi.json": {
                 "get": {
                     "operationId": "openapi",
