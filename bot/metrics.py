@@ -49,7 +49,10 @@ class Metrics:
         )
         self.votes = Counter("quorum_votes", "Votes by outcome", ["outcome"], registry=r)
         self.alerts_received = Counter(
-            "quorum_alerts_received", "Alerts received", ["source"], registry=r
+            "quorum_alerts_received",
+            "Alerts received, by intake route (alertmanager, grafana, generic)",
+            ["source"],
+            registry=r,
         )
 
     def render(self) -> bytes:

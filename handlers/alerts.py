@@ -84,7 +84,7 @@ async def _receive(request: web.Request, kind: Kind) -> web.Response:
     except (ApiError, Invalid) as exc:
         _log_rejected(team, request.path, data, exc)
         raise
-    result = await service.ingest(request.app[RUNTIME], team, alerts)
+    result = await service.ingest(request.app[RUNTIME], team, alerts, kind=kind)
     return web.json_response({"status": "ok", **asdict(result)})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -203,6 +204,28 @@ async def create_approval(request: web.Request) -> web.Response:
     return web.json_response(approval_json(rt, details), status=201 if created else 200)
 
 
+# A page stops early past this many bytes of rows (the rest follow by `next`): rows are
+# bounded one by one, but a hundred of the largest would still make a huge response.
+PAGE_MAX_BYTES = 1024 * 1024
+
+
+def _limit(request: web.Request) -> int:
+    text = request.query.get("limit")
+    if text is None:
+        return approvals.PAGE_SIZE
+    # Length first: int() refuses very long digit strings with an error of its own.
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not (
+        1 <= int(text) <= approvals.PAGE_MAX
+    ):
+        fail(
+            422,
+            "validation_error",
+            f"limit: an integer from 1 to {approvals.PAGE_MAX}",
+            field="limit",
+        )
+    return int(text)
+
+
 @routes.get(f"{API}/approvals")
 async def list_approvals(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
@@ -215,8 +238,21 @@ async def list_approvals(request: web.Request) -> web.Response:
             f"status: one of {', '.join(approvals.STATUSES)}",
             field="status",
         )
-    items = await approvals.list_requests(rt, team, status)
-    return web.json_response({"approvals": [approval_json(rt, d) for d in items]})
+    page = await approvals.list_page(
+        rt, team, status, limit=_limit(request), cursor=request.query.get("cursor")
+    )
+    rows: list[str] = []
+    size = 0
+    for d in page.items:
+        row = json.dumps(approval_json(rt, d))
+        size += len(row)
+        if rows and size > PAGE_MAX_BYTES:
+            break
+        rows.append(row)
+    more = page.more or len(rows) < len(page.items)
+    after = approvals.cursor_of(page.items[len(rows) - 1].request) if more else None
+    body = f'{{"approvals": [{", ".join(rows)}], "next": {json.dumps(after)}}}'
+    return web.Response(text=body, content_type="application/json")
 
 
 @routes.get(f"{API}/approvals/{{id}}")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from bot.alerts.sources import MAX_ALERTS, AlertmanagerBody, GenericAlert, GrafanaBody
 
 API = "/api/v1"
 
@@ -22,6 +26,49 @@ CREATE_EXAMPLE: dict[str, Any] = {
 }
 
 
+# Caps on each free-form JSON field: every list row carries them, so they bound list pages too.
+FREE_FORM_MAX_BYTES = 16 * 1024  # compact UTF-8 JSON
+FREE_FORM_MAX_DEPTH = 32  # the field itself is the first level
+FREE_FORM_MAX_KEYS = 256  # in any one object
+
+
+def _free_form_problem(value: Any) -> str | None:
+    """Why a free-form JSON value is over the caps, if it is."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        if depth > FREE_FORM_MAX_DEPTH:
+            return f"nested more than {FREE_FORM_MAX_DEPTH} levels deep"
+        if isinstance(node, dict) and len(node) > FREE_FORM_MAX_KEYS:
+            return f"an object has more than {FREE_FORM_MAX_KEYS} keys"
+        stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > FREE_FORM_MAX_BYTES:
+        return f"{size} bytes as JSON, more than {FREE_FORM_MAX_BYTES}"
+    return None
+
+
+def _bounded(value: Any) -> Any:
+    problem = _free_form_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+_CAPS = (
+    f"free-form JSON: at most {FREE_FORM_MAX_BYTES} bytes serialised, "
+    f"{FREE_FORM_MAX_DEPTH} levels deep and {FREE_FORM_MAX_KEYS} keys in any object"
+)
+FreeFormObject = Annotated[
+    dict[str, Any],
+    AfterValidator(_bounded),
+    Field(description=_CAPS, json_schema_extra={"maxProperties": FREE_FORM_MAX_KEYS}),
+]
+FreeFormList = Annotated[list[Any], AfterValidator(_bounded), Field(description=_CAPS)]
+
+
 class _Body(BaseModel):
     # Strict: "5" is not a number and true is not 1; unknown fields are refused by name.
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -37,9 +84,9 @@ class CreateApproval(_Body):
     description: str | None = Field(default=None, max_length=65536)
     fingerprint: str | None = Field(default=None, min_length=1, max_length=256)
     incident_id: str | None = Field(default=None, min_length=1, max_length=256)
-    metadata: dict[str, Any] | None = None
-    blast_radius: dict[str, Any] | None = None
-    dry_run_checks: list[Any] | None = None
+    metadata: FreeFormObject | None = None
+    blast_radius: FreeFormObject | None = None
+    dry_run_checks: FreeFormList | None = None
     expires_in: int | None = Field(
         default=None, ge=60, le=30 * 86400, description="seconds; capped by the policy's ttl"
     )
@@ -93,6 +140,8 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "ReportResult": ReportResult,
     "RedeemToken": RedeemToken,
 }
+# Alert bodies are the models bot.alerts.sources validates with.
+ALERT_BODIES: tuple[type[BaseModel], ...] = (AlertmanagerBody, GrafanaBody, GenericAlert)
 
 _ERROR = {
     "type": "object",
@@ -105,6 +154,16 @@ _ERROR = {
                 "code": {"type": "string"},
                 "message": {"type": "string"},
                 "field": {"type": "string"},
+                "problems": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "field": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
             },
         }
     },
@@ -216,6 +275,40 @@ _ID_PARAM = {
 }
 
 
+_LIST_PARAMS = [
+    {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": _STATUS_ENUM},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "the `next` of the previous page, as it was",
+        "schema": {"type": "string", "minLength": 1},
+    },
+]
+
+_PAGE = {
+    "type": "object",
+    "required": ["approvals", "next"],
+    "properties": {
+        "approvals": {"type": "array", "items": _ref("Approval")},
+        "next": {
+            "type": ["string", "null"],
+            "description": "cursor for the next page; null on the last one",
+        },
+    },
+}
+
 _INGESTED = {
     "type": "object",
     "properties": {
@@ -229,16 +322,12 @@ _INGESTED = {
 }
 
 
-def _alert_intake(operation: str, summary: str) -> dict[str, Any]:
-    # Body schemas live in bot.alerts.sources (issue 5); refine them there.
+def _alert_intake(operation: str, summary: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "post": {
             "operationId": operation,
             "summary": summary,
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
-            },
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
             "responses": {
                 "200": _json(_ref("AlertsIngested"), "stored; cards posted or updated"),
                 **_errors(400, 401, 413, 415, 422, 503),
@@ -247,15 +336,39 @@ def _alert_intake(operation: str, summary: str) -> dict[str, Any]:
     }
 
 
+_GENERIC_ALERTS = {
+    "anyOf": [
+        _ref("GenericAlert"),
+        {"type": "array", "items": _ref("GenericAlert"), "maxItems": MAX_ALERTS},
+    ]
+}
+
+# What a created request's id leads to: lets a client (and a stateful fuzzer) follow on.
+_LINKS = {
+    name: {"operationId": operation, "parameters": {"id": "$response.body#/id"}}
+    for name, operation in (
+        ("GetApproval", "getApproval"),
+        ("CancelApproval", "cancelApproval"),
+        ("ReportResult", "reportResult"),
+    )
+}
+
+
+def _with_links(response: dict[str, Any]) -> dict[str, Any]:
+    return {**response, "links": _LINKS}
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document; request schemas come from the models the handlers validate."""
-    schemas: dict[str, Any] = {
-        name: model.model_json_schema(ref_template="#/components/schemas/{model}")
-        for name, model in REQUEST_BODIES.items()
-    }
+    _, defs = models_json_schema(
+        [(model, "validation") for model in (*REQUEST_BODIES.values(), *ALERT_BODIES)],
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas: dict[str, Any] = dict(defs["$defs"])
     schemas.update(
         Error=_ERROR,
         Approval=_APPROVAL,
+        ApprovalPage=_PAGE,
         Vote=_VOTE,
         Redeemed=_REDEEMED,
         AlertsIngested=_INGESTED,
@@ -288,8 +401,13 @@ def document() -> dict[str, Any]:
                     ],
                     "requestBody": _body("CreateApproval"),
                     "responses": {
-                        "201": _json(_ref("Approval"), "created; cards posted"),
-                        "200": _json(_ref("Approval"), "same Idempotency-Key, or merged"),
+                        "201": _with_links(_json(_ref("Approval"), "created; cards posted")),
+                        "200": _with_links(
+                            _json(
+                                _ref("Approval"),
+                                "same Idempotency-Key, or merged (same fingerprint and ask)",
+                            )
+                        ),
                         **common,
                         **_errors(409),
                         "422": _json(
@@ -301,23 +419,13 @@ def document() -> dict[str, Any]:
                 },
                 "get": {
                     "operationId": "listApprovals",
-                    "parameters": [
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string", "enum": _STATUS_ENUM},
-                        }
-                    ],
+                    "summary": "This team's requests, newest first, a page at a time",
+                    "parameters": _LIST_PARAMS,
                     "responses": {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "approvals": {"type": "array", "items": _ref("Approval")}
-                                },
-                            },
-                            "this team's requests, newest first (at most 100)",
+                            _ref("ApprovalPage"),
+                            "a page of at most `limit` requests (fewer past 1 MiB); "
+                            "`next` fetches the rest",
                         ),
                         **_errors(401, 422, 503),
                     },
@@ -372,11 +480,15 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            f"{API}/alerts": _alert_intake("ingestAlerts", "Generic JSON alerts"),
-            f"{API}/alerts/alertmanager": _alert_intake(
-                "ingestAlertmanager", "Prometheus Alertmanager webhook"
+            f"{API}/alerts": _alert_intake(
+                "ingestAlerts", "Generic JSON alerts: one or a list", _GENERIC_ALERTS
             ),
-            f"{API}/alerts/grafana": _alert_intake("ingestGrafana", "Grafana webhook"),
+            f"{API}/alerts/alertmanager": _alert_intake(
+                "ingestAlertmanager", "Prometheus Alertmanager webhook", _ref("AlertmanagerBody")
+            ),
+            f"{API}/alerts/grafana": _alert_intake(
+                "ingestGrafana", "Grafana webhook", _ref("GrafanaBody")
+            ),
             f"{API}/openapi.json": {
                 "get": {
                     "operationId": "openapi",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,24 +128,53 @@ async def by_idempotency(session: AsyncSession, team_id: int, key: str) -> Reque
     return _request(row) if row else None
 
 
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """A fingerprint's pending request: `merged` when it asks for the same, else `clash`."""
+
+    merged: RequestRecord | None = None
+    clash: uuid.UUID | None = None
+
+
 async def merge_fingerprint(
-    session: AsyncSession, team_id: int, fingerprint: str
-) -> RequestRecord | None:
-    """Count a repeat on the pending request with this fingerprint, if there is one."""
+    session: AsyncSession,
+    team_id: int,
+    fingerprint: str,
+    *,
+    action: str,
+    target: str,
+    risk_level: str,
+) -> Merge | None:
+    """Count a repeat on the live pending request with this fingerprint, if it asks for the
+    same action on the same target at the same risk; else name the one that differs.
+
+    None when no live pending request has the fingerprint.
+    """
+    live = (
+        _R.c.team_id == team_id,
+        _R.c.fingerprint == fingerprint,
+        _R.c.status == "pending",
+        _R.c.expires_at > func.now(),
+    )
+    same = (_R.c.action == action, _R.c.target == target, _R.c.risk_level == risk_level)
     row = (
         await session.execute(
             update(_R)
-            .where(
-                _R.c.team_id == team_id,
-                _R.c.fingerprint == fingerprint,
-                _R.c.status == "pending",
-                _R.c.expires_at > func.now(),
-            )
+            .where(*live, *same)
             .values(hit_count=_R.c.hit_count + 1, last_seen_at=func.now(), updated_at=func.now())
             .returning(*_COLUMNS)
         )
     ).first()
-    return _request(row) if row else None
+    if row is not None:
+        return Merge(merged=_request(row))
+    # Only a request that differs: one asking for the same, committed since the update, is
+    # found by the caller's next round, which merges into it.
+    clash = await session.scalar(
+        select(_R.c.id).where(
+            *live, tuple_(_R.c.action, _R.c.target, _R.c.risk_level) != (action, target, risk_level)
+        )
+    )
+    return Merge(clash=clash) if clash is not None else None
 
 
 async def insert_request(
@@ -168,12 +197,22 @@ async def insert_request(
 
 
 async def list_for_team(
-    session: AsyncSession, team_id: int, status: str | None, limit: int = 100
+    session: AsyncSession,
+    team_id: int,
+    status: str | None,
+    limit: int = 100,
+    *,
+    before: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[RequestRecord]:
+    """The team's requests newest first, those older than `before` (created_at, id) if given:
+    keyset pagination, stable while requests are added."""
     stmt = select(*_COLUMNS).where(_R.c.team_id == team_id)
     if status is not None:
         stmt = stmt.where(_R.c.status == status)
-    rows = await session.execute(stmt.order_by(_R.c.created_at.desc()).limit(limit))
+    if before is not None:
+        stmt = stmt.where(tuple_(_R.c.created_at, _R.c.id) < before)
+    order = (_R.c.created_at.desc(), _R.c.id.desc())
+    rows = await session.execute(stmt.order_by(*order).limit(limit))
     return [_request(r) for r in rows]
 
 

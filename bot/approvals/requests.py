@@ -3,6 +3,7 @@ reads, cancellation and the executor's result."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
@@ -142,10 +143,28 @@ async def _same_key(
 async def _merge(
     rt: Runtime, session: AsyncSession, team_id: int, new: NewRequest, fingerprint: str
 ) -> repo.RequestRecord | None:
-    """The pending request with this fingerprint, its hit count raised and cards refreshed."""
-    merged = await repo.merge_fingerprint(session, team_id, fingerprint)
-    if merged is None:
+    """The pending request with this fingerprint, its hit count raised and cards refreshed.
+
+    Only a request for the same action, target and risk merges: a fingerprint is the client's
+    word, and a merge must never put a new ask under approvers' votes for another one.
+    """
+    found = await repo.merge_fingerprint(
+        session,
+        team_id,
+        fingerprint,
+        action=new.action,
+        target=new.target,
+        risk_level=new.risk_level.value,
+    )
+    if found is None:
         return None
+    merged = found.merged
+    if merged is None:
+        raise Conflict(
+            f"request {found.clash} is pending with this fingerprint for another action, "
+            "target or risk level; cancel it or use another fingerprint",
+            code="fingerprint_conflict",
+        )
     await audit.record(
         session,
         "approval.merged",
@@ -246,9 +265,15 @@ async def find_by_prefix(
 
 
 async def find_requests(
-    rt: Runtime, session: AsyncSession, team: Team, status: str | None
+    rt: Runtime,
+    session: AsyncSession,
+    team: Team,
+    status: str | None,
+    limit: int = 100,
+    *,
+    before: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[Details]:
-    reqs = await repo.list_for_team(session, rt.team_ids[team.name], status)
+    reqs = await repo.list_for_team(session, rt.team_ids[team.name], status, limit, before=before)
     return await details_of(rt, session, reqs, datetime.now(UTC))
 
 
@@ -257,9 +282,45 @@ async def get_request(rt: Runtime, team: Team, request_id: uuid.UUID) -> Details
         return await find_request(rt, session, team, request_id)
 
 
-async def list_requests(rt: Runtime, team: Team, status: str | None) -> list[Details]:
+PAGE_SIZE = 50
+PAGE_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Details]
+    more: bool  # requests older than the last item exist
+
+
+def cursor_of(request: repo.RequestRecord) -> str:
+    """An opaque cursor for the page after this request: its (created_at, id) position."""
+    raw = f"{request.created_at.isoformat()}|{request.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def read_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position a cursor of `cursor_of` names; Invalid for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, ident = text.partition("|")
+        position = datetime.fromisoformat(at), uuid.UUID(ident)
+    except ValueError:  # bad base64 (binascii.Error), UTF-8, time or uuid
+        position = None
+    if not cursor or position is None or position[0].tzinfo is None:
+        raise Invalid("cursor", "not a cursor from a previous page's `next`")
+    return position
+
+
+async def list_page(
+    rt: Runtime, team: Team, status: str | None, *, limit: int, cursor: str | None
+) -> Page:
+    """Up to `limit` of the team's requests, newest first, after `cursor` if given."""
+    if not 1 <= limit <= PAGE_MAX:
+        raise Invalid("limit", f"an integer from 1 to {PAGE_MAX}")
+    before = read_cursor(cursor) if cursor is not None else None
     async with rt.sessions() as session:
-        return await find_requests(rt, session, team, status)
+        items = await find_requests(rt, session, team, status, limit + 1, before=before)
+    return Page(items[:limit], more=len(items) > limit)
 
 
 # ---------------------------------------------------------------- cancel, result
