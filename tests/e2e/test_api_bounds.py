@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY, Harness, QuorumFactory, policy_data
-from tests.e2e.flows import BODY, create, sql
+from tests.e2e.flows import body as request_body
+from tests.e2e.flows import create, sql
+from tests.support import API_KEY, Harness, QuorumFactory, policy_data
 
 APPROVALS = "/api/v1/approvals"
 
@@ -56,7 +57,7 @@ async def test_free_form_fields_are_capped(quorum: Harness, field: str, cap: str
     else:
         inner = {"deep": nested_list(32)}
     value = [inner] if field == "dry_run_checks" else inner
-    status, data = await quorum.api("POST", APPROVALS, {**BODY, field: value})
+    status, data = await quorum.api("POST", APPROVALS, {**request_body(), field: value})
     assert status == 422, data
     assert data["error"]["code"] == "validation_error"
     assert data["error"]["field"].startswith(field), data
@@ -70,7 +71,7 @@ async def test_free_form_fields_at_the_caps_are_stored(quorum: Harness, field: s
         "deep": nested_list(30 if field == "dry_run_checks" else 31),
     }
     value: Any = [inner] if field == "dry_run_checks" else inner
-    status, data = await quorum.api("POST", APPROVALS, {**BODY, field: value})
+    status, data = await quorum.api("POST", APPROVALS, {**request_body(), field: value})
     assert status == 201, data
     assert data[field] == value
 
@@ -130,7 +131,7 @@ def two_keys_policy() -> dict[str, Any]:
 async def test_fingerprint_merges_only_the_same_request(make_quorum: QuorumFactory) -> None:
     h = await make_quorum(two_keys_policy())
     first = await create(h, action="echo hello", target="ci/box", fingerprint="F")
-    same = {**BODY, "action": "echo hello", "target": "ci/box", "fingerprint": "F"}
+    same = {**request_body(), "action": "echo hello", "target": "ci/box", "fingerprint": "F"}
     status, merged = await h.api("POST", APPROVALS, same, key="test-key-platform-2")
     assert status == 200 and merged["id"] == first["id"] and merged["hit_count"] == 2, merged
     for change in (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import API_KEY, Harness
+from tests.support import API_KEY, Harness
 
 SEED = 20240611
 RUN_SECONDS = 180  # a safety net: the bounded run takes about a minute
