@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from bot.policy import PolicyModel, RiskLevel, Team, TeamModel, build_team
+from bot.policy import PolicyModel, RiskLevel, Team, TeamModel, build_team, prefix_problems
 from bot.settings import EXAMPLE_VALUES, Settings, known_zone, validation_messages
 from bot.votes import reach, unreachable_reason
 
@@ -125,8 +125,16 @@ def _team_problems(where: str, name: str, model: TeamModel) -> list[Problem]:
         problems.append(
             Problem(ERROR, f"{where}.alertmanager_url", "must be an absolute http(s) URL")
         )
-    # callback_url_prefixes are checked when the model validates (bot.callback_urls).
-    team = build_team(name, model)
+    bad_prefixes = prefix_problems(model)
+    problems += [Problem(ERROR, f"{where}.{key}", msg) for key, msg in bad_prefixes]
+    bad = {key for key, _ in bad_prefixes}
+    good = tuple(
+        p
+        for i, p in enumerate(model.callback_url_prefixes)
+        if f"callback_url_prefixes.{i}" not in bad
+    )
+    # The rest is checked on the team the good prefixes make, so nothing hides behind them.
+    team = build_team(name, model.model_copy(update={"callback_url_prefixes": good}))
     for level in RiskLevel:
         where_level = f"{where}.policy.{level}"
         if level in model.policy:

@@ -95,13 +95,6 @@ class TeamModel(_Strict):
     alertmanager_url: str | None = None
     max_pending: int = Field(default=DEFAULT_MAX_PENDING, ge=1, le=1_000_000)
 
-    @field_validator("callback_url_prefixes")
-    @classmethod
-    def _prefixes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for prefix in v:
-            parse_prefix(prefix)  # its ValueError names the prefix and the rule
-        return v
-
     @field_validator("approvers")
     @classmethod
     def _unique_ids(cls, v: tuple[ApproverModel, ...]) -> tuple[ApproverModel, ...]:
@@ -234,6 +227,20 @@ def build_team(name: str, model: TeamModel) -> Team:
     )
 
 
+def prefix_problems(model: TeamModel) -> list[tuple[str, str]]:
+    """(key path below the team, what is wrong) for each callback prefix the rule refuses.
+
+    Checked after the schema, so that check-config can report these beside every other
+    problem instead of stopping at the first."""
+    problems = []
+    for i, prefix in enumerate(model.callback_url_prefixes):
+        try:
+            parse_prefix(prefix)
+        except ValueError as exc:
+            problems.append((f"callback_url_prefixes.{i}", str(exc)))
+    return problems
+
+
 def parse_policy(data: dict[str, Any], source: str = "<memory>") -> Policy:
     try:
         model = PolicyModel.model_validate(data)
@@ -242,6 +249,9 @@ def parse_policy(data: dict[str, Any], source: str = "<memory>") -> Policy:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"policy file {source}: {key}: {msg}") from None
+    for name, team_model in model.teams.items():
+        for key, msg in prefix_problems(team_model):
+            raise ConfigError(f"policy file {source}: teams.{name}.{key}: {msg}")
     teams = {name: build_team(name, m) for name, m in model.teams.items()}
     index: dict[int, str] = {}
     for team in teams.values():

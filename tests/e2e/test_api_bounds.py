@@ -76,7 +76,11 @@ async def test_free_form_fields_at_the_caps_are_stored(quorum: Harness, field: s
     assert data[field] == value
 
 
-async def test_list_is_paginated_newest_first_without_gaps(quorum: Harness) -> None:
+async def test_list_is_paginated_newest_first_without_gaps(make_quorum: QuorumFactory) -> None:
+    data = policy_data()
+    # 120 creations in a few seconds: past the default creation burst of one key.
+    data["teams"]["platform"]["api_keys"][0].update(rate_per_minute=10_000, burst=200)
+    quorum = await make_quorum(data)
     made = [(await create(quorum, target=f"t{i}"))["id"] for i in range(120)]
     seen: list[str] = []
     pages = []
