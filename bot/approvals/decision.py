@@ -14,6 +14,7 @@ from bot.runtime import Runtime
 from bot.tokens import payload_sha256
 from storage import approvals as repo
 from storage import audit
+from storage import tokens as tokens_repo
 
 
 def request_hash(req: repo.RequestRecord, team_name: str) -> str:
@@ -81,7 +82,7 @@ async def _mint_token(
         request_expires_at=req.expires_at,
         now=now,
     )
-    added = await repo.add_token(
+    added = await tokens_repo.add_token(
         session,
         jti=minted.jti,
         request_id=req.id,
@@ -120,4 +121,4 @@ async def _queue_callback(
     }
     if token is not None:
         body["approval_token"] = token
-    await repo.queue_callback(session, req.id, url, body)
+    await tokens_repo.queue_callback(session, req.id, url, body)

@@ -17,6 +17,7 @@ from bot.runtime import Runtime
 from bot.tokens import Claims, InvalidToken
 from storage import approvals as repo
 from storage import audit, keys
+from storage import tokens as tokens_repo
 from storage.db import transaction
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ async def _approved_request(
 ) -> repo.RequestRecord:
     """The team's approved request the token was issued for, unchanged since."""
     async with rt.sessions() as session:
-        stored = await repo.token_by_jti(session, claims.jti)
+        stored = await tokens_repo.token_by_jti(session, claims.jti)
         req = await repo.get(session, claims.request_id)
     problem = None
     if stored is None or req is None or stored.request_id != claims.request_id:
@@ -169,7 +170,7 @@ async def _consume(
         async with transaction(rt.sessions) as session:
             locked = await repo.lock(session, req.id)
             if locked is not None and locked[1] < min(claims.expires_at, locked[0].expires_at):
-                first = await repo.redeem(session, claims.jti, req.id, actor)
+                first = await tokens_repo.redeem(session, claims.jti, req.id, actor)
             if first:
                 await audit.record(
                     session,

@@ -24,6 +24,7 @@ from bot.runtime import Runtime
 from bot.votes import Outcome, reach, unreachable_reason
 from storage import approvals as repo
 from storage import audit
+from storage import tokens as tokens_repo
 from storage.db import transaction
 
 STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")
@@ -54,7 +55,7 @@ class Details:
     request: repo.RequestRecord
     votes: list[repo.VoteRecord]
     outcome: Outcome
-    token: repo.TokenRecord | None
+    token: tokens_repo.TokenRecord | None
     cards: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -238,7 +239,7 @@ async def details_of(
 ) -> list[Details]:
     ids = [r.id for r in reqs]
     votes = await repo.votes_for(session, ids)
-    tokens = await repo.tokens_for(session, ids)
+    tokens = await tokens_repo.tokens_for(session, ids)
     links = await repo.card_links(session, ids)
     return [
         Details(r, votes[r.id], outcome_of(rt, r, votes[r.id], now), tokens.get(r.id), links[r.id])

@@ -24,6 +24,7 @@ from bot.runtime import Runtime
 from bot.votes import requesters
 from storage import approvals as repo
 from storage import audit
+from storage import tokens as tokens_repo
 from storage.db import transaction
 from storage.outbox import Priority, enqueue_text
 from storage.teams import active_chats
@@ -151,7 +152,7 @@ def _backoff(attempts: int) -> float:
 async def deliver_callbacks(rt: Runtime, http: aiohttp.ClientSession, limit: int = 10) -> int:
     """POST decisions to callback URLs, signed; retried with backoff, then given up."""
     async with transaction(rt.sessions) as session:
-        due = await repo.claim_callbacks(session, limit, CALLBACK_LEASE_SECONDS)
+        due = await tokens_repo.claim_callbacks(session, limit, CALLBACK_LEASE_SECONDS)
     secret = rt.settings.token_secret.get_secret_value()
     for item in due:
         error, final = await _post_callback(http, item, secret)
@@ -160,7 +161,7 @@ async def deliver_callbacks(rt: Runtime, http: aiohttp.ClientSession, limit: int
 
 
 async def _post_callback(
-    http: aiohttp.ClientSession, item: repo.CallbackRecord, secret: str
+    http: aiohttp.ClientSession, item: tokens_repo.CallbackRecord, secret: str
 ) -> tuple[str | None, bool]:
     """One delivery attempt: (the error or None, whether retrying is pointless)."""
     body = json.dumps(item.body, separators=(",", ":"), sort_keys=True).encode()
@@ -183,11 +184,11 @@ async def _post_callback(
 
 
 async def _finish_callback(
-    rt: Runtime, item: repo.CallbackRecord, error: str | None, *, final: bool = False
+    rt: Runtime, item: tokens_repo.CallbackRecord, error: str | None, *, final: bool = False
 ) -> None:
     give_up = error is not None and (final or item.attempts >= CALLBACK_MAX_ATTEMPTS)
     async with transaction(rt.sessions) as session:
-        await repo.finish_callback(
+        await tokens_repo.finish_callback(
             session,
             item.id,
             delivered=error is None,
