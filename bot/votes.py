@@ -85,23 +85,10 @@ def counts(voter: int, asked: frozenset[int], approvers: Mapping[int, Approver])
     return voter in approvers and voter not in asked
 
 
-def tally(
-    request: Subject,
-    rule: Rule,
-    approvers: Mapping[int, Approver],
-    votes: Iterable[Ballot],
-    now: datetime,
-) -> Outcome:
-    """Count the votes of a pending request against the CURRENT policy.
-
-    `approvers` is the team's approver list as it is now: a vote by someone since removed no
-    longer counts, and the requester's vote never does. The stricter of the stored and the
-    current approval count applies, so editing the policy can never weaken a pending request.
-    Expiry wins over everything: at or past expires_at nothing can be decided any more.
-    """
-    required = max(request.required_approvals, rule.required_approvals)
-    reject_threshold = request.reject_threshold
-    asked = requesters(request, approvers)
+def _sort_ballots(
+    votes: Iterable[Ballot], asked: frozenset[int], approvers: Mapping[int, Approver]
+) -> tuple[set[int], list[int], list[int], list[int]]:
+    """(everyone who voted, counted approvals, counted rejects, votes that do not count)."""
     seen: set[int] = set()
     approvals: list[int] = []
     rejects: list[int] = []
@@ -119,6 +106,27 @@ def tally(
             rejects.append(voter)
         else:
             ignored.append(voter)
+    return seen, approvals, rejects, ignored
+
+
+def tally(
+    request: Subject,
+    rule: Rule,
+    approvers: Mapping[int, Approver],
+    votes: Iterable[Ballot],
+    now: datetime,
+) -> Outcome:
+    """Count the votes of a pending request against the CURRENT policy.
+
+    `approvers` is the team's approver list as it is now: a vote by someone since removed no
+    longer counts, and the requester's vote never does. The stricter of the stored and the
+    current approval count applies, so editing the policy can never weaken a pending request.
+    Expiry wins over everything: at or past expires_at nothing can be decided any more.
+    """
+    required = max(request.required_approvals, rule.required_approvals)
+    reject_threshold = request.reject_threshold
+    asked = requesters(request, approvers)
+    seen, approvals, rejects, ignored = _sort_ballots(votes, asked, approvers)
     role_ok = not rule.required_roles or any(
         approvers[v].roles & rule.required_roles for v in approvals
     )
