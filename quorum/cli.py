@@ -103,6 +103,8 @@ def cmd_migrate(_: argparse.Namespace) -> int:
         run_migrations(url)
     except Exception as exc:
         raise Unreachable(DATABASE, cause(exc, url, DATABASE)) from exc
+    finally:
+        _stop_embedded(settings)
     print("database is at the newest schema")
     return 0
 

@@ -9,6 +9,7 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.runtime import Runtime
@@ -133,8 +134,10 @@ class Pacer:
     we drain them, so jitter between our clock and its arrival times never tips into a 429.
     """
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, clock: Callable[[], float] = time.monotonic) -> None:
         s = rt.settings
+        # When to try Redis again (tests move it instead of waiting).
+        self.clock = clock
         self.redis = rt.redis
         self.metrics = rt.metrics
         self.shared = Rates(
@@ -177,7 +180,7 @@ class Pacer:
         paused = self._local_pause(chat_id)
         if paused > 0:
             return paused
-        if time.monotonic() >= self._redis_retry_at:
+        if self.clock() >= self._redis_retry_at:
             try:
                 return await self._acquire_shared(chat_id)
             except Exception as exc:  # any Redis fault: degrade, never stop sending
@@ -191,7 +194,7 @@ class Pacer:
                         type(exc).__name__,
                     )
                 self.degraded = True
-                self._redis_retry_at = time.monotonic() + 1.0
+                self._redis_retry_at = self.clock() + 1.0
         self.metrics.pacing_fallback.inc()
         return self._acquire_local(chat_id)
 

@@ -138,11 +138,12 @@ async def test_embedded_postgres_accepts_connections_and_migrations(tmp_path: Pa
 class Sandbox:
     """`quorum sandbox` as a newcomer runs it: embedded PostgreSQL, in-process Redis."""
 
-    def __init__(self, home: Path, data: Path) -> None:
+    def __init__(self, home: Path, data: Path, **values: str) -> None:
         self.home, self.data = home, data
         self.port, self.emu_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
         env["QUORUM_DATA_DIR"] = str(data)
+        env.update({f"QUORUM_{k.upper()}": v for k, v in values.items()})
         self.out = home / f"sandbox-{self.port}.out"
         self._file = self.out.open("wb")
         self.proc = subprocess.Popen(
@@ -338,9 +339,13 @@ async def test_a_second_sandbox_on_the_same_data_is_refused_with_one_line(
     tmp_path: Path, sandboxes: list[Sandbox]
 ) -> None:
     data = tmp_path / "data"
-    first = Sandbox(tmp_path, data)
+    first = Sandbox(tmp_path, data, log_format="json")
     sandboxes.append(first)
-    await first.banner()
+    banner = await first.banner()
+    # QUORUM_LOG_FORMAT=json: every log line before the banner is one JSON object.
+    before = banner.split("Quorum sandbox is up.")[0].splitlines()
+    logs = [json.loads(line) for line in before if line.strip()]
+    assert logs and all({"time", "level", "logger", "message"} <= set(r) for r in logs), logs
     second = Sandbox(tmp_path, data)
     sandboxes.append(second)
     assert second.proc.wait(timeout=60) == 2
@@ -356,3 +361,25 @@ async def test_a_second_sandbox_on_the_same_data_is_refused_with_one_line(
     ):
         assert resp.status == 200
     assert first.stop() == 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:platformdirs")
+async def test_stop_embedded_stops_an_orphaned_server_and_is_harmless_without_one(
+    tmp_path: Path, sandboxes: list[Sandbox]
+) -> None:
+    # What `make clean` runs before deleting the data: a killed sandbox left its server.
+    data = tmp_path / "data"
+    sb = Sandbox(tmp_path, data)
+    sandboxes.append(sb)
+    await sb.banner()
+    sb.kill()
+    assert embedded_processes(data), "SIGKILL leaves the embedded PostgreSQL running"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
+    env["QUORUM_DATA_DIR"] = str(data)
+    stop = [str(QUORUM), "stop-embedded"]
+    done = subprocess.run(stop, env=env, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "stopped the embedded PostgreSQL" in done.stdout
+    assert not embedded_processes(data)
+    again = subprocess.run(stop, env=env, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
