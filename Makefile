@@ -45,5 +45,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.votes
 	$(BIN)/python -m bench.alerts
 
+# A running embedded PostgreSQL is stopped first: deleting its data under it would leave an
+# orphan server (and a stale socket) behind.
 clean:
+	if [ -x $(BIN)/quorum ] && [ -f .quorum/pgdata/postmaster.pid ]; then \
+		QUORUM_DATA_DIR=.quorum $(BIN)/quorum stop-embedded; fi
 	rm -rf $(VENV) .quorum .mypy_cache .ruff_cache .import_linter_cache

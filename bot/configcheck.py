@@ -61,11 +61,32 @@ def check_settings(s: Settings) -> list[Problem]:
         problems.append(Problem(ERROR, "QUORUM_TOKEN_PREVIOUS_SECRETS", published))
     if s.telegram_mode == "webhook" and s.webhook_url == EXAMPLE_VALUES["webhook_url"]:
         problems.append(Problem(ERROR, "QUORUM_WEBHOOK_URL", published))
+    problems += _replica_problems(s)
     if s.database_url == EXAMPLE_VALUES["database_url"]:
         problems.append(
             Problem(WARNING, "QUORUM_DATABASE_URL", "uses the password published in .env.example")
         )
     return problems
+
+
+def _replica_problems(s: Settings) -> list[Problem]:
+    """Webhook mode is how Quorum runs as replicas; the embedded stand-ins serve one process."""
+    if s.telegram_mode != "webhook":
+        return []
+    missing = [
+        v
+        for v, url in (("QUORUM_DATABASE_URL", s.database_url), ("QUORUM_REDIS_URL", s.redis_url))
+        if not url
+    ]
+    if not missing:
+        return []
+    message = (
+        "webhook mode needs both QUORUM_DATABASE_URL and QUORUM_REDIS_URL: its replicas share "
+        "one database, one Telegram pacing budget and one token-replay gate "
+        "(without them, use QUORUM_TELEGRAM_MODE=polling: one process on embedded PostgreSQL "
+        "and in-process Redis)"
+    )
+    return [Problem(ERROR, " and ".join(missing), message)]
 
 
 def from_validation_error(exc: ValidationError) -> list[Problem]:

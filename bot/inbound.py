@@ -82,7 +82,9 @@ class Inbound:
             if storage_unavailable(exc):
                 raise
             # A bug in handling must not lose the update: store it for the retry loop.
-            log.exception("update %s failed; stored for retry", update_id)
+            log.exception(
+                "update %s failed; stored for retry", update_id, extra={"update_id": update_id}
+            )
             rt.metrics.updates_failed.inc()
             async with rt.sessions() as session, session.begin():
                 await updates.store_failed(session, update_id, raw, repr(exc)[:500])
@@ -103,7 +105,11 @@ class Inbound:
                         await self._dispatch(row.payload, session, webhook_reply=False)
                     await updates.mark_done(session, row.id)
                 except Exception as exc:
-                    log.exception("retry of update %s failed", row.update_id)
+                    log.exception(
+                        "retry of update %s failed",
+                        row.update_id,
+                        extra={"update_id": row.update_id},
+                    )
                     await updates.mark_failed(session, row.id, repr(exc)[:500])
                 done += 1
         return done

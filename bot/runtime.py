@@ -31,6 +31,8 @@ class Runtime:
     team_ids: dict[str, int] = field(default_factory=dict)
     bot_username: str = ""
     bot_id: int = 0
+    # How this process runs, e.g. "polling, embedded PostgreSQL, in-process Redis" (/readyz).
+    mode: str = ""
     # Names this process in outbox claims and logs; carries no state others need.
     instance: str = field(default_factory=lambda: secrets.token_hex(4))
     # Derived from the settings once per process: pure derivations, nothing shared.

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     outbox_claim_lease_seconds: float = Field(default=30.0, ge=1)
     outbox_concurrency: int = Field(default=32, ge=1)
     log_level: str = "INFO"
+    # text for people, json (one object per line) for log shippers.
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("telegram_token")
     @classmethod

@@ -45,7 +45,11 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception as exc:
             checks["outbox_dead_letters"] = f"error: {type(exc).__name__}"
     status = 200 if not failing else 503
-    body: dict[str, Any] = {"status": "ready" if not failing else "unavailable", "checks": checks}
+    body: dict[str, Any] = {
+        "status": "ready" if not failing else "unavailable",
+        "mode": rt.mode,
+        "checks": checks,
+    }
     if failing:
         body["error"] = {"code": "not_ready", "message": "failing: " + ", ".join(failing)}
     return web.json_response(body, status=status)

@@ -41,7 +41,12 @@ async def receive_update(request: web.Request) -> web.Response:
     try:
         reply = await inbound.receive(raw, source="webhook", body=body)
     except (SQLAlchemyError, OSError, TimeoutError):
-        log.exception("update %s not stored; asking Telegram to retry", raw.get("update_id"))
+        update_id = raw.get("update_id")
+        log.exception(
+            "update %s not stored; asking Telegram to retry",
+            update_id,
+            extra={"update_id": update_id},
+        )
         return web.json_response(
             {"error": {"code": "unavailable", "message": "storage unavailable"}},
             status=503,

@@ -16,6 +16,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import handlers.alerts
 import handlers.approvals
@@ -30,9 +31,10 @@ from bot.policy import Policy
 from bot.runtime import RUNTIME, Runtime
 from bot.settings import Settings
 from handlers.api import error_middleware
-from quorum.embedded import in_process_redis, start_embedded_postgres
+from quorum.embedded import describe_mode, in_process_redis, start_embedded_postgres
 from storage import keys
 from storage.db import make_engine, make_sessionmaker, transaction
+from storage.leases import give_back_polling_lease, take_polling_lease
 from storage.teams import sync_teams
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,10 @@ async def _bounded(what: str, step: Awaitable[object], seconds: float) -> None:
             log.warning("stopping %s took %.1f s", what, time.monotonic() - started)
 
 
+class PollingTaken(Exception):
+    """Another process already polls this bot against this database."""
+
+
 class Quorum:
     """One Quorum process: HTTP API, webhook or polling, and its background workers."""
 
@@ -142,6 +148,7 @@ class Quorum:
         self.inbound: Inbound | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self._lease: AsyncConnection | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -156,6 +163,8 @@ class Quorum:
         if migrate:
             await asyncio.to_thread(run_migrations, db_url)
         engine = make_engine(db_url)
+        if s.telegram_mode == "polling":
+            await self._take_lease(engine)
         rt = Runtime(
             settings=s,
             policy=self.policy,
@@ -164,8 +173,16 @@ class Quorum:
             redis=keys.connect(s.redis_url) if s.redis_url else in_process_redis(),
             bot=make_bot(s),
             metrics=Metrics(),
+            mode=describe_mode(s.telegram_mode, s.database_url, s.redis_url),
         )
         self.rt = rt
+        if not (s.database_url and s.redis_url):
+            log.info(
+                "running as one process: %s (data under %s); replicas need webhook mode with "
+                "QUORUM_DATABASE_URL and QUORUM_REDIS_URL",
+                rt.mode,
+                s.data_dir,
+            )
         async with transaction(rt.sessions) as session:
             rt.team_ids = await sync_teams(
                 session, {name: t.chat_ids for name, t in self.policy.teams.items()}
@@ -202,6 +219,22 @@ class Quorum:
                 asyncio.create_task(self._retry_telegram_setup(rt), name="telegram_setup")
             )
         log.info("quorum started (%s mode, instance %s)", s.telegram_mode, rt.instance)
+
+    async def _take_lease(self, engine: AsyncEngine) -> None:
+        """Polling is one reader per bot: a second process on this database is refused here,
+        before it can steal updates from the first (Telegram would only say 409 Conflict)."""
+        bot_id = int(self.settings.telegram_token.get_secret_value().split(":", 1)[0] or 0)
+        try:
+            self._lease = await take_polling_lease(engine, bot_id)
+        except BaseException:
+            await engine.dispose()
+            raise
+        if self._lease is None:
+            await engine.dispose()
+            raise PollingTaken(
+                f"another process already polls bot {bot_id} against this database: "
+                "stop it first, or run replicas in webhook mode"
+            )
 
     async def _setup_telegram(self, rt: Runtime) -> None:
         s = self.settings
@@ -269,6 +302,10 @@ class Quorum:
         if self.rt is not None:
             await _bounded("telegram session", self.rt.bot.session.close(), 5)
             await _bounded("redis", self.rt.redis.aclose(), 5)
+        if self._lease is not None:
+            await _bounded("polling lease", give_back_polling_lease(self._lease), 5)
+            self._lease = None
+        if self.rt is not None:
             await _bounded("database pool", self.rt.engine.dispose(), 10)
 
     async def _supervise(self, worker: Worker) -> None:
@@ -308,7 +345,11 @@ class Quorum:
                         await self.inbound.receive(raw, source="polling")
                         break
                     except Exception:
-                        log.exception("storing update %s failed; retrying", upd.update_id)
+                        log.exception(
+                            "storing update %s failed; retrying",
+                            upd.update_id,
+                            extra={"update_id": upd.update_id},
+                        )
                         await asyncio.sleep(2)
                 offset = upd.update_id + 1
 

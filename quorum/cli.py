@@ -19,22 +19,26 @@ from bot.configcheck import (
 from bot.policy import Policy, new_api_key, parse_policy, read_policy_data
 from bot.rendering import plural
 from bot.settings import ConfigError, Settings, load_settings
+from quorum.embedded import stop_embedded_postgres
+from quorum.logs import configure
 from quorum.online import DATABASE, Unreachable, cause, check_online, culprit, preflight
 
 log = logging.getLogger("quorum")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # aiogram's session logs full request URLs, which contain the bot token.
-    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def _configure_logging(settings: Settings) -> None:
+    """Logs as QUORUM_LOG_FORMAT says; with the embedded PostgreSQL, its start-up chatter and
+    alembic's go to a file under the data directory."""
+    embedded = not settings.database_url
+    configure(settings.log_level, settings.log_format, settings.data_dir if embedded else None)
     # Alembic announces each of its plugins at INFO: noise before every migration.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _stop_embedded(settings: Settings) -> None:
+    """The embedded PostgreSQL this command started ends with it (no orphan under pid 1)."""
+    if not settings.database_url:
+        stop_embedded_postgres(settings.data_dir)
 
 
 def checked_configuration() -> tuple[Settings, Policy] | None:
@@ -60,15 +64,20 @@ def cmd_run(_: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     settings, policy = loaded
-    _configure_logging(settings.log_level)
-    from quorum.app import run_loop, serve
+    _configure_logging(settings)
+    from quorum.app import PollingTaken, run_loop, serve
 
     async def start() -> None:
         await preflight(settings)
         await serve(settings, policy)
 
+    owner = True
     try:
         run_loop(start())
+    except PollingTaken as exc:
+        owner = False  # the embedded PostgreSQL, if any, is the other process's
+        print(f"quorum: {exc}", file=sys.stderr)
+        return 2
     except Unreachable:
         raise
     except Exception as exc:
@@ -77,6 +86,9 @@ def cmd_run(_: argparse.Namespace) -> int:
             raise
         url = settings.database_url if variable == DATABASE else settings.redis_url
         raise Unreachable(variable, cause(exc, url, variable)) from exc
+    finally:
+        if owner:
+            _stop_embedded(settings)
     return 0
 
 
@@ -85,12 +97,14 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     from quorum.embedded import start_embedded_postgres
 
     settings = load_settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     url = settings.database_url or start_embedded_postgres(settings.data_dir)
     try:
         run_migrations(url)
     except Exception as exc:
         raise Unreachable(DATABASE, cause(exc, url, DATABASE)) from exc
+    finally:
+        _stop_embedded(settings)
     print("database is at the newest schema")
     return 0
 
@@ -125,11 +139,28 @@ def cmd_new_api_key(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    _configure_logging(load_settings().log_level)
-    from quorum.app import run_loop
+    settings = load_settings()
+    _configure_logging(settings)
+    from quorum.app import PollingTaken, run_loop
     from sandbox.world import run_sandbox  # the one import of the sandbox from product code
 
-    run_loop(run_sandbox(args.port, args.emulator_port))
+    try:
+        run_loop(run_sandbox(args.port, args.emulator_port))
+    except PollingTaken as exc:  # another sandbox on this data: its PostgreSQL stays up
+        print(f"quorum: {exc}", file=sys.stderr)
+        return 2
+    except BaseException:
+        _stop_embedded(settings)
+        raise
+    _stop_embedded(settings)
+    return 0
+
+
+def cmd_stop_embedded(_: argparse.Namespace) -> int:
+    """For `make clean`: stop the embedded PostgreSQL before its data goes."""
+    settings = load_settings()
+    if stop_embedded_postgres(settings.data_dir):
+        print(f"stopped the embedded PostgreSQL under {settings.data_dir}")
     return 0
 
 
@@ -161,6 +192,8 @@ def _parser() -> argparse.ArgumentParser:
         "--emulator-port", type=int, default=8081, help="the emulator's port (default 8081)"
     )
     sb.set_defaults(func=cmd_sandbox)
+    # Internal (make clean), so not listed: a `help=` would show it in `quorum --help`.
+    sub.add_parser("stop-embedded").set_defaults(func=cmd_stop_embedded)
     check_cmd = sub.add_parser(
         "check-config", help="validate settings and the policy file, reporting every problem"
     )

@@ -155,7 +155,10 @@ async def _pass_gate(rt: Runtime, claims: Claims) -> bool | None:
         ttl = max(60, int((claims.expires_at - datetime.now(UTC)).total_seconds()) + 120)
         return bool(await rt.redis.set(keys.token_used(claims.jti), b"1", nx=True, ex=ttl))
     except Exception:  # Redis is only the fast filter: PostgreSQL decides after it.
-        log.warning("redis unavailable for the token gate; PostgreSQL decides alone")
+        log.warning(
+            "redis unavailable for the token gate; PostgreSQL decides alone",
+            extra={"request_id": str(claims.request_id)},
+        )
         return None
 
 

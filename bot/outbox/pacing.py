@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.runtime import Runtime
@@ -132,8 +134,10 @@ class Pacer:
     we drain them, so jitter between our clock and its arrival times never tips into a 429.
     """
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, clock: Callable[[], float] = time.monotonic) -> None:
         s = rt.settings
+        # When to try Redis again (tests move it instead of waiting).
+        self.clock = clock
         self.redis = rt.redis
         self.metrics = rt.metrics
         self.shared = Rates(
@@ -153,7 +157,10 @@ class Pacer:
             group_window=s.pace_group_window_seconds * 1.02 + 0.5,
         )
         self._script = self.redis.register_script(_PACE_LUA)
-        self._redis_retry_at = 0.0
+        # In-process Redis (one process, no Lua): the in-process limits are the budgets.
+        self._redis_retry_at = 0.0 if s.redis_url else math.inf
+        # Whether the shared budgets failed last time; the log says each change once.
+        self.degraded = False
         self._seq = 0
         self._bot = _Bucket(self.local.bot_per_second, self.local.bot_capacity)
         self._chats: dict[int, _Bucket] = {}
@@ -173,14 +180,21 @@ class Pacer:
         paused = self._local_pause(chat_id)
         if paused > 0:
             return paused
-        if time.monotonic() >= self._redis_retry_at:
+        if self.clock() >= self._redis_retry_at:
             try:
                 return await self._acquire_shared(chat_id)
             except Exception as exc:  # any Redis fault: degrade, never stop sending
                 reraise_if_cancelled(exc)
-                if self._redis_retry_at == 0.0 or time.monotonic() - self._redis_retry_at > 5:
-                    log.warning("pacing falls back to in-process limits: %s", type(exc).__name__)
-                self._redis_retry_at = time.monotonic() + 1.0
+                if not self.degraded:  # said once; again only after a recovery
+                    log.warning(
+                        "pacing falls back to in-process limits (shared Redis budgets "
+                        "unavailable: %s): this process sends at half Telegram's rates, and "
+                        "several processes together may exceed them; retried every second, "
+                        "logged again when it recovers",
+                        type(exc).__name__,
+                    )
+                self.degraded = True
+                self._redis_retry_at = self.clock() + 1.0
         self.metrics.pacing_fallback.inc()
         return self._acquire_local(chat_id)
 
@@ -210,9 +224,9 @@ class Pacer:
                 f"{id(self)}:{self._seq}:{random.random()}",
             ],
         )
-        if self._redis_retry_at:
-            log.info("pacing back on shared Redis budgets")
-            self._redis_retry_at = 0.0
+        if self.degraded:
+            log.warning("pacing back on shared Redis budgets (recovered)")
+            self.degraded = False
         return float(result.decode() if isinstance(result, bytes) else result)
 
     def _acquire_local(self, chat_id: int | None) -> float:

@@ -410,7 +410,12 @@ class Sender:
                 if "message is not modified" in desc:
                     return Outcome("done", sync=sent)
                 if message_id is not None and "message to edit not found" in desc:
-                    log.info("card %s vanished from chat %s; posting it again", t.id, t.chat_id)
+                    log.info(
+                        "card %s vanished from chat %s; posting it again",
+                        t.id,
+                        t.chat_id,
+                        extra={"chat_id": t.chat_id},
+                    )
                     message_id, first = None, False
                     continue
                 raise
@@ -537,12 +542,25 @@ class Sender:
         elif action == "dead":
             m.dead_letters.inc()
             log.error(
-                "outbox row %s (chat %s) dead-lettered: %s", row.id, row.chat_id, outcome.error
+                "outbox row %s (chat %s) dead-lettered: %s",
+                row.id,
+                row.chat_id,
+                outcome.error,
+                extra={"chat_id": row.chat_id},
             )
         elif action == "removed":
-            log.warning("bot removed from chat %s; its rows wait", outcome.chat_id)
+            log.warning(
+                "bot removed from chat %s; its rows wait",
+                outcome.chat_id,
+                extra={"chat_id": outcome.chat_id},
+            )
         elif action == "migrated":
-            log.info("chat %s migrated to %s", outcome.chat_id, outcome.new_chat_id)
+            log.info(
+                "chat %s migrated to %s",
+                outcome.chat_id,
+                outcome.new_chat_id,
+                extra={"chat_id": outcome.chat_id},
+            )
         if outcome.delay > 0 and action in ("release", "retry"):
             self._next_due = min(self._next_due, time.monotonic() + outcome.delay)
             if action == "release" and row.chat_id is not None:

@@ -22,6 +22,7 @@ class TapResult(TypedDict, total=False):
     update_id: int
     callback_query_id: str
     answer: JSON | None
+    message_id: int
 
 
 class SendResult(TypedDict, total=False):
@@ -142,6 +143,27 @@ class EmulatorClient:
             body["row"], body["col"] = row, col
         path = f"/chats/{chat_id}/messages/{message_id}/tap"
         return cast(TapResult, await self._request("POST", path, body))
+
+    async def tap_newest(
+        self,
+        chat_id: int,
+        from_id: int,
+        *,
+        button_text: str | None = None,
+        callback_data: str | None = None,
+        text_contains: str | None = None,
+        wait: float = 0.0,
+    ) -> TapResult:
+        """Tap the newest message with the button (and text), waiting up to `wait` seconds for
+        it to appear and then for the answer."""
+        body: JSON = {"from_id": from_id, "wait": wait}
+        if callback_data is not None:
+            body["callback_data"] = callback_data
+        if button_text is not None:
+            body["button_text"] = button_text
+        if text_contains is not None:
+            body["text_contains"] = text_contains
+        return cast(TapResult, await self._request("POST", f"/chats/{chat_id}/tap", body))
 
     async def taps(
         self, taps: list[JSON], *, rate: float = 0.0, concurrency: int = 1, wait: float = 10.0

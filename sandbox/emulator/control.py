@@ -105,6 +105,7 @@ class Control(BotApi):
         r.add_get(f"{c}/chats/{{chat_id}}", self._ctl(self._c_get_chat))
         r.add_post(f"{c}/chats/{{chat_id}}/send", self._ctl(self._c_send))
         r.add_post(f"{c}/chats/{{chat_id}}/messages/{{message_id}}/tap", self._ctl(self._c_tap))
+        r.add_post(f"{c}/chats/{{chat_id}}/tap", self._ctl(self._c_tap_newest))
         r.add_post(f"{c}/taps", self._ctl(self._c_taps))
         r.add_get(f"{c}/chats/{{chat_id}}/messages", self._ctl(self._c_messages))
         r.add_post(f"{c}/chats/{{chat_id}}/kick", self._ctl(self._c_kick))
@@ -279,6 +280,40 @@ class Control(BotApi):
             await _answered(query, wait)
             out["answer"] = query.answer_json()
         return out
+
+    async def _c_tap_newest(self, request: web.Request, body: JSON) -> Any:
+        """Tap the newest message carrying the button (whose text holds `text_contains`, if
+        given): what a person does without looking up a message id. The message may still be
+        on its way from the bot: it is waited for up to `wait` seconds."""
+        chat = self._ctl_chat(request)
+        if not ({"callback_data", "button_text"} & body.keys() or {"row", "col"} <= body.keys()):
+            raise ControlError(400, "give callback_data, button_text or row+col")
+        wait = float(body.get("wait") or 0)
+        needle = str(body.get("text_contains") or "")
+        deadline = time.monotonic() + wait
+        while (message_id := self._newest_with_button(chat, body, needle)) is None:
+            if time.monotonic() >= deadline:
+                raise ControlError(404, "no message with such a button")
+            await asyncio.sleep(0.05)
+        query = self._tap(chat, message_id, body)
+        out: JSON = {
+            "update_id": query.update_id,
+            "callback_query_id": query.id,
+            "message_id": message_id,
+        }
+        if wait > 0:
+            await _answered(query, max(0.5, deadline - time.monotonic()))
+            out["answer"] = query.answer_json()
+        return out
+
+    def _newest_with_button(self, chat: Chat, body: JSON, needle: str) -> int | None:
+        for msg in reversed(chat.messages.values()):
+            if msg.deleted or needle not in (msg.text or ""):
+                continue
+            button = _find_button(msg.reply_markup, body)
+            if button is not None and "callback_data" in button:
+                return msg.message_id
+        return None
 
     async def _c_taps(self, request: web.Request, body: JSON) -> Any:
         """Many users tap, played by the emulator itself (a load generator).

@@ -45,6 +45,10 @@ class TelegramEmulator(Control):
     POST   /_emulator/chats/{chat_id}/messages/{mid}/tap {from_id, callback_data? | button_text?
                                                         | row+col?, wait?} -> {update_id,
                                                         callback_query_id, answer?}
+    POST   /_emulator/chats/{chat_id}/tap               the same on the newest message with that
+                                                        button (and text_contains?, if given),
+                                                        waiting up to `wait` s for it to appear
+                                                        -> {..., message_id}
     POST   /_emulator/updates                           {update, bot_id?} -> {update_id}
     POST   /_emulator/chats/{chat_id}/kick              {by_user_id?, bot_id?} -> {update_ids}
     POST   /_emulator/chats/{chat_id}/add               {by_user_id?, bot_id?} -> {update_ids}

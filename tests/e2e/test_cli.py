@@ -150,3 +150,23 @@ def test_new_api_key_prints_a_key_and_its_policy_line(tmp_path: Path) -> None:
 
     again = quorum(tmp_path, "new-api-key", "alertmanager")
     assert key not in again.stdout
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_webhook_mode_without_shared_database_and_redis_exits_2(
+    tmp_path: Path, command: str
+) -> None:
+    values = runnable(
+        tmp_path,
+        telegram_mode="webhook",
+        webhook_url="https://example.org/telegram/webhook",
+        webhook_secret="s3cret",
+    )
+    result = quorum(tmp_path, command, **values)
+    assert_config_error(
+        result,
+        "QUORUM_DATABASE_URL and QUORUM_REDIS_URL",
+        "replicas",
+        "one Telegram pacing budget",
+        "one token-replay gate",
+    )

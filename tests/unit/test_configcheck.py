@@ -24,6 +24,9 @@ from tests.support import policy_data
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "123456789:AAHfiqksKZ8WmR2zSjiQ7_v4TMAKdiHm9T0"
 KEY = "0123456789abcdef0123456789abcdef"
+# What webhook mode (replicas) needs besides its own settings.
+REPLICA = {"database_url": "postgresql://q@db/quorum", "redis_url": "redis://cache:6379/0"}
+WEBHOOK = {"telegram_mode": "webhook", "webhook_url": "https://bot.example.org/hook"}
 POLICY: dict[str, Any] = {
     "timezone": "Europe/Berlin",
     "teams": {
@@ -86,6 +89,7 @@ def test_the_test_suites_own_policy_has_no_error() -> None:
         ),
         (
             {
+                **REPLICA,
                 "telegram_mode": "webhook",
                 "webhook_url": "https://bot.example.org/hook",
                 "webhook_secret": EXAMPLE_VALUES["webhook_secret"],
@@ -94,6 +98,7 @@ def test_the_test_suites_own_policy_has_no_error() -> None:
         ),
         (
             {
+                **REPLICA,
                 "telegram_mode": "webhook",
                 "webhook_url": EXAMPLE_VALUES["webhook_url"],
                 "webhook_secret": "s3cret",
@@ -122,6 +127,27 @@ def test_settings_errors_name_their_variable(values: dict[str, Any], expected: s
 def test_example_database_url_is_a_warning() -> None:
     problems = check(settings(database_url=EXAMPLE_VALUES["database_url"]), POLICY)
     assert found(problems) == {(WARNING, "QUORUM_DATABASE_URL")}
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({}, "QUORUM_DATABASE_URL and QUORUM_REDIS_URL"),
+        ({"database_url": REPLICA["database_url"]}, "QUORUM_REDIS_URL"),
+        ({"redis_url": REPLICA["redis_url"]}, "QUORUM_DATABASE_URL"),
+    ],
+    ids=["neither", "no-redis", "no-database"],
+)
+def test_webhook_mode_needs_a_shared_database_and_redis(values: dict[str, str], named: str) -> None:
+    [problem] = check(settings(**WEBHOOK, webhook_secret="s3cret", **values), POLICY)
+    assert (problem.level, problem.where) == (ERROR, named)
+    for why in ("QUORUM_DATABASE_URL", "QUORUM_REDIS_URL", "pacing", "token-replay", "replicas"):
+        assert why in problem.line
+    assert check(settings(**WEBHOOK, webhook_secret="s3cret", **REPLICA), POLICY) == []
+
+
+def test_polling_mode_runs_without_database_or_redis_urls() -> None:
+    assert check(settings(telegram_mode="polling"), POLICY) == []
 
 
 def test_the_example_webhook_url_is_harmless_in_polling_mode() -> None:
