@@ -213,8 +213,38 @@ def json_problem(value: Any) -> tuple[str, str] | None:
     return None
 
 
-def check_storable(data: Any) -> None:
-    """422 naming the first value of a body that cannot be stored."""
+# What can make a parsed body unstorable can only come from these in its JSON text: a NUL or
+# a surrogate arrives as a \u escape (raw ones are not valid JSON or UTF-8), non-finite numbers
+# as NaN, Infinity or a large exponent. Most bodies have none, and for them a walk over the
+# containers alone settles the depth: on a 100-alert Alertmanager body the full walk cost
+# 2.5 ms beside json.loads' 0.5 ms (a tenth of the alert intake's CPU in bench.alerts).
+_SUSPECT = re.compile(r"\\u0000|\\u[dD][89a-fA-F]|NaN|Infinity|[eE][-+]?\d{3}")
+
+
+def _containers_within(value: Any, depth: int) -> bool:
+    """Whether no dict or list sits deeper than `depth` fields below the body."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if level + 1 > depth:
+                    return False
+                stack.append((child, level + 1))
+    return True
+
+
+def check_storable(data: Any, text: str | None = None) -> None:
+    """422 naming the first value of a body that cannot be stored; `text`, the JSON the body
+    was parsed from, lets a plainly clean body skip the full walk."""
+    if (
+        text is not None
+        and isinstance(data, (dict, list))
+        and _SUSPECT.search(text) is None
+        and _containers_within(data, MAX_DEPTH)
+    ):
+        return
     found = json_problem(data)
     if found is not None:
         field, problem = found
@@ -246,7 +276,7 @@ async def read_json(request: web.Request) -> Any:
         # Python refuses to convert longer integer literals (CVE-2020-10735).
         limit = sys.get_int_max_str_digits()
         fail(400, "invalid_json", f"invalid JSON: an integer has more than {limit} digits")
-    check_storable(data)
+    check_storable(data, text)
     return data
 
 

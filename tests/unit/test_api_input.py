@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import exc as sa_exc
 
-from handlers.api import MAX_DEPTH, json_problem, storage_outage, text_problem
+from handlers.api import (
+    MAX_DEPTH,
+    ApiError,
+    check_storable,
+    json_problem,
+    storage_outage,
+    text_problem,
+)
 from handlers.openapi import document
 
 
@@ -124,3 +134,37 @@ def test_every_route_that_touches_storage_documents_503() -> None:
                 continue
             assert "503" in responses, (method, path)
             assert "Retry-After" in responses["503"]["headers"], (method, path)
+
+
+_STRINGS = st.text(max_size=8) | st.sampled_from(
+    ["\x00", "a\x00", "\ud800", "x\udfff", "\ud83d\ude00"]
+)
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and infinities included: json.dumps writes them as NaN / Infinity
+    | st.sampled_from([math.nan, math.inf, -math.inf, 1e308, 2.5e-300])
+    | _STRINGS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_STRINGS, inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@given(body=_JSON_VALUES | st.builds(deep, st.integers(0, 40)))
+@settings(max_examples=400, deadline=None)
+def test_the_fast_path_refuses_exactly_what_the_full_walk_refuses(body: Any) -> None:
+    for text in (json.dumps(body), json.dumps(body, ensure_ascii=False)):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            continue  # a body is decoded from UTF-8 first: it never holds a raw lone surrogate
+        parsed = json.loads(text)  # what the route sees (an escaped pair is one character)
+        refused_by_walk = json_problem(parsed) is not None
+        try:
+            check_storable(parsed, text)
+        except ApiError:
+            refused = True
+        else:
+            refused = False
+        assert refused == refused_by_walk, (body, text)
