@@ -13,9 +13,9 @@ from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import exc as sa_exc
 
 from bot import errors
+from bot.outages import storage_outage
 from bot.policy import ApiKey, Scope, Team, api_actor
 from bot.runtime import RUNTIME
 
@@ -49,28 +49,6 @@ _CODES = {
     422: "validation_error",
     429: "too_many_requests",
 }
-
-# SQLSTATE classes that say the database is unreachable, overloaded or shutting down (retry
-# later), never that the statement or its values were wrong: connection exception, transaction
-# rollback (serialization, deadlock), invalid authorization, invalid catalog name, insufficient
-# resources, object not in prerequisite state (lock timeout, database not accepting
-# connections), operator intervention (shutdown, cancel), system error.
-_OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "40", "28", "3D", "53", "55", "57", "58"})
-
-
-def storage_outage(exc: BaseException) -> bool:
-    """Whether a storage error means "unavailable, retry" rather than a bug or a bad value."""
-    if isinstance(exc, (OSError, TimeoutError, sa_exc.TimeoutError, sa_exc.DisconnectionError)):
-        return True
-    if not isinstance(exc, sa_exc.DBAPIError):
-        return False
-    if exc.connection_invalidated or isinstance(
-        exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
-    ):
-        return True
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES
-
 
 # The one table from domain errors to HTTP: the most specific class in an error's MRO wins.
 HTTP_STATUS: dict[type[errors.QuorumError], int] = {

@@ -9,7 +9,8 @@ import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from handlers.api import MAX_DEPTH, json_problem, storage_outage, text_problem
+from bot.outages import storage_outage
+from handlers.api import MAX_DEPTH, json_problem, text_problem
 from handlers.openapi import document
 
 

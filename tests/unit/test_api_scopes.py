@@ -104,9 +104,7 @@ def test_parse_scopes_refuses(text: str) -> None:
 def test_openapi_names_each_operations_scope() -> None:
     doc = document()
     assert "alerts:write" in doc["components"]["securitySchemes"]["apiKey"]["description"]
-    operations = {
-        op["operationId"]: op for item in doc["paths"].values() for op in item.values()
-    }
+    operations = {op["operationId"]: op for item in doc["paths"].values() for op in item.values()}
     assert set(OPERATION_SCOPES) == set(operations) - {"openapi"}
     assert set(OPERATION_SCOPES.values()) == ALL_SCOPES
     for name, scope in OPERATION_SCOPES.items():
