@@ -9,7 +9,15 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from bot.policy import PolicyModel, RiskLevel, Team, TeamModel, build_team, prefix_problems
+from bot.policy import (
+    PolicyModel,
+    RiskLevel,
+    Team,
+    TeamModel,
+    build_team,
+    prefix_problems,
+    scope_problems,
+)
 from bot.settings import EXAMPLE_VALUES, Settings, known_zone, validation_messages
 from bot.votes import reach, unreachable_reason
 
@@ -146,6 +154,7 @@ def _team_problems(where: str, name: str, model: TeamModel) -> list[Problem]:
         problems.append(
             Problem(ERROR, f"{where}.alertmanager_url", "must be an absolute http(s) URL")
         )
+    problems += [Problem(ERROR, f"{where}.{key}", msg) for key, msg in scope_problems(model)]
     bad_prefixes = prefix_problems(model)
     problems += [Problem(ERROR, f"{where}.{key}", msg) for key, msg in bad_prefixes]
     bad = {key for key, _ in bad_prefixes}

@@ -126,3 +126,13 @@ class SilenceNotFound(Refused):
 
     def __init__(self, ref: str) -> None:
         super().__init__(f"No silence {ref} in this team.")
+
+
+class InsufficientScope(QuorumError):
+    """The API key is valid but not allowed this route."""
+
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this API key lacks the scope {scope}, which this route needs")
+        self.scope = scope

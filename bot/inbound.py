@@ -9,9 +9,8 @@ from typing import Any
 from aiogram import Dispatcher
 from aiogram.methods import AnswerCallbackQuery, TelegramMethod
 from aiogram.types import Update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from bot.outages import storage_outage
 from bot.runtime import Runtime
 from storage import keys, updates
 from storage.outbox import Priority, enqueue_call
@@ -20,15 +19,6 @@ log = logging.getLogger(__name__)
 
 # Bounded dedupe memory: update ids restart after a week of silence.
 SEEN_TTL_SECONDS = 3 * 86400
-
-
-def storage_unavailable(exc: BaseException) -> bool:
-    """The database could not be reached (retry later), as opposed to a bug in handling."""
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
 
 # What handlers read of the message under a tapped button. Telegram sends the whole card back
@@ -59,9 +49,9 @@ class Inbound:
         `body` is the update's JSON as received, stored as it is (serialising the parsed
         update again cost more than storing it).
 
-        Raises SQLAlchemyError or OSError when the database is unreachable: the caller
-        answers 503 so Telegram delivers the update again. Any other failure of handling is
-        stored as a failed update for `retry_failed`, so it is never lost.
+        Raises when the database is unavailable (`storage_outage`): the caller answers 503
+        so Telegram delivers the update again. Any other failure of handling is stored as a
+        failed update for `retry_failed`, so it is never lost.
         """
         rt = self.rt
         rt.metrics.updates_received.labels(source).inc()
@@ -70,27 +60,45 @@ class Inbound:
             rt.metrics.updates_deduplicated.inc()
             return None
         reply: TelegramMethod[Any] | None = None
+        text = json.dumps(raw) if body is None else body
         try:
             async with rt.sessions() as session, session.begin():
-                body = json.dumps(raw) if body is None else body
-                if not await updates.store_done(session, update_id, body):
+                if not await updates.store_done(session, update_id, text):
                     rt.metrics.updates_deduplicated.inc()
                     await self._remember(update_id)
                     return None
                 reply = await self._dispatch(raw, session, webhook_reply=source == "webhook")
         except Exception as exc:
-            if storage_unavailable(exc):
+            if storage_outage(exc):
                 raise
             # A bug in handling must not lose the update: store it for the retry loop.
             log.exception(
                 "update %s failed; stored for retry", update_id, extra={"update_id": update_id}
             )
             rt.metrics.updates_failed.inc()
-            async with rt.sessions() as session, session.begin():
-                await updates.store_failed(session, update_id, raw, repr(exc)[:500])
+            await self._store_failed(update_id, raw, text, repr(exc)[:500])
             return None
         await self._remember(update_id)
         return reply
+
+    async def _store_failed(
+        self, update_id: int, raw: dict[str, Any], body: str, error: str
+    ) -> None:
+        try:
+            async with self.rt.sessions() as session, session.begin():
+                await updates.store_failed(session, update_id, raw, error)
+            return
+        except Exception as exc:
+            if storage_outage(exc):
+                raise
+            refused = repr(exc)[:200]
+        # PostgreSQL refuses some valid JSON in jsonb (\u0000): keep the update's text as a
+        # string for an operator, never retried (it could only fail the same way).
+        kept = {"update_id": update_id, "unstorable_update": body}
+        async with self.rt.sessions() as session, session.begin():
+            await updates.store_unretried(
+                session, update_id, kept, f"{error[:290]}; kept as text: {refused}"
+            )
 
     async def retry_failed(self, limit: int = 20) -> int:
         """Handle stored updates whose first handling failed (safe with several processes)."""

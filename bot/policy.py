@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -43,6 +43,18 @@ APPROVAL_LEVEL = {
 
 API_ACTOR = "api:"  # the audit actor prefix of a caller authenticated by an API key
 
+# What an API key may do, one scope per kind of route; a key without `scopes` holds them all.
+Scope = Literal[
+    "approvals:create",
+    "approvals:read",  # includes an approved request's approval token
+    "approvals:cancel",
+    "tokens:redeem",
+    "results:write",
+    "alerts:write",
+]
+SCOPES: tuple[str, ...] = get_args(Scope)
+ALL_SCOPES = frozenset(SCOPES)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,11 +73,22 @@ DEFAULT_BURST = 30
 DEFAULT_MAX_PENDING = 200
 
 
+def check_scopes(scopes: tuple[str, ...]) -> None:
+    """ValueError naming every scope outside SCOPES."""
+    unknown = [s for s in scopes if s not in ALL_SCOPES]
+    if unknown:
+        names = ", ".join(repr(s) for s in unknown)
+        raise ValueError(f"unknown scope {names}; known: {', '.join(SCOPES)}")
+
+
 class ApiKeyModel(_Strict):
     name: str = Field(min_length=1, max_length=64)
     sha256: str
     rate_per_minute: int = Field(default=DEFAULT_RATE_PER_MINUTE, ge=1, le=100_000)
     burst: int = Field(default=DEFAULT_BURST, ge=1, le=100_000)
+    # Unset: every scope (keys written before scopes existed keep working). Names are
+    # checked after the schema (scope_problems), so check-config reports them beside the rest.
+    scopes: tuple[str, ...] | None = None
 
     @field_validator("sha256")
     @classmethod
@@ -122,6 +145,7 @@ class ApiKey:
     sha256: bytes
     rate_per_minute: int = DEFAULT_RATE_PER_MINUTE
     burst: int = DEFAULT_BURST
+    scopes: frozenset[str] = ALL_SCOPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +244,13 @@ def build_team(name: str, model: TeamModel) -> Team:
         callback_url_prefixes=tuple(parse_prefix(p) for p in model.callback_url_prefixes),
         alertmanager_url=model.alertmanager_url,
         api_keys=tuple(
-            ApiKey(k.name, bytes.fromhex(k.sha256), k.rate_per_minute, k.burst)
+            ApiKey(
+                k.name,
+                bytes.fromhex(k.sha256),
+                k.rate_per_minute,
+                k.burst,
+                ALL_SCOPES if k.scopes is None else frozenset(k.scopes),
+            )
             for k in model.api_keys
         ),
         max_pending=model.max_pending,
@@ -241,6 +271,17 @@ def prefix_problems(model: TeamModel) -> list[tuple[str, str]]:
     return problems
 
 
+def scope_problems(model: TeamModel) -> list[tuple[str, str]]:
+    """(key path below the team, what is wrong) for each API key naming an unknown scope."""
+    problems = []
+    for i, key in enumerate(model.api_keys):
+        try:
+            check_scopes(key.scopes or ())
+        except ValueError as exc:
+            problems.append((f"api_keys.{i}.scopes", str(exc)))
+    return problems
+
+
 def parse_policy(data: dict[str, Any], source: str = "<memory>") -> Policy:
     try:
         model = PolicyModel.model_validate(data)
@@ -250,7 +291,7 @@ def parse_policy(data: dict[str, Any], source: str = "<memory>") -> Policy:
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"policy file {source}: {key}: {msg}") from None
     for name, team_model in model.teams.items():
-        for key, msg in prefix_problems(team_model):
+        for key, msg in prefix_problems(team_model) + scope_problems(team_model):
             raise ConfigError(f"policy file {source}: teams.{name}.{key}: {msg}")
     teams = {name: build_team(name, m) for name, m in model.teams.items()}
     index: dict[int, str] = {}
@@ -284,9 +325,22 @@ def load_policy(path: Path) -> Policy:
     return parse_policy(read_policy_data(path), str(path))
 
 
-def new_api_key(name: str) -> tuple[str, str]:
-    """A fresh key and the policy line that stores only its hash."""
+def parse_scopes(text: str) -> tuple[str, ...]:
+    """Comma-separated scope names, each checked; ValueError naming any unknown one."""
+    scopes = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    if not scopes:
+        raise ValueError(f"name at least one scope of: {', '.join(SCOPES)}")
+    check_scopes(scopes)
+    return scopes
+
+
+def new_api_key(name: str, scopes: tuple[str, ...] | None = None) -> tuple[str, str]:
+    """A fresh key and the policy line that stores only its hash (and its scopes, if given:
+    None writes none, which grants every scope)."""
     key = "qk_" + secrets.token_urlsafe(32)
     digest = hashlib.sha256(key.encode()).hexdigest()
     # A JSON string is a valid TOML basic string, so any name pastes safely.
-    return key, f'{{ name = {json.dumps(name)}, sha256 = "{digest}" }}'
+    line = f'name = {json.dumps(name)}, sha256 = "{digest}"'
+    if scopes is not None:
+        line += f", scopes = {json.dumps(list(scopes))}"
+    return key, f"{{ {line} }}"

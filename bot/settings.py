@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     policy_file: Path = Path("policy.toml")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # Set: /metrics and /readyz move off the public listener to this one (0: any free port).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     timezone: str = "UTC"
     data_dir: Path = Path(".quorum")
     alert_edit_interval_seconds: float = Field(default=10.0, ge=0)

@@ -76,7 +76,7 @@ def _read_alerts(kind: Kind, data: Any) -> list[IncomingAlert]:
 
 
 async def _receive(request: web.Request, kind: Kind) -> web.Response:
-    team = authenticate(request).team
+    team = authenticate(request, scope="alerts:write").team
     data: Any = None
     try:
         data = await read_json(request)

@@ -13,10 +13,10 @@ from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import exc as sa_exc
 
 from bot import errors
-from bot.policy import ApiKey, Team, api_actor
+from bot.outages import storage_outage
+from bot.policy import ApiKey, Scope, Team, api_actor
 from bot.runtime import RUNTIME
 
 log = logging.getLogger(__name__)
@@ -50,28 +50,6 @@ _CODES = {
     429: "too_many_requests",
 }
 
-# SQLSTATE classes that say the database is unreachable, overloaded or shutting down (retry
-# later), never that the statement or its values were wrong: connection exception, transaction
-# rollback (serialization, deadlock), invalid authorization, invalid catalog name, insufficient
-# resources, object not in prerequisite state (lock timeout, database not accepting
-# connections), operator intervention (shutdown, cancel), system error.
-_OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "40", "28", "3D", "53", "55", "57", "58"})
-
-
-def storage_outage(exc: BaseException) -> bool:
-    """Whether a storage error means "unavailable, retry" rather than a bug or a bad value."""
-    if isinstance(exc, (OSError, TimeoutError, sa_exc.TimeoutError, sa_exc.DisconnectionError)):
-        return True
-    if not isinstance(exc, sa_exc.DBAPIError):
-        return False
-    if exc.connection_invalidated or isinstance(
-        exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
-    ):
-        return True
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate[:2] in _OUTAGE_SQLSTATE_CLASSES
-
-
 # The one table from domain errors to HTTP: the most specific class in an error's MRO wins.
 HTTP_STATUS: dict[type[errors.QuorumError], int] = {
     errors.QuorumError: 400,
@@ -81,6 +59,7 @@ HTTP_STATUS: dict[type[errors.QuorumError], int] = {
     errors.Invalid: 422,
     errors.UnreachableQuorum: 422,
     errors.TokenRefused: 401,
+    errors.InsufficientScope: 403,
     errors.RateLimited: 429,
     errors.TooManyPending: 429,
 }
@@ -133,36 +112,35 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling the API: the team owning the bearer key, and the key's name."""
+    """Who is calling the API: the team owning the bearer key, and the key's policy entry."""
 
     team: Team
-    key_name: str
+    key: ApiKey
+
+    @property
+    def key_name(self) -> str:
+        return self.key.name
 
     @property
     def actor(self) -> str:
         """The audit actor for what this caller does (`api:<key name>`)."""
-        return api_actor(self.key_name)
+        return api_actor(self.key.name)
 
 
-def authenticate(request: web.Request) -> Caller:
-    """The caller behind the bearer key; 401 for none or an unknown one."""
+def authenticate(request: web.Request, *, scope: Scope) -> Caller:
+    """The caller behind the bearer key, allowed `scope`: 401 for no key or an unknown one,
+    403 insufficient_scope for a key without that scope."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip() or text_problem(key):
         fail(401, "unauthorized", "send Authorization: Bearer <api key>")
-    owner = request.app[RUNTIME].policy.api_key_owner(key.strip())
-    if owner is None:
-        fail(401, "unauthorized", "unknown API key")
-    return Caller(*owner)
-
-
-def caller_key(request: web.Request) -> ApiKey:
-    """The policy entry of the bearer key, for per-key limits (call after `authenticate`)."""
-    key = request.headers.get("Authorization", "").partition(" ")[2].strip()
-    found = request.app[RUNTIME].policy.api_key(key)
+    found = request.app[RUNTIME].policy.api_key(key.strip())
     if found is None:
         fail(401, "unauthorized", "unknown API key")
-    return found[1]
+    team, entry = found
+    if scope not in entry.scopes:
+        raise errors.InsufficientScope(scope)
+    return Caller(team, entry)
 
 
 MAX_DEPTH = 32  # containers nested inside any one field of a body

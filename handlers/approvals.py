@@ -17,7 +17,7 @@ from bot import approvals, errors
 from bot.buttons import ApprovalVote
 from bot.policy import RiskLevel
 from bot.runtime import RUNTIME, Runtime
-from handlers.api import authenticate, caller_key, fail, parse, read_json, text_problem
+from handlers.api import authenticate, fail, parse, read_json, text_problem
 from handlers.openapi import API, CreateApproval, RedeemToken, ReportResult, document
 from handlers.replies import reply
 
@@ -168,8 +168,9 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
 @routes.post(f"{API}/approvals")
 async def create_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request).team
-    await rt.creation_limits.take(caller_key(request))
+    caller = authenticate(request, scope="approvals:create")
+    team = caller.team
+    await rt.creation_limits.take(caller.key)
     data = await read_json(request)
     body = parse(CreateApproval, data)
     key = request.headers.get("Idempotency-Key")
@@ -229,7 +230,7 @@ def _limit(request: web.Request) -> int:
 @routes.get(f"{API}/approvals")
 async def list_approvals(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request).team
+    team = authenticate(request, scope="approvals:read").team
     status = request.query.get("status")
     if status is not None and status not in approvals.STATUSES:
         fail(
@@ -258,7 +259,7 @@ async def list_approvals(request: web.Request) -> web.Response:
 @routes.get(f"{API}/approvals/{{id}}")
 async def get_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    team = authenticate(request).team
+    team = authenticate(request, scope="approvals:read").team
     details = await approvals.get_request(rt, team, _request_id(request))
     return web.json_response(approval_json(rt, details))
 
@@ -266,7 +267,7 @@ async def get_approval(request: web.Request) -> web.Response:
 @routes.post(f"{API}/approvals/{{id}}/cancel")
 async def cancel_approval(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    caller = authenticate(request)
+    caller = authenticate(request, scope="approvals:cancel")
     details = await approvals.cancel_request(
         rt, caller.team, _request_id(request), actor=caller.actor
     )
@@ -276,7 +277,7 @@ async def cancel_approval(request: web.Request) -> web.Response:
 @routes.post(f"{API}/approvals/{{id}}/result")
 async def report_result(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    caller = authenticate(request)
+    caller = authenticate(request, scope="results:write")
     body = parse(ReportResult, await read_json(request))
     details = await approvals.report_result(
         rt, caller.team, _request_id(request), body.success, body.detail, actor=caller.actor
@@ -287,7 +288,7 @@ async def report_result(request: web.Request) -> web.Response:
 @routes.post(f"{API}/tokens/redeem")
 async def redeem_token(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    caller = authenticate(request)
+    caller = authenticate(request, scope="tokens:redeem")
     body = parse(RedeemToken, await read_json(request))
     done = await approvals.redeem_token(
         rt,

@@ -1,4 +1,7 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+`public_routes` (liveness) are served on the public listener always; `ops_routes` (readiness
+and metrics) there too unless QUORUM_METRICS_PORT gives them a listener of their own."""
 
 from __future__ import annotations
 
@@ -12,15 +15,16 @@ from bot.runtime import RUNTIME
 from storage.db import ping
 from storage.outbox import dead_letter_count
 
-router = web.RouteTableDef()
+public_routes = web.RouteTableDef()
+ops_routes = web.RouteTableDef()
 
 
-@router.get("/healthz")
+@public_routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@router.get("/readyz")
+@ops_routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     checks: dict[str, Any] = {}
@@ -55,7 +59,10 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=status)
 
 
-@router.get("/metrics")
+@ops_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     return web.Response(body=rt.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+router: list[web.AbstractRouteDef] = [*public_routes, *ops_routes]  # every health route

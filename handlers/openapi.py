@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from bot.alerts.sources import MAX_ALERTS, AlertmanagerBody, GenericAlert, GrafanaBody
+from bot.policy import SCOPES, Scope
 
 API = "/api/v1"
 
@@ -248,6 +249,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "malformed JSON",
         401: "no or unknown API key",
+        403: "insufficient_scope: the API key lacks the scope this route needs",
         404: "no such request for this key's team",
         409: "conflict (see error.code)",
         413: "body over the size limit",
@@ -358,6 +360,38 @@ def _with_links(response: dict[str, Any]) -> dict[str, Any]:
     return {**response, "links": _LINKS}
 
 
+# The API-key scope each operation needs (the routes pass the same to `authenticate`).
+OPERATION_SCOPES: dict[str, Scope] = {
+    "createApproval": "approvals:create",
+    "listApprovals": "approvals:read",
+    "getApproval": "approvals:read",
+    "cancelApproval": "approvals:cancel",
+    "reportResult": "results:write",
+    "redeemToken": "tokens:redeem",
+    "ingestAlerts": "alerts:write",
+    "ingestAlertmanager": "alerts:write",
+    "ingestGrafana": "alerts:write",
+}
+
+_SECURITY_TEXT = (
+    "An API key from the team's `api_keys` in the policy file. A key may be limited to "
+    f"some of the scopes {', '.join(SCOPES)} (`scopes = [...]`); a key without `scopes` "
+    "holds all of them. A route whose scope the key lacks answers 403 insufficient_scope. "
+    "approvals:read includes an approved request's approval_token."
+)
+
+
+def _scoped(paths: dict[str, Any]) -> dict[str, Any]:
+    """Each authenticated operation with the scope it needs named, and its 403."""
+    for item in paths.values():
+        for op in item.values():
+            scope = OPERATION_SCOPES.get(op["operationId"])
+            if scope is not None:
+                op["description"] = f"Needs the API-key scope `{scope}`."
+                op["responses"].update(_errors(403))
+    return paths
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document; request schemas come from the models the handlers validate."""
     _, defs = models_json_schema(
@@ -383,118 +417,124 @@ def document() -> dict[str, Any]:
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": _SECURITY_TEXT}
+            },
         },
         "security": [{"apiKey": []}],
-        "paths": {
-            f"{API}/approvals": {
-                "post": {
-                    "operationId": "createApproval",
-                    "summary": "Ask for approval (idempotent with Idempotency-Key)",
-                    "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string", "maxLength": 256},
-                        }
-                    ],
-                    "requestBody": _body("CreateApproval"),
-                    "responses": {
-                        "201": _with_links(_json(_ref("Approval"), "created; cards posted")),
-                        "200": _with_links(
-                            _json(
-                                _ref("Approval"),
-                                "same Idempotency-Key, or merged (same fingerprint and ask)",
-                            )
-                        ),
-                        **common,
-                        **_errors(409),
-                        "422": _json(
-                            _ref("Error"),
-                            "validation error naming the field, or unreachable_quorum: too "
-                            "few approvers besides the requester could vote on this level",
-                        ),
+        "paths": _scoped(
+            {
+                f"{API}/approvals": {
+                    "post": {
+                        "operationId": "createApproval",
+                        "summary": "Ask for approval (idempotent with Idempotency-Key)",
+                        "parameters": [
+                            {
+                                "name": "Idempotency-Key",
+                                "in": "header",
+                                "required": False,
+                                "schema": {"type": "string", "maxLength": 256},
+                            }
+                        ],
+                        "requestBody": _body("CreateApproval"),
+                        "responses": {
+                            "201": _with_links(_json(_ref("Approval"), "created; cards posted")),
+                            "200": _with_links(
+                                _json(
+                                    _ref("Approval"),
+                                    "same Idempotency-Key, or merged (same fingerprint and ask)",
+                                )
+                            ),
+                            **common,
+                            **_errors(409),
+                            "422": _json(
+                                _ref("Error"),
+                                "validation error naming the field, or unreachable_quorum: too "
+                                "few approvers besides the requester could vote on this level",
+                            ),
+                        },
+                    },
+                    "get": {
+                        "operationId": "listApprovals",
+                        "summary": "This team's requests, newest first, a page at a time",
+                        "parameters": _LIST_PARAMS,
+                        "responses": {
+                            "200": _json(
+                                _ref("ApprovalPage"),
+                                "a page of at most `limit` requests (fewer past 1 MiB); "
+                                "`next` fetches the rest",
+                            ),
+                            **_errors(401, 422, 503),
+                        },
                     },
                 },
-                "get": {
-                    "operationId": "listApprovals",
-                    "summary": "This team's requests, newest first, a page at a time",
-                    "parameters": _LIST_PARAMS,
-                    "responses": {
-                        "200": _json(
-                            _ref("ApprovalPage"),
-                            "a page of at most `limit` requests (fewer past 1 MiB); "
-                            "`next` fetches the rest",
-                        ),
-                        **_errors(401, 422, 503),
-                    },
+                f"{API}/approvals/{{id}}": {
+                    "get": {
+                        "operationId": "getApproval",
+                        "parameters": [_ID_PARAM],
+                        "responses": {
+                            "200": _json(_ref("Approval"), "the request, its votes and token"),
+                            **_errors(401, 404, 503),
+                        },
+                    }
                 },
-            },
-            f"{API}/approvals/{{id}}": {
-                "get": {
-                    "operationId": "getApproval",
-                    "parameters": [_ID_PARAM],
-                    "responses": {
-                        "200": _json(_ref("Approval"), "the request, its votes and token"),
-                        **_errors(401, 404, 503),
-                    },
-                }
-            },
-            f"{API}/approvals/{{id}}/cancel": {
-                "post": {
-                    "operationId": "cancelApproval",
-                    "parameters": [_ID_PARAM],
-                    "responses": {
-                        "200": _json(_ref("Approval"), "cancelled"),
-                        **_errors(401, 404, 409, 503),
-                    },
-                }
-            },
-            f"{API}/approvals/{{id}}/result": {
-                "post": {
-                    "operationId": "reportResult",
-                    "parameters": [_ID_PARAM],
-                    "requestBody": _body("ReportResult"),
-                    "responses": {
-                        "200": _json(_ref("Approval"), "recorded; card updated"),
-                        **common,
-                        **_errors(404, 409),
-                    },
-                }
-            },
-            f"{API}/tokens/redeem": {
-                "post": {
-                    "operationId": "redeemToken",
-                    "requestBody": _body("RedeemToken"),
-                    "responses": {
-                        "200": _json(_ref("Redeemed"), "valid; consumed now"),
-                        **common,
-                        **_errors(404),
-                        "409": _json(
-                            _ref("Error"),
-                            "token_replayed (already redeemed), or action_mismatch (the "
-                            "given action or target is not what was approved; the token "
-                            "stays unredeemed)",
-                        ),
-                    },
-                }
-            },
-            f"{API}/alerts": _alert_intake(
-                "ingestAlerts", "Generic JSON alerts: one or a list", _GENERIC_ALERTS
-            ),
-            f"{API}/alerts/alertmanager": _alert_intake(
-                "ingestAlertmanager", "Prometheus Alertmanager webhook", _ref("AlertmanagerBody")
-            ),
-            f"{API}/alerts/grafana": _alert_intake(
-                "ingestGrafana", "Grafana webhook", _ref("GrafanaBody")
-            ),
-            f"{API}/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "security": [],
-                    "responses": {"200": {"description": "this document"}},
-                }
-            },
-        },
+                f"{API}/approvals/{{id}}/cancel": {
+                    "post": {
+                        "operationId": "cancelApproval",
+                        "parameters": [_ID_PARAM],
+                        "responses": {
+                            "200": _json(_ref("Approval"), "cancelled"),
+                            **_errors(401, 404, 409, 503),
+                        },
+                    }
+                },
+                f"{API}/approvals/{{id}}/result": {
+                    "post": {
+                        "operationId": "reportResult",
+                        "parameters": [_ID_PARAM],
+                        "requestBody": _body("ReportResult"),
+                        "responses": {
+                            "200": _json(_ref("Approval"), "recorded; card updated"),
+                            **common,
+                            **_errors(404, 409),
+                        },
+                    }
+                },
+                f"{API}/tokens/redeem": {
+                    "post": {
+                        "operationId": "redeemToken",
+                        "requestBody": _body("RedeemToken"),
+                        "responses": {
+                            "200": _json(_ref("Redeemed"), "valid; consumed now"),
+                            **common,
+                            **_errors(404),
+                            "409": _json(
+                                _ref("Error"),
+                                "token_replayed (already redeemed), or action_mismatch (the "
+                                "given action or target is not what was approved; the token "
+                                "stays unredeemed)",
+                            ),
+                        },
+                    }
+                },
+                f"{API}/alerts": _alert_intake(
+                    "ingestAlerts", "Generic JSON alerts: one or a list", _GENERIC_ALERTS
+                ),
+                f"{API}/alerts/alertmanager": _alert_intake(
+                    "ingestAlertmanager",
+                    "Prometheus Alertmanager webhook",
+                    _ref("AlertmanagerBody"),
+                ),
+                f"{API}/alerts/grafana": _alert_intake(
+                    "ingestGrafana", "Grafana webhook", _ref("GrafanaBody")
+                ),
+                f"{API}/openapi.json": {
+                    "get": {
+                        "operationId": "openapi",
+                        "security": [],
+                        "responses": {"200": {"description": "this document"}},
+                    }
+                },
+            }
+        ),
     }

@@ -7,9 +7,9 @@ import json
 import logging
 
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
 from bot.inbound import Inbound
+from bot.outages import storage_outage
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,17 @@ async def receive_update(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
     try:
         reply = await inbound.receive(raw, source="webhook", body=body)
-    except (SQLAlchemyError, OSError, TimeoutError):
+    except Exception as exc:
         update_id = raw.get("update_id")
+        if not storage_outage(exc):
+            # Delivered again it would fail again: a 5xx would have Telegram retry it forever
+            # (and hold back every later update).
+            log.exception(
+                "update %s could not be handled nor stored",
+                update_id,
+                extra={"update_id": update_id},
+            )
+            return web.json_response({"ok": True})
         log.exception(
             "update %s not stored; asking Telegram to retry",
             update_id,

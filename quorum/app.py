@@ -137,6 +137,14 @@ class PollingTaken(Exception):
     """Another process already polls this bot against this database."""
 
 
+def _bound_port(runner: web.AppRunner) -> int:
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            return int(server.sockets[0].getsockname()[1])
+    raise RuntimeError("not serving")
+
+
 class Quorum:
     """One Quorum process: HTTP API, webhook or polling, and its background workers."""
 
@@ -149,6 +157,7 @@ class Quorum:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._lease: AsyncConnection | None = None
+        self._metrics_runner: web.AppRunner | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -207,6 +216,7 @@ class Quorum:
             await self._runner.setup()
             site = web.TCPSite(self._runner, s.http_host, s.http_port)
             await site.start()
+            await self._serve_metrics()
         try:
             await self._setup_telegram(rt)
         except Exception as exc:
@@ -264,15 +274,30 @@ class Quorum:
                     rt.bot_id, rt.bot_username = me.id, me.username or ""
             return
 
+    async def _serve_metrics(self) -> None:
+        """With QUORUM_METRICS_PORT: /metrics and /readyz on a listener of their own, which
+        the public one does not serve (see make_web_app)."""
+        s = self.settings
+        if s.metrics_port is None:
+            return
+        app = web.Application(middlewares=[error_middleware])
+        app[RUNTIME] = self.runtime
+        app.add_routes(handlers.health.router)
+        self._metrics_runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+        await self._metrics_runner.setup()
+        await web.TCPSite(self._metrics_runner, s.metrics_host, s.metrics_port).start()
+
     @property
     def port(self) -> int:
         """The bound HTTP port (useful with QUORUM_HTTP_PORT=0)."""
         assert self._runner is not None
-        for site in self._runner.sites:
-            server = getattr(site, "_server", None)
-            if server is not None and server.sockets:
-                return int(server.sockets[0].getsockname()[1])
-        raise RuntimeError("not serving")
+        return _bound_port(self._runner)
+
+    @property
+    def metrics_port(self) -> int:
+        """The bound port of the metrics listener (useful with QUORUM_METRICS_PORT=0)."""
+        assert self._metrics_runner is not None, "QUORUM_METRICS_PORT is not set"
+        return _bound_port(self._metrics_runner)
 
     def make_web_app(self) -> web.Application:
         app = web.Application(
@@ -281,7 +306,8 @@ class Quorum:
         app[RUNTIME] = self.runtime
         assert self.inbound is not None
         handlers.webhook.setup(app, self.inbound)
-        app.add_routes(handlers.health.router)
+        own_listener = self.settings.metrics_port is not None
+        app.add_routes(handlers.health.public_routes if own_listener else handlers.health.router)
         app.add_routes(handlers.approvals.routes)
         app.add_routes(handlers.alerts.routes)
         return app
@@ -292,6 +318,9 @@ class Quorum:
         if self._runner is not None:
             await _bounded("http server", self._runner.cleanup(), 10)
             self._runner = None
+        if self._metrics_runner is not None:
+            await _bounded("metrics server", self._metrics_runner.cleanup(), 10)
+            self._metrics_runner = None
         for task in self._tasks:
             task.cancel()
         if self._tasks:

@@ -16,7 +16,7 @@ from bot.configcheck import (
     has_errors,
     load_settings_reporting,
 )
-from bot.policy import Policy, new_api_key, parse_policy, read_policy_data
+from bot.policy import SCOPES, Policy, new_api_key, parse_policy, parse_scopes, read_policy_data
 from bot.rendering import plural
 from bot.settings import ConfigError, Settings, load_settings
 from quorum.embedded import stop_embedded_postgres
@@ -132,7 +132,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_new_api_key(args: argparse.Namespace) -> int:
-    key, line = new_api_key(args.name)
+    key, line = new_api_key(args.name, args.scopes)
     print(f"API key (give it to the service; it is not stored anywhere): {key}")
     print(f"Paste into the team's api_keys in the policy file:\n  {line}")
     return 0
@@ -162,6 +162,13 @@ def cmd_stop_embedded(_: argparse.Namespace) -> int:
     if stop_embedded_postgres(settings.data_dir):
         print(f"stopped the embedded PostgreSQL under {settings.data_dir}")
     return 0
+
+
+def _scopes(text: str) -> tuple[str, ...]:
+    try:
+        return parse_scopes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _version() -> str:
@@ -205,6 +212,12 @@ def _parser() -> argparse.ArgumentParser:
     check_cmd.set_defaults(func=cmd_check_config)
     key = sub.add_parser("new-api-key", help="print a fresh API key and its policy line")
     key.add_argument("name", help="a name for the key, shown in the policy file and audit log")
+    key.add_argument(
+        "--scopes",
+        type=_scopes,
+        metavar="SCOPE,...",
+        help=f"what the key may do, of: {', '.join(SCOPES)} (default: everything)",
+    )
     key.set_defaults(func=cmd_new_api_key)
     return parser
 

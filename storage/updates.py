@@ -93,3 +93,20 @@ async def prune(session: AsyncSession, older_than_days: int) -> int:
         .returning(InboundUpdate.id)
     )
     return len(result.all())
+
+
+async def store_unretried(
+    session: AsyncSession, update_id: int, payload: dict[str, Any], error: str
+) -> None:
+    """Keep a failed update for an operator only: `claim_retry` never picks it up."""
+    await session.execute(
+        pg_insert(InboundUpdate)
+        .values(
+            update_id=update_id,
+            payload=payload,
+            status="failed",
+            attempts=MAX_ATTEMPTS,
+            last_error=error,
+        )
+        .on_conflict_do_nothing(index_elements=[InboundUpdate.update_id])
+    )

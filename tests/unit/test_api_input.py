@@ -12,14 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import exc as sa_exc
 
-from handlers.api import (
-    MAX_DEPTH,
-    ApiError,
-    check_storable,
-    json_problem,
-    storage_outage,
-    text_problem,
-)
+from bot.outages import storage_outage
+from handlers.api import MAX_DEPTH, ApiError, check_storable, json_problem, text_problem
 from handlers.openapi import document
 
 
