@@ -392,6 +392,129 @@ def _scoped(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
+def _approval_paths(common: dict[str, Any]) -> dict[str, Any]:
+    """The approval requests' operations."""
+    return {
+        f"{API}/approvals": {
+            "post": {
+                "operationId": "createApproval",
+                "summary": "Ask for approval (idempotent with Idempotency-Key)",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 256},
+                    }
+                ],
+                "requestBody": _body("CreateApproval"),
+                "responses": {
+                    "201": _with_links(_json(_ref("Approval"), "created; cards posted")),
+                    "200": _with_links(
+                        _json(
+                            _ref("Approval"),
+                            "same Idempotency-Key, or merged (same fingerprint and ask)",
+                        )
+                    ),
+                    **common,
+                    **_errors(409),
+                    "422": _json(
+                        _ref("Error"),
+                        "validation error naming the field, or unreachable_quorum: too "
+                        "few approvers besides the requester could vote on this level",
+                    ),
+                },
+            },
+            "get": {
+                "operationId": "listApprovals",
+                "summary": "This team's requests, newest first, a page at a time",
+                "parameters": _LIST_PARAMS,
+                "responses": {
+                    "200": _json(
+                        _ref("ApprovalPage"),
+                        "a page of at most `limit` requests (fewer past 1 MiB); "
+                        "`next` fetches the rest",
+                    ),
+                    **_errors(401, 422, 503),
+                },
+            },
+        },
+        f"{API}/approvals/{{id}}": {
+            "get": {
+                "operationId": "getApproval",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "200": _json(_ref("Approval"), "the request, its votes and token"),
+                    **_errors(401, 404, 503),
+                },
+            }
+        },
+        f"{API}/approvals/{{id}}/cancel": {
+            "post": {
+                "operationId": "cancelApproval",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "200": _json(_ref("Approval"), "cancelled"),
+                    **_errors(401, 404, 409, 503),
+                },
+            }
+        },
+        f"{API}/approvals/{{id}}/result": {
+            "post": {
+                "operationId": "reportResult",
+                "parameters": [_ID_PARAM],
+                "requestBody": _body("ReportResult"),
+                "responses": {
+                    "200": _json(_ref("Approval"), "recorded; card updated"),
+                    **common,
+                    **_errors(404, 409),
+                },
+            }
+        },
+    }
+
+
+def _token_and_alert_paths(common: dict[str, Any]) -> dict[str, Any]:
+    """Redeeming a token, the alert intakes, and this document."""
+    return {
+        f"{API}/tokens/redeem": {
+            "post": {
+                "operationId": "redeemToken",
+                "requestBody": _body("RedeemToken"),
+                "responses": {
+                    "200": _json(_ref("Redeemed"), "valid; consumed now"),
+                    **common,
+                    **_errors(404),
+                    "409": _json(
+                        _ref("Error"),
+                        "token_replayed (already redeemed), or action_mismatch (the "
+                        "given action or target is not what was approved; the token "
+                        "stays unredeemed)",
+                    ),
+                },
+            }
+        },
+        f"{API}/alerts": _alert_intake(
+            "ingestAlerts", "Generic JSON alerts: one or a list", _GENERIC_ALERTS
+        ),
+        f"{API}/alerts/alertmanager": _alert_intake(
+            "ingestAlertmanager",
+            "Prometheus Alertmanager webhook",
+            _ref("AlertmanagerBody"),
+        ),
+        f"{API}/alerts/grafana": _alert_intake(
+            "ingestGrafana", "Grafana webhook", _ref("GrafanaBody")
+        ),
+        f"{API}/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "security": [],
+                "responses": {"200": {"description": "this document"}},
+            }
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document; request schemas come from the models the handlers validate."""
     _, defs = models_json_schema(
@@ -422,119 +545,5 @@ def document() -> dict[str, Any]:
             },
         },
         "security": [{"apiKey": []}],
-        "paths": _scoped(
-            {
-                f"{API}/approvals": {
-                    "post": {
-                        "operationId": "createApproval",
-                        "summary": "Ask for approval (idempotent with Idempotency-Key)",
-                        "parameters": [
-                            {
-                                "name": "Idempotency-Key",
-                                "in": "header",
-                                "required": False,
-                                "schema": {"type": "string", "maxLength": 256},
-                            }
-                        ],
-                        "requestBody": _body("CreateApproval"),
-                        "responses": {
-                            "201": _with_links(_json(_ref("Approval"), "created; cards posted")),
-                            "200": _with_links(
-                                _json(
-                                    _ref("Approval"),
-                                    "same Idempotency-Key, or merged (same fingerprint and ask)",
-                                )
-                            ),
-                            **common,
-                            **_errors(409),
-                            "422": _json(
-                                _ref("Error"),
-                                "validation error naming the field, or unreachable_quorum: too "
-                                "few approvers besides the requester could vote on this level",
-                            ),
-                        },
-                    },
-                    "get": {
-                        "operationId": "listApprovals",
-                        "summary": "This team's requests, newest first, a page at a time",
-                        "parameters": _LIST_PARAMS,
-                        "responses": {
-                            "200": _json(
-                                _ref("ApprovalPage"),
-                                "a page of at most `limit` requests (fewer past 1 MiB); "
-                                "`next` fetches the rest",
-                            ),
-                            **_errors(401, 422, 503),
-                        },
-                    },
-                },
-                f"{API}/approvals/{{id}}": {
-                    "get": {
-                        "operationId": "getApproval",
-                        "parameters": [_ID_PARAM],
-                        "responses": {
-                            "200": _json(_ref("Approval"), "the request, its votes and token"),
-                            **_errors(401, 404, 503),
-                        },
-                    }
-                },
-                f"{API}/approvals/{{id}}/cancel": {
-                    "post": {
-                        "operationId": "cancelApproval",
-                        "parameters": [_ID_PARAM],
-                        "responses": {
-                            "200": _json(_ref("Approval"), "cancelled"),
-                            **_errors(401, 404, 409, 503),
-                        },
-                    }
-                },
-                f"{API}/approvals/{{id}}/result": {
-                    "post": {
-                        "operationId": "reportResult",
-                        "parameters": [_ID_PARAM],
-                        "requestBody": _body("ReportResult"),
-                        "responses": {
-                            "200": _json(_ref("Approval"), "recorded; card updated"),
-                            **common,
-                            **_errors(404, 409),
-                        },
-                    }
-                },
-                f"{API}/tokens/redeem": {
-                    "post": {
-                        "operationId": "redeemToken",
-                        "requestBody": _body("RedeemToken"),
-                        "responses": {
-                            "200": _json(_ref("Redeemed"), "valid; consumed now"),
-                            **common,
-                            **_errors(404),
-                            "409": _json(
-                                _ref("Error"),
-                                "token_replayed (already redeemed), or action_mismatch (the "
-                                "given action or target is not what was approved; the token "
-                                "stays unredeemed)",
-                            ),
-                        },
-                    }
-                },
-                f"{API}/alerts": _alert_intake(
-                    "ingestAlerts", "Generic JSON alerts: one or a list", _GENERIC_ALERTS
-                ),
-                f"{API}/alerts/alertmanager": _alert_intake(
-                    "ingestAlertmanager",
-                    "Prometheus Alertmanager webhook",
-                    _ref("AlertmanagerBody"),
-                ),
-                f"{API}/alerts/grafana": _alert_intake(
-                    "ingestGrafana", "Grafana webhook", _ref("GrafanaBody")
-                ),
-                f"{API}/openapi.json": {
-                    "get": {
-                        "operationId": "openapi",
-                        "security": [],
-                        "responses": {"200": {"description": "this document"}},
-                    }
-                },
-            }
-        ),
+        "paths": _scoped({**_approval_paths(common), **_token_and_alert_paths(common)}),
     }

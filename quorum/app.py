@@ -200,23 +200,9 @@ class Quorum:
         with suppress(Exception):
             me = await rt.bot.get_me()
             rt.bot_id, rt.bot_username = me.id, me.username or ""
-        workers: list[Worker] = [
-            outbox.run_sender,
-            approvals.run_maintenance,
-            cards.run_cards,
-            alerts.run_maintenance,
-            self._retry_updates,
-        ]
-        if s.telegram_mode == "polling":
-            workers.append(self._poll)
-        for worker in workers:
-            self._tasks.append(asyncio.create_task(self._supervise(worker), name=worker.__name__))
+        self._start_workers()
         if serve:
-            self._runner = web.AppRunner(self.make_web_app(), access_log=None, shutdown_timeout=5)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, s.http_host, s.http_port)
-            await site.start()
-            await self._serve_metrics()
+            await self._serve_http()
         try:
             await self._setup_telegram(rt)
         except Exception as exc:
@@ -229,6 +215,26 @@ class Quorum:
                 asyncio.create_task(self._retry_telegram_setup(rt), name="telegram_setup")
             )
         log.info("quorum started (%s mode, instance %s)", s.telegram_mode, rt.instance)
+
+    def _start_workers(self) -> None:
+        workers: list[Worker] = [
+            outbox.run_sender,
+            approvals.run_maintenance,
+            cards.run_cards,
+            alerts.run_maintenance,
+            self._retry_updates,
+        ]
+        if self.settings.telegram_mode == "polling":
+            workers.append(self._poll)
+        for worker in workers:
+            self._tasks.append(asyncio.create_task(self._supervise(worker), name=worker.__name__))
+
+    async def _serve_http(self) -> None:
+        s = self.settings
+        self._runner = web.AppRunner(self.make_web_app(), access_log=None, shutdown_timeout=5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, s.http_host, s.http_port).start()
+        await self._serve_metrics()
 
     async def _take_lease(self, engine: AsyncEngine) -> None:
         """Polling is one reader per bot: a second process on this database is refused here,
