@@ -5,10 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import asyncpg
-
-from storage.db import to_sync_dsn
 from tests.support import ALICE, API_KEY, CAROL, CHAT, OTHER_API_KEY, Harness
+from tests.support import db_rows as sql
 
 
 async def create(h: Harness, key: str | None = None, **over: Any) -> dict[str, Any]:
@@ -54,14 +52,6 @@ def code_entities(msg: dict[str, Any]) -> list[str]:
         for e in msg.get("entities") or []
         if e["type"] == "code"
     ]
-
-
-async def sql(h: Harness, query: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(to_sync_dsn(h.settings.database_url))
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
 
 
 async def test_status_by_id_prefix(quorum: Harness) -> None:

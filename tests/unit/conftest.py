@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,3 +43,12 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     for cls in _loop_classes():
         for name in ("create_connection", "create_unix_connection", "sock_connect"):
             monkeypatch.setattr(cls, name, _refuse_async)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No QUORUM_* from the developer's shell and no .env from the repository."""
+    for name in list(os.environ):
+        if name.startswith("QUORUM_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
