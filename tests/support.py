@@ -8,7 +8,8 @@ import hashlib
 import inspect
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the app's modules load in seconds: unit tests must not pay for them
     import aiohttp
     import asyncpg
+    from aiohttp import web
 
     from bot.policy import Policy
     from bot.settings import Settings
@@ -294,3 +296,22 @@ async def wait_text(h: Harness, needle: str, chat: int = CHAT, timeout: float = 
         return None
 
     return await wait_until(ready, timeout, what=f"an alert card saying {needle!r}")
+
+
+@asynccontextmanager
+async def hook_server(
+    route: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A local HTTP server answering POST /hook with `route`; yields its base URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/hook", route)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

@@ -37,7 +37,7 @@ from tests.support import (
     TOKEN_SECRET,
     Harness,
     QuorumFactory,
-    free_port,
+    hook_server,
     policy_data,
 )
 
@@ -619,20 +619,14 @@ async def test_expiry_escalation_and_signed_callback(make_quorum: QuorumFactory)
         received.append((await request.read(), request.headers.get("X-Quorum-Signature", "")))
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with hook_server(hook) as base:
         data = policy_data()
         data["teams"]["platform"]["policy"] = {
             "high": {"required_approvals": 2, "escalate_after_seconds": 30},
         }
-        data["teams"]["platform"]["callback_url_prefixes"] = [f"http://127.0.0.1:{port}/"]
+        data["teams"]["platform"]["callback_url_prefixes"] = [f"{base}/"]
         h = await make_quorum(policy=data)
-        url = f"http://127.0.0.1:{port}/hook"
+        url = f"{base}/hook"
         req = await create(h, risk_level="high", callback_url=url, expires_in=600)
         msg = await card(h, req["id"])
         first = await tap(h, msg, ALICE)
@@ -685,8 +679,6 @@ async def test_expiry_escalation_and_signed_callback(make_quorum: QuorumFactory)
         assert "approval.expired" in events
         _status, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
         assert got["status"] == "expired" and "approval_token" not in got
-    finally:
-        await runner.cleanup()
 
 
 async def test_tap_before_the_message_id_is_stored_still_counts(quorum: Harness) -> None:

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
 
 from tests.e2e.flows import body as request_body
 from tests.e2e.flows import create, sql
-from tests.support import Harness, free_port
-
-Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@asynccontextmanager
-async def hook_server(route: Route) -> AsyncIterator[str]:
-    """A local HTTP server answering POST /hook with `route`; yields its base URL."""
-    app = web.Application()
-    app.router.add_post("/hook", route)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+from tests.support import Harness, hook_server
 
 
 async def test_userinfo_callback_url_is_refused(quorum: Harness) -> None:
