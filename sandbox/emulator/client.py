@@ -179,6 +179,16 @@ class EmulatorClient:
         result = await self._request("POST", "/updates", body)
         return int(result["update_id"])
 
+    async def start_bot(self, user_id: int, payload: str | None = None) -> SendResult:
+        """The user opens the private chat with the bot (`/start [payload]`)."""
+        body: JSON = {} if payload is None else {"payload": payload}
+        return cast(SendResult, await self._request("POST", f"/users/{user_id}/start", body))
+
+    async def block_bot(self, user_id: int) -> list[int]:
+        """The user blocks the bot: sends to their private chat answer 403 from now on."""
+        result = await self._request("POST", f"/users/{user_id}/block", {})
+        return [int(i) for i in result["update_ids"]]
+
     async def kick(self, chat_id: int, by_user_id: int | None = None) -> list[int]:
         body: JSON = {} if by_user_id is None else {"by_user_id": by_user_id}
         result = await self._request("POST", f"/chats/{chat_id}/kick", body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -20,6 +21,9 @@ from sandbox.emulator.state import Bot, CallbackQuery, Chat
 from sandbox.emulator.updates import TOKEN_RE
 
 _ControlHandler = Callable[[web.Request, JSON], Awaitable[Any]]
+
+# Telegram's deep-link payload: https://t.me/<bot>?start=<payload>.
+_START_PAYLOAD = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 async def _read_body(request: web.Request) -> JSON | web.Response:
@@ -101,6 +105,8 @@ class Control(BotApi):
         r.add_get(f"{c}/config", self._ctl(self._c_get_config))
         r.add_post(f"{c}/bots", self._ctl(self._c_bots))
         r.add_post(f"{c}/users", self._ctl(self._c_users))
+        r.add_post(f"{c}/users/{{user_id}}/start", self._ctl(self._c_start))
+        r.add_post(f"{c}/users/{{user_id}}/block", self._ctl(self._c_block))
         r.add_post(f"{c}/chats", self._ctl(self._c_chats))
         r.add_get(f"{c}/chats/{{chat_id}}", self._ctl(self._c_get_chat))
         r.add_post(f"{c}/chats/{{chat_id}}/send", self._ctl(self._c_send))
@@ -216,11 +222,15 @@ class Control(BotApi):
     # ------------------------------------------------------------------ acting as users
 
     async def _c_send(self, request: web.Request, body: JSON) -> Any:
-        chat = self._ctl_chat(request)
+        return self._send_as_user(self._ctl_chat(request), body)
+
+    def _send_as_user(self, chat: Chat, body: JSON) -> JSON:
         from_id = int(body["from_id"])
         text = str(body["text"])
         self._user(from_id)
         chat.members.add(from_id)
+        if chat.type == "private":
+            self._open_private_chat(chat, body)
         entities: list[JSON] = []
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0]
@@ -232,6 +242,37 @@ class Control(BotApi):
             "update_ids": ids,
             "message_id": msg.message_id,
         }
+
+    def _open_private_chat(self, chat: Chat, body: JSON) -> None:
+        """The user writes to the bot: from now on the bot may write back (a blocked bot is
+        unblocked first, which Telegram reports as `my_chat_member` kicked → member)."""
+        for bot in self._target_bots(body):
+            old = chat.status_of(bot.id)
+            chat.bot_status[bot.id] = "member"
+            if old == "kicked":
+                self._member_update(chat, bot, chat.id, "kicked", "member")
+
+    async def _c_start(self, request: web.Request, body: JSON) -> Any:
+        """The user opens the bot (or a `t.me/<bot>?start=<payload>` deep link): `/start`."""
+        uid = int(request.match_info["user_id"])
+        payload = body.get("payload")
+        if payload is not None and not _START_PAYLOAD.fullmatch(str(payload)):
+            raise ControlError(400, "a start payload is 1-64 characters of A-Za-z0-9_-")
+        self._user(uid)
+        text = "/start" if payload is None else f"/start {payload}"
+        return self._send_as_user(self.chats[uid], {**body, "from_id": uid, "text": text})
+
+    async def _c_block(self, request: web.Request, body: JSON) -> Any:
+        """The user blocks the bot: `my_chat_member` member → kicked, then 403 on every send."""
+        uid = int(request.match_info["user_id"])
+        self._user(uid)
+        chat = self.chats[uid]
+        ids = []
+        for bot in self._target_bots(body):
+            old = chat.status_of(bot.id)
+            chat.bot_status[bot.id] = "kicked"
+            ids.append(self._member_update(chat, bot, uid, old, "kicked"))
+        return {"update_ids": ids}
 
     def _tap(self, chat: Chat, message_id: int, body: JSON) -> CallbackQuery:
         """A user taps a button: the callback query update goes to the bot that sent it."""

@@ -56,7 +56,9 @@ class Chat:
     api: JSON = field(default_factory=dict)
 
     def status_of(self, bot_id: int) -> str:
-        return self.bot_status.get(bot_id, "member")
+        # A bot cannot open a private chat: until the user writes to it, it may not send there.
+        default = "not_started" if self.type == "private" else "member"
+        return self.bot_status.get(bot_id, default)
 
 
 @dataclass
@@ -275,8 +277,10 @@ class World:
 
 
 def forbidden(chat: Chat | None, status: str) -> ApiError:
-    """Telegram's 403 for a bot that is no longer in `chat` (blocked, kicked or left)."""
+    """Telegram's 403 for a bot that may not write to `chat` (not started, blocked, kicked)."""
     ctype = chat.type if chat else "group"
+    if ctype == "private" and status == "not_started":
+        return ApiError(403, "Forbidden: bot can't initiate conversation with a user")
     if ctype == "private":
         return ApiError(403, "Forbidden: bot was blocked by the user")
     if ctype == "supergroup":

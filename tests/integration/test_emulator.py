@@ -278,6 +278,7 @@ async def test_per_chat_rate_limit(bot: Bot, emulator_url: Emu, clock: ShiftedCl
     assert stats["sends_by_chat"][str(GROUP)] == 4
     assert len(await emu.messages(GROUP)) == 4
     # Another chat has its own budget; answerCallbackQuery/getters are not limited.
+    await emu.start_bot(ALICE)
     await bot.send_message(ALICE, "private")
     for _ in range(10):
         await bot.get_chat(GROUP)
@@ -294,6 +295,7 @@ async def test_group_per_minute_limit(bot: Bot, emulator_url: Emu, clock: Shifte
         await bot.send_message(GROUP, "sixth")
     assert 55 <= exc.value.retry_after <= 60
     # Private chats have no per-minute window.
+    await emu.start_bot(ALICE)
     for i in range(6):
         await bot.send_message(ALICE, f"p{i}")
     # Short window for a quick recovery check.
@@ -311,8 +313,10 @@ async def test_bot_wide_rate_limit(bot: Bot, emulator_url: Emu, clock: ShiftedCl
     _, emu = emulator_url
     await emu.configure(limits={"per_bot_per_second": 5})
     chats = list(range(5001, 5008))
+    await bot.get_me()
     for cid in chats:
         await emu.add_user(cid, f"U{cid}")
+        await emu.start_bot(cid)
     for cid in chats[:5]:
         await bot.send_message(cid, "hi")
     with pytest.raises(TelegramRetryAfter) as exc:
@@ -405,6 +409,8 @@ async def test_fault_after_and_chat_filter(bot: Bot, emulator_url: Emu) -> None:
     _, emu = emulator_url
     await emu.configure(enforce_limits=False)
     await emu.add_fault("server_error", method="sendMessage", chat_id=GROUP, after=2, count=2)
+    await bot.get_me()
+    await emu.start_bot(ALICE)
     await bot.send_message(ALICE, "other chat not matched")
     await bot.send_message(GROUP, "1")
     await bot.send_message(GROUP, "2")
@@ -672,6 +678,51 @@ async def test_kick_add_and_migrate_helpers(bot: Bot, emulator_url: Emu) -> None
     assert msgs[-1]["migrate_to_chat_id"] == new_id
 
 
+async def test_private_chat_opens_only_when_the_user_writes(bot: Bot, emulator_url: Emu) -> None:
+    _, emu = emulator_url
+    await bot.get_me()
+    with pytest.raises(TelegramForbiddenError, match="can't initiate conversation with a user"):
+        await bot.send_message(ALICE, "hello?")
+    started = await emu.start_bot(ALICE, payload="web-login_1")
+    await bot.send_message(ALICE, "hello")
+    [update] = await bot.get_updates()
+    assert update.update_id == started["update_id"]
+    assert update.message is not None and update.message.chat.type == "private"
+    assert update.message.text == "/start web-login_1"
+    assert update.message.entities is not None and update.message.entities[0].length == 6
+    # Writing to a group opens nothing: Bob's private chat stays closed.
+    await emu.send_text(GROUP, BOB, "hi")
+    with pytest.raises(TelegramForbiddenError, match="can't initiate"):
+        await bot.send_message(BOB, "hi Bob")
+
+
+async def test_blocked_bot_gets_403_until_the_user_writes_again(
+    bot: Bot, emulator_url: Emu
+) -> None:
+    _, emu = emulator_url
+    await bot.get_me()
+    await emu.start_bot(ALICE)
+    [blocked_id] = await emu.block_bot(ALICE)
+    with pytest.raises(TelegramForbiddenError, match="bot was blocked by the user"):
+        await bot.send_message(ALICE, "x")
+    restarted = await emu.start_bot(ALICE)
+    await bot.send_message(ALICE, "back")
+    updates = await bot.get_updates(offset=blocked_id)
+    members = [u.my_chat_member for u in updates if u.my_chat_member]
+    assert [(m.old_chat_member.status, m.new_chat_member.status) for m in members] == [
+        ("member", "kicked"),
+        ("kicked", "member"),
+    ]
+    assert updates[-1].update_id == restarted["update_id"]
+
+
+async def test_start_payload_follows_the_deep_link_rules(emulator_url: Emu) -> None:
+    _, emu = emulator_url
+    for bad in ["", "x" * 65, "a b", "ü"]:
+        with pytest.raises(EmulatorError, match="start payload"):
+            await emu.start_bot(ALICE, payload=bad)
+
+
 # --------------------------------------------------------------------------- webhooks
 
 
@@ -878,6 +929,9 @@ async def test_webhook_callback_update_expires(
     try:
         async with EmulatorClient(url) as emu:
             await emu.add_user(ALICE, "Alice")
+            await tg.get_me()
+            started = await emu.start_bot(ALICE)
+            await tg.get_updates(offset=started["update_id"] + 1)  # confirm the /start
             msg = await tg.send_message(ALICE, "card", reply_markup=keyboard(("A", "a")))
             await tg.set_webhook(
                 await webhook_receiver(handler), allowed_updates=["callback_query"]
