@@ -335,11 +335,11 @@ class Sender:
             held = 0.0
             while True:
                 async with self._pace_turn:
-                    wait = await self.pacer.acquire(chat_id)
+                    wait = await self.pacer.acquire(chat_id, row.priority)
                     while 0 < wait <= TURN_HOLD_SECONDS and held + wait <= self.lease / 3:
                         await asyncio.sleep(wait)
                         held += wait
-                        wait = await self.pacer.acquire(chat_id)
+                        wait = await self.pacer.acquire(chat_id, row.priority)
                 if wait <= 0:
                     break
                 if wait > HOLD_MAX_SECONDS or held + wait > self.lease / 3:
