@@ -273,8 +273,13 @@ def am_body(
 
 
 def cards(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The alert cards among a chat's messages."""
-    return [m for m in msgs if "Fingerprint:" in str(m["text"])]
+    """The alert cards among a chat's messages (an alert's own, or its group's)."""
+    return [m for m in msgs if "Fingerprint:" in str(m["text"]) or "\nGroup: " in str(m["text"])]
+
+
+def digests(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The storm digests among a chat's messages."""
+    return [m for m in msgs if str(m["text"]).startswith("🌪")]
 
 
 async def wait_cards(
