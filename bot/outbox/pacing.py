@@ -19,7 +19,9 @@ from storage.outbox import Priority
 log = logging.getLogger(__name__)
 
 RATE_MARGIN = 0.97
-REFRESH_RESERVE = 5  # of a group's 20 messages a minute, kept from count refreshes
+# Count refreshes may use only this share of a group's per-minute window: the rest stays for
+# first appearances and resolves, so a storm's refreshes never make a resolve wait a minute.
+REFRESH_SHARE = 0.5
 # Not counted against Telegram's message budgets.
 UNPACED = frozenset({"answerCallbackQuery", "getMe", "getChat", "deleteWebhook", "setWebhook"})
 
@@ -184,7 +186,7 @@ class Pacer:
         wait for the window to turn."""
         if priority < Priority.ALERT_EDIT:
             return 0
-        return min(REFRESH_RESERVE, self.shared.group_limit // 4)
+        return int(self.shared.group_limit * (1 - REFRESH_SHARE))
 
     async def acquire(self, chat_id: int | None, priority: int = 0) -> float:
         """Charge one call against the budgets; 0 means go now, else seconds to wait."""
@@ -257,7 +259,8 @@ class Pacer:
                 window = self._groups.get(chat_id)
                 if window is None:
                     window = self._groups[chat_id] = _Window(r.group_limit, r.group_window)
-                wait = max(wait, window.wait(now, min(reserve, r.group_limit // 4)))
+                held = int(r.group_limit * (1 - REFRESH_SHARE)) if reserve else 0
+                wait = max(wait, window.wait(now, held))
         if wait > 0:
             return wait
         self._bot.tokens -= 1
