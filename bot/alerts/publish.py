@@ -71,9 +71,10 @@ async def render_cards(
 ) -> list[dict[str, Any]]:
     """Bring the cards of these alerts' groups up to date; returns audit rows for new cards.
 
-    A group without a card gets one in each team chat (`create_missing`), or a line in the
-    chat's storm digest while the chat is in a storm (never with `own_cards`). `priority` is
-    the edits' (a resolve goes before other groups' first cards, a count refresh after).
+    With `create_missing`, a firing group gets a card in each team chat that has none, or a
+    line in the chat's storm digest while the chat is in a storm (never with `own_cards`).
+    `priority` is the edits' (a resolve goes before other groups' first cards, a count
+    refresh after).
     """
     if not alerts:
         return []
@@ -95,21 +96,40 @@ async def render_cards(
         if cards:
             when = min((t for m in group if (t := (not_before or {}).get(m.id))), default=None)
             await _edit_cards(rt, session, anchor, bool(firing), cards, html, when, priority)
-        elif create_missing and any(not m.silenced for m in firing):
+        if create_missing and any(not m.silenced for m in firing):
             team_id = anchor.team_id
             if team_id not in chats_of:
                 chats_of[team_id] = await active_chats(session, team_id)
-            first = Priority.ALERT_CRITICAL if is_critical(group) else Priority.ALERT_SEND
-            for chat_id in chats_of[team_id]:
-                digest = None if own_cards else await storm.place(rt, session, chat_id, anchor)
-                if digest is not None:
-                    at = first if digest[1] else priority
-                    placed[digest[0]] = min(placed.get(digest[0], at), at)
-                    continue
-                await _send_card(rt, session, anchor, chat_id, html, first)
-                audit_rows.append(_sent_row(anchor, chat_id))
+            missing = [c for c in chats_of[team_id] if c not in {r.chat_id for r in cards}]
+            audit_rows += await _show_new(rt, session, group, missing, html, placed, own_cards)
         await store.mark_cards_rendered(session, [m.id for m in group])
     await storm.refresh_digests(rt, session, gids, placed, priority)
+    return audit_rows
+
+
+async def _show_new(
+    rt: Runtime,
+    session: AsyncSession,
+    group: Sequence[AlertRecord],
+    chats: Sequence[int],
+    html: str,
+    placed: dict[int, Priority],
+    own_cards: bool,
+) -> list[dict[str, Any]]:
+    """A group's first appearance in chats showing it nowhere yet: its card, or a line in a
+    storm digest (`placed` collects those digests, at the priority their refresh needs)."""
+    anchor = min(group, key=lambda m: m.id)
+    first = Priority.ALERT_CRITICAL if is_critical(group) else Priority.ALERT_SEND
+    audit_rows = []
+    for chat_id in chats:
+        digest = None if own_cards else await storm.place(rt, session, chat_id, anchor)
+        if digest is not None:
+            digest_id, new = digest
+            at = first if new else Priority.ALERT_EDIT
+            placed[digest_id] = min(placed.get(digest_id, at), at)
+            continue
+        await _send_card(rt, session, anchor, chat_id, html, first)
+        audit_rows.append(_sent_row(anchor, chat_id))
     return audit_rows
 
 

@@ -54,10 +54,12 @@ async def refresh_digests(
     priority: Priority,
 ) -> None:
     """Re-render the digests listing these groups; `placed` digests at their own priority
-    (a new group's first appearance), the others at `priority`."""
-    digests = {d.id: d for d in await store.digests_of_groups(session, group_ids)}
-    for digest in digests.values():
-        await _render(rt, session, digest, placed.get(digest.id, priority))
+    (a new group's first appearance), the others at `priority`. A finalised digest changes
+    only for resolves (its groups' own cards carry their counts since)."""
+    for digest in await store.digests_of_groups(session, group_ids):
+        at = placed.get(digest.id, priority)
+        if digest.finalised_at is None or at <= Priority.ALERT_RESOLVE:
+            await _render(rt, session, digest, at)
 
 
 async def _render(
