@@ -21,7 +21,7 @@ def upgrade() -> None:
     # earlier alerts are each a group of one.
     op.add_column("alerts", sa.Column("group_key", sa.Text(), nullable=True))
     op.add_column("alerts", sa.Column("group_id", sa.BigInteger(), nullable=True))
-    op.execute("UPDATE alerts SET group_key = fingerprint, group_id = id")
+    op.execute("UPDATE alerts SET group_key = 'fp:' || fingerprint, group_id = id")
     op.create_index(
         "ix_alerts_group_firing",
         "alerts",
