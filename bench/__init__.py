@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 from sqlalchemy.engine import make_url
 
@@ -103,3 +108,40 @@ class CpuMeter:
         )
         overall = sum(total for total, _ in spent.values()) * 1000 / n
         return f"  CPU ms per {unit} (of which kernel): {per}; total {overall:.2f}"
+
+
+@contextlib.asynccontextmanager
+async def quorum_process(
+    env: dict[str, str], port: int, workdir: Path
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`quorum run` in a subprocess (its log in workdir/quorum.log), yielded once /healthz
+    answers 200; stopped with SIGTERM on exit."""
+    log = (workdir / "quorum.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quorum.cli", "run"],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=log,
+        cwd=os.getcwd(),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                try:
+                    async with http.get(base + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if proc.poll() is not None:
+                    raise SystemExit(f"quorum exited; see {workdir / 'quorum.log'}")
+                await asyncio.sleep(0.1)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

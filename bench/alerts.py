@@ -16,10 +16,7 @@ import hashlib
 import json
 import os
 import random
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -30,7 +27,7 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import fresh_database
+from bench import fresh_database, quorum_process
 from quorum.app import run_loop
 from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage.db import to_sync_dsn
@@ -67,6 +64,8 @@ def policy_toml(storm_chats: list[int]) -> str:
             f"chat_ids = {chats}",
             f'approvers = [{{ telegram_id = {USER}, name = "oncall" }}]',
             f'api_keys = [{{ name = "bench", sha256 = "{digest}" }}]',
+            # One card per fingerprint: the storm below checks each one's final count.
+            "alert_group_by = []",
             "",
         ]
     return "\n".join(lines)
@@ -278,7 +277,6 @@ async def main(quick: bool) -> None:
     policy = workdir / "policy.toml"
     policy.write_text(policy_toml(chats))
     env = {
-        **os.environ,
         "QUORUM_TELEGRAM_TOKEN": TOKEN,
         "QUORUM_TELEGRAM_API_URL": emu_url,
         "QUORUM_TELEGRAM_MODE": "webhook",
@@ -292,27 +290,9 @@ async def main(quick: bool) -> None:
         "QUORUM_DATA_DIR": str(workdir),
         "QUORUM_LOG_LEVEL": "WARNING",
     }
-    log = (workdir / "quorum.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "quorum.cli", "run"],
-        env=env,
-        stdout=log,
-        stderr=log,
-        cwd=os.getcwd(),
-    )
     base = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(base + "/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if proc.poll() is not None:
-                    raise SystemExit(f"quorum exited; see {workdir / 'quorum.log'}")
-                await asyncio.sleep(0.1)
+        async with quorum_process(env, port, workdir) as proc, aiohttp.ClientSession() as http:
             print(f"bench.alerts on {os.cpu_count()} CPUs; Quorum pid {proc.pid} (webhook mode)")
             bodies = 100 if quick else 400
             await bench_ingest(http, base, bodies, concurrency=8, distinct=2000)
@@ -320,12 +300,6 @@ async def main(quick: bool) -> None:
             await bench_storm(http, base, emu, db_url, chats, total, seconds)
             print(f"[3] Quorum peak RSS (VmHWM): {vm_hwm_kib(proc.pid) / 1024:.1f} MiB")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         await emu.close()
         await emulator.stop()
 

@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -117,6 +117,10 @@ class TeamModel(_Strict):
     callback_url_prefixes: tuple[str, ...] = ()
     alertmanager_url: str | None = None
     max_pending: int = Field(default=DEFAULT_MAX_PENDING, ge=1, le=1_000_000)
+    # Alerts whose values of these labels agree share one card; [] is one card per fingerprint.
+    alert_group_by: tuple[Annotated[str, Field(min_length=1, max_length=100)], ...] = Field(
+        default=("alertname",), max_length=10
+    )
 
     @field_validator("approvers")
     @classmethod
@@ -167,6 +171,7 @@ class Team:
     alertmanager_url: str | None = None
     api_keys: tuple[ApiKey, ...] = ()
     max_pending: int = DEFAULT_MAX_PENDING
+    alert_group_by: tuple[str, ...] = ("alertname",)
 
     def rule(self, level: RiskLevel) -> Rule:
         return self.rules[level]
@@ -254,6 +259,7 @@ def build_team(name: str, model: TeamModel) -> Team:
             for k in model.api_keys
         ),
         max_pending=model.max_pending,
+        alert_group_by=model.alert_group_by,
     )
 
 

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     data_dir: Path = Path(".quorum")
     alert_edit_interval_seconds: float = Field(default=10.0, ge=0)
+    # Storm mode: a chat whose outbox holds more than this many seconds of its send budget
+    # gathers new alert groups into one digest card, until it has stayed under budget for
+    # storm_calm_seconds.
+    storm_backlog_seconds: float = Field(default=10.0, gt=0)
+    storm_calm_seconds: float = Field(default=60.0, ge=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Outbox pacing, shared by every process through Redis; defaults are Telegram's limits.
     pace_bot_per_second: float = Field(default=30.0, gt=0)

@@ -87,6 +87,13 @@ class AlertRecord:
     silenced: bool
     last_card_edit_at: datetime | None
     context: dict[str, Any]
+    group_key: str | None = None
+    group_id: int | None = None
+
+    @property
+    def group(self) -> int:
+        """The group's id: its first alert's (alerts from before groups are groups of one)."""
+        return self.group_id if self.group_id is not None else self.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +158,8 @@ def alert_record(row: Alert) -> AlertRecord:
         silenced=row.silenced,
         last_card_edit_at=row.last_card_edit_at,
         context=dict(row.context or {}),
+        group_key=row.group_key,
+        group_id=row.group_id,
     )
 
 
@@ -338,14 +347,29 @@ async def mark_cards_rendered(session: AsyncSession, ids: Sequence[int]) -> None
         )
 
 
-async def schedule_refresh(session: AsyncSession, ids: Sequence[int]) -> None:
-    """Ask the card worker to re-render these alerts as soon as it can."""
-    if ids:
-        await session.execute(
-            update(Alert)
-            .where(Alert.id.in_(list(ids)), Alert.status == "firing")
-            .values(card_due_at=func.now())
+async def schedule_refresh(
+    session: AsyncSession, ids: Sequence[int], *, edit_interval: float = 0.0
+) -> None:
+    """Ask the card worker to re-render these alerts' cards as soon as it can: now, or one
+    edit interval after their group's card was last rendered."""
+    if not ids:
+        return
+    due: Any = func.now()
+    if edit_interval > 0:
+        anchor = Alert.__table__.alias("anchor")
+        last = (
+            select(anchor.c.last_card_edit_at)
+            .where(anchor.c.id == func.coalesce(Alert.group_id, Alert.id))
+            .scalar_subquery()
         )
+        due = func.greatest(
+            func.now(), last + func.make_interval(0, 0, 0, 0, 0, 0, float(edit_interval))
+        )
+    await session.execute(
+        update(Alert)
+        .where(Alert.id.in_(list(ids)), Alert.status == "firing")
+        .values(card_due_at=func.coalesce(due, func.now()))
+    )
 
 
 async def claim_due_cards(session: AsyncSession, limit: int) -> list[AlertRecord]:

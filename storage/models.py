@@ -337,6 +337,14 @@ class Alert(Base):
             "team_id",
             postgresql_where=text("silenced AND status = 'firing'"),
         ),
+        # A new alert finds its group among the firing alerts with its group key.
+        Index(
+            "ix_alerts_group_firing",
+            "team_id",
+            "group_key",
+            postgresql_where=text("status = 'firing'"),
+        ),
+        Index("ix_alerts_group", "group_id"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
@@ -363,8 +371,45 @@ class Alert(Base):
     card_due_at: Mapped[datetime | None]
     # Source context shown on the card: groupKey, truncatedAlerts, Grafana values and links.
     context: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # The team's alert_group_by labels of this alert, and its group: the id of the group's
+    # first alert, whose card every member shares.
+    group_key: Mapped[str | None] = mapped_column(Text)
+    group_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+
+class AlertDigest(Base):
+    """A chat's storm digest: one card standing for the groups that arrived during a storm."""
+
+    __tablename__ = "alert_digests"
+    __table_args__ = (
+        Index(
+            "uq_alert_digests_open",
+            "chat_id",
+            unique=True,
+            postgresql_where=text("finalised_at IS NULL"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    message_row_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("telegram_messages.id", ondelete="SET NULL")
+    )
+    opened_at: Mapped[datetime] = _now()
+    # Since when the chat's backlog has stayed under budget (None: it is over it now).
+    calm_since: Mapped[datetime | None]
+    finalised_at: Mapped[datetime | None]
+
+
+class AlertDigestGroup(Base):
+    __tablename__ = "alert_digest_groups"
+    __table_args__ = (Index("ix_alert_digest_groups_group", "group_id"),)
+    digest_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("alert_digests.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
 
 
 class AlertAcknowledgement(Base):

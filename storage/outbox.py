@@ -22,13 +22,16 @@ NEW_ROWS_CHANNEL = "quorum_outbox"
 
 
 class Priority(IntEnum):
-    """Lower is sent first: a waiting spinner, then high and critical approval cards, then the
-    others, then alerts, then alert edits."""
+    """Lower is sent first within a chat: a waiting spinner, then high and critical approval
+    cards, then the others, then new critical alert groups, then resolves, then other new
+    groups, then count refreshes (which never delay a group's first appearance)."""
 
     CALLBACK = 0
     URGENT_CARD = 5
     CARD = 10
     REPLY = 15
+    ALERT_CRITICAL = 18
+    ALERT_RESOLVE = 19
     ALERT_SEND = 20
     ALERT_EDIT = 30
 

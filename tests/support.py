@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import hashlib
 import inspect
 import os
@@ -11,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:  # the app's modules load in seconds: unit tests must not pay 
     from bot.settings import Settings
     from quorum.app import Quorum
     from sandbox.emulator import EmulatorClient
+    from storage.alerts import AlertRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 BOT_TOKEN = "123456789:" + "A" * 35
@@ -273,8 +276,13 @@ def am_body(
 
 
 def cards(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The alert cards among a chat's messages."""
-    return [m for m in msgs if "Fingerprint:" in str(m["text"])]
+    """The alert cards among a chat's messages (an alert's own, or its group's)."""
+    return [m for m in msgs if "Fingerprint:" in str(m["text"]) or "\nGroup: " in str(m["text"])]
+
+
+def digests(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The storm digests among a chat's messages."""
+    return [m for m in msgs if str(m["text"]).startswith("🌪")]
 
 
 async def wait_cards(
@@ -315,3 +323,39 @@ async def hook_server(
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+# ---------------------------------------------------------------- records
+
+ALERT_SEEN = datetime(2026, 1, 1, 9, 21, tzinfo=UTC)
+
+
+def alert_record(**over: Any) -> AlertRecord:
+    """An alert as storage returns it (firing, first seen at ALERT_SEEN), for rendering tests."""
+    from storage.alerts import AlertRecord
+
+    base = AlertRecord(
+        id=1,
+        team_id=1,
+        fingerprint="fp1",
+        occurrence=1,
+        status="firing",
+        source="alertmanager",
+        title="DiskFull",
+        severity="critical",
+        labels={"alertname": "DiskFull"},
+        annotations={"summary": "disk 95% full"},
+        url=None,
+        incident_id=None,
+        starts_at=ALERT_SEEN - timedelta(minutes=6),
+        ends_at=None,
+        hit_count=1,
+        first_seen_at=ALERT_SEEN,
+        last_seen_at=ALERT_SEEN + timedelta(minutes=19),
+        resolved_at=None,
+        resolved_by=None,
+        silenced=False,
+        last_card_edit_at=None,
+        context={},
+    )
+    return dataclasses.replace(base, **over)

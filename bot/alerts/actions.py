@@ -20,12 +20,13 @@ from bot.errors import (
     SilenceNotFound,
 )
 from bot.policy import Team
-from bot.rendering import esc, fmt_time
+from bot.rendering import esc, fmt_time, plural
 from bot.runtime import Runtime
+from storage import alert_groups as groups_store
 from storage import alerts as store
 from storage import audit
 from storage.alerts import AlertRecord
-from storage.outbox import find_message
+from storage.outbox import Priority, find_message
 
 SILENCE_HOURS = {"s1": 1, "s4": 4, "s24": 24}
 ACTIONS = frozenset({"ack", "res", *SILENCE_HOURS})
@@ -45,13 +46,15 @@ class AlertTap:
 
 @dataclass(frozen=True, slots=True)
 class _Press:
-    """A checked tap: a team member's, on a firing alert's card."""
+    """A checked tap: a team member's, on the card of a group with firing alerts (`alert` is
+    the group's first alert, which the buttons name; `firing` the members it acts on)."""
 
     session: AsyncSession
     alert: AlertRecord
     team: Team
     who: str
     tap: AlertTap
+    firing: list[AlertRecord]
 
     async def record(self, event: str, **detail: Any) -> None:
         await audit.record(
@@ -74,15 +77,21 @@ async def press_button(rt: Runtime, session: AsyncSession, tap: AlertTap) -> str
     if tap.act == "res":
         return await _resolve(rt, press)
     if tap.act == "ack":
-        if not await store.add_ack(session, alert.id, tap.user_id, press.who):
+        added = [
+            m for m in press.firing if await store.add_ack(session, m.id, tap.user_id, press.who)
+        ]
+        if not added:
             return "You already acknowledged this alert."
-        await press.record("alert.acknowledged")
-        toast = "👀 Acknowledged."
+        await press.record("alert.acknowledged", alerts=[m.id for m in added])
+        toast = (
+            "👀 Acknowledged."
+            if len(press.firing) == 1
+            else f"👀 Acknowledged {plural(len(added), 'alert')}."
+        )
     else:
         toast = await _silence(rt, press, SILENCE_HOURS[tap.act])
     fresh = await store.get_alert(session, alert.id)
     assert fresh is not None
-    await store.mark_cards_rendered(session, [alert.id])
     await render_cards(rt, session, [fresh])
     return toast
 
@@ -138,34 +147,63 @@ async def _member_press(
             reason="not a member",
         )
         raise NotAMember(team.name)
-    if alert.status != "firing":
+    members = (await groups_store.group_members(session, [alert.group])).get(alert.group, [])
+    firing = [m for m in members if m.status == "firing"]
+    if not firing:
         raise AlertClosed
-    return _Press(session=session, alert=alert, team=team, who=approver.name, tap=tap)
+    return _Press(
+        session=session, alert=alert, team=team, who=approver.name, tap=tap, firing=firing
+    )
 
 
 async def _resolve(rt: Runtime, press: _Press) -> str:
-    done = await store.resolve_one(press.session, press.alert.id, press.who)
-    if done is None:
+    done = []
+    for member in press.firing:
+        resolved = await store.resolve_one(press.session, member.id, press.who)
+        if resolved is not None:
+            done.append(resolved)
+    if not done:
         raise AlertClosed
-    await press.record("alert.resolved", by="person")
-    await render_cards(rt, press.session, [done])
-    return "✅ Resolved."
+    await press.record("alert.resolved", by="person", alerts=[a.id for a in done])
+    await render_cards(rt, press.session, done, priority=Priority.ALERT_RESOLVE)
+    return "✅ Resolved." if len(done) == 1 else f"✅ Resolved {plural(len(done), 'alert')}."
+
+
+def _group_matchers(press: _Press) -> list[dict[str, Any]]:
+    """One Alertmanager silence for the tap: the alert's own labels on a group of one, the
+    group's labels (with its alertname) on a larger group."""
+    alert = press.alert
+    if len(press.firing) == 1 and press.firing[0].id == alert.id:
+        return silence_matchers(alert.source, alert.labels)
+    shared = {k: alert.labels[k] for k in press.team.alert_group_by if k in alert.labels}
+    if "alertname" not in shared or alert.source not in MIRRORED_SOURCES:
+        return []
+    return [
+        {"name": k, "value": str(v), "isRegex": False, "isEqual": True}
+        for k, v in sorted(shared.items())
+    ]
 
 
 async def _silence(rt: Runtime, press: _Press, hours: int) -> str:
-    alert, team = press.alert, press.team
-    matchers = silence_matchers(alert.source, alert.labels)
+    team = press.team
+    matchers = _group_matchers(press)
     sync = bool(team.alertmanager_url) and bool(matchers)
-    silence = await store.create_silence(
-        press.session,
-        team_id=alert.team_id,
-        fingerprint=alert.fingerprint,
-        matchers={"matchers": matchers if sync else []},
-        by_id=press.tap.user_id,
-        by_name=press.who,
-        hours=hours,
-        sync_alertmanager=sync,
-    )
+    # Quorum silences each member by fingerprint; only the first carries the Alertmanager
+    # silence, which covers the whole group there.
+    silence = None
+    for member in press.firing:
+        made = await store.create_silence(
+            press.session,
+            team_id=member.team_id,
+            fingerprint=member.fingerprint,
+            matchers={"matchers": matchers if sync else []},
+            by_id=press.tap.user_id,
+            by_name=press.who,
+            hours=hours,
+            sync_alertmanager=sync and silence is None,
+        )
+        silence = silence or made
+    assert silence is not None
     await press.record(
         "alert.silenced",
         silence_id=silence.id,

@@ -202,9 +202,12 @@ def _note_lines(annotations: dict[str, Any], budget: int) -> list[str]:
     return notes
 
 
-def card_markup(signer: ButtonSigner, alert: AlertRecord, chat_id: int) -> dict[str, Any] | None:
-    """The card's buttons, signed for this chat; a resolved alert's card has none."""
-    if alert.status != "firing":
+def card_markup(
+    signer: ButtonSigner, alert: AlertRecord, chat_id: int, *, firing: bool | None = None
+) -> dict[str, Any] | None:
+    """The card's buttons, signed for this chat; a resolved card has none. On a group's card
+    they name its first alert and act on the whole group (`firing`: whether any member is)."""
+    if not (alert.status == "firing" if firing is None else firing):
         return None
     b = signer.alert_button
     return keyboard(

@@ -10,14 +10,17 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from bot.alerts.group_card import group_key
 from bot.alerts.publish import render_cards
 from bot.alerts.sources import Kind
 from bot.policy import Team
 from bot.runtime import Runtime
+from storage import alert_groups as groups_store
 from storage import alerts as store
 from storage import audit
 from storage.alerts import AlertRecord, IncomingAlert, UpsertRow
 from storage.db import transaction
+from storage.outbox import Priority
 
 RACE_RETRIES = 3
 # unique_violation, deadlock_detected, serialization_failure
@@ -74,7 +77,7 @@ async def ingest(
     rt.metrics.alerts_received.labels(kind).inc(len(alerts))
     for attempt in range(RACE_RETRIES):
         try:
-            return await _ingest_once(rt, batch)
+            return await _ingest_once(rt, team, batch)
         except DBAPIError as exc:
             # Two requests opening the same new alert at once: the loser hits the occurrence
             # key (ON CONFLICT arbitrates only the firing index) or a deadlock; a retry sees
@@ -85,21 +88,33 @@ async def ingest(
     raise AssertionError("unreachable")
 
 
-async def _ingest_once(rt: Runtime, batch: _Batch) -> IngestResult:
+async def _ingest_once(rt: Runtime, team: Team, batch: _Batch) -> IngestResult:
     interval = rt.settings.alert_edit_interval_seconds
     team_id = batch.team_id
     async with transaction(rt.sessions) as session:
         rows = await store.upsert_firing(session, team_id, batch.firing, edit_interval=interval)
         done = await store.resolve_firing(session, team_id, batch.resolved, edit_interval=interval)
         audit_rows = _audit_rows(batch, rows, done)
+        keys = [
+            (
+                r.id,
+                group_key(batch.latest[r.fingerprint].labels, team.alert_group_by, r.fingerprint),
+            )
+            for r in rows
+            if r.inserted
+        ]
+        group_of = await groups_store.assign_groups(session, team_id, keys)
         new_ids = [r.id for r in rows if r.inserted and not r.silenced]
         if new_ids:
             fresh = await store.get_alerts(session, new_ids)
-            audit_rows.extend(await render_cards(rt, session, fresh, create_missing=True))
-            await store.mark_cards_rendered(session, new_ids)
+            # A first alert of its group gets the group's card; another joins it, shown at
+            # the card's next refresh (a count refresh, after every new group's card).
+            opened = [a for a in fresh if group_of.get(a.id) == a.id]
+            audit_rows.extend(await render_cards(rt, session, opened, create_missing=True))
+            joined = [a.id for a in fresh if group_of.get(a.id) != a.id]
+            await store.schedule_refresh(session, joined, edit_interval=interval)
         if done:
-            when = {a.id: a.last_card_edit_at for a in done if a.last_card_edit_at is not None}
-            await render_cards(rt, session, done, not_before=when)
+            await render_cards(rt, session, done, priority=Priority.ALERT_RESOLVE)
         await audit.record_many(session, audit_rows)
     return IngestResult(
         received=batch.received,

@@ -1,4 +1,5 @@
-"""Alert cards in the team chats: sent once per chat, then kept up to date by edits."""
+"""Alert cards in the team chats: one card per group, sent once per chat (or listed in the
+chat's storm digest), then kept up to date by edits."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.alerts.card import card_markup, render_card
+from bot.alerts import storm
+from bot.alerts.card import card_markup
+from bot.alerts.group_card import is_critical, render_group
 from bot.runtime import Runtime
+from storage import alert_groups as groups_store
 from storage import alerts as store
 from storage.alerts import AckRecord, AlertRecord, CardRef, LinkedApproval, SilenceRecord
 from storage.outbox import Priority, edit_message, put_message
@@ -27,13 +31,31 @@ class _Context:
     approvals: dict[int, list[LinkedApproval]]
     silences: dict[tuple[int, str], SilenceRecord]
 
-    def render(self, rt: Runtime, alert: AlertRecord) -> str:
-        return render_card(
-            alert,
+    def render(self, rt: Runtime, members: Sequence[AlertRecord]) -> str:
+        team = rt.team(members[0].team_id)
+        seen: set[int] = set()
+        acks = []
+        for m in members:  # a group acknowledgement is stored on each member: show it once
+            for a in self.acks.get(m.id, ()):
+                if a.telegram_id not in seen:
+                    seen.add(a.telegram_id)
+                    acks.append(a)
+        silence = next(
+            (
+                s
+                for m in members
+                if (s := self.silences.get((m.team_id, m.fingerprint))) is not None
+            ),
+            None,
+        )
+        approvals = [r for m in members for r in self.approvals.get(m.id, ())]
+        return render_group(
+            members,
+            group_by=team.alert_group_by if team else (),
             tz=rt.zone,
-            acks=self.acks.get(alert.id, ()),
-            silence=self.silences.get((alert.team_id, alert.fingerprint)),
-            approvals=self.approvals.get(alert.id, ()),
+            acks=acks,
+            silence=silence,
+            approvals=approvals,
         )
 
 
@@ -44,24 +66,70 @@ async def render_cards(
     *,
     not_before: dict[int, datetime] | None = None,
     create_missing: bool = False,
+    priority: Priority = Priority.ALERT_EDIT,
+    own_cards: bool = False,
 ) -> list[dict[str, Any]]:
-    """Bring every card of these alerts up to date; returns audit rows for new cards."""
+    """Bring the cards of these alerts' groups up to date; returns audit rows for new cards.
+
+    With `create_missing`, a firing group gets a card in each team chat that has none, or a
+    line in the chat's storm digest while the chat is in a storm (never with `own_cards`).
+    `priority` is the edits' (a resolve goes before other groups' first cards, a count
+    refresh after).
+    """
     if not alerts:
         return []
-    refs = await store.card_refs(session, [a.id for a in alerts])
-    context = await _load_context(session, alerts)
+    gids = sorted({a.group for a in alerts})
+    members = await groups_store.group_members(session, gids)
+    refs = await store.card_refs(session, gids)
+    context = await _load_context(session, [m for g in members.values() for m in g])
     chats_of: dict[int, list[int]] = {}
     audit_rows: list[dict[str, Any]] = []
-    for alert in alerts:
-        html = context.render(rt, alert)
-        cards = refs.get(alert.id, [])
+    placed: dict[int, Priority] = {}
+    for gid in gids:
+        group = members.get(gid) or []
+        if not group:
+            continue
+        anchor = min(group, key=lambda m: m.id)
+        firing = [m for m in group if m.status == "firing"]
+        html = context.render(rt, group)
+        cards = refs.get(gid, [])
         if cards:
-            when = (not_before or {}).get(alert.id)
-            await _edit_cards(rt, session, alert, cards, html, when)
-        elif create_missing and alert.status == "firing" and not alert.silenced:
-            if alert.team_id not in chats_of:
-                chats_of[alert.team_id] = await active_chats(session, alert.team_id)
-            audit_rows += await _send_cards(rt, session, alert, chats_of[alert.team_id], html)
+            when = min((t for m in group if (t := (not_before or {}).get(m.id))), default=None)
+            await _edit_cards(rt, session, anchor, bool(firing), cards, html, when, priority)
+        if create_missing and any(not m.silenced for m in firing):
+            team_id = anchor.team_id
+            if team_id not in chats_of:
+                chats_of[team_id] = await active_chats(session, team_id)
+            missing = [c for c in chats_of[team_id] if c not in {r.chat_id for r in cards}]
+            audit_rows += await _show_new(rt, session, group, missing, html, placed, own_cards)
+        await store.mark_cards_rendered(session, [m.id for m in group])
+    await storm.refresh_digests(rt, session, gids, placed, priority)
+    return audit_rows
+
+
+async def _show_new(
+    rt: Runtime,
+    session: AsyncSession,
+    group: Sequence[AlertRecord],
+    chats: Sequence[int],
+    html: str,
+    placed: dict[int, Priority],
+    own_cards: bool,
+) -> list[dict[str, Any]]:
+    """A group's first appearance in chats showing it nowhere yet: its card, or a line in a
+    storm digest (`placed` collects those digests, at the priority their refresh needs)."""
+    anchor = min(group, key=lambda m: m.id)
+    first = Priority.ALERT_CRITICAL if is_critical(group) else Priority.ALERT_SEND
+    audit_rows = []
+    for chat_id in chats:
+        digest = None if own_cards else await storm.place(rt, session, chat_id, anchor)
+        if digest is not None:
+            digest_id, new = digest
+            at = first if new else Priority.ALERT_EDIT
+            placed[digest_id] = min(placed.get(digest_id, at), at)
+            continue
+        await _send_card(rt, session, anchor, chat_id, html, first)
+        audit_rows.append(_sent_row(anchor, chat_id))
     return audit_rows
 
 
@@ -77,43 +145,43 @@ async def _load_context(session: AsyncSession, alerts: Sequence[AlertRecord]) ->
     return _Context(acks=acks, approvals=approvals, silences=silences)
 
 
-async def _send_cards(
-    rt: Runtime, session: AsyncSession, alert: AlertRecord, chats: list[int], html: str
-) -> list[dict[str, Any]]:
-    """Queue the alert's first card in each chat; returns their audit rows."""
-    audit_rows = []
-    for chat_id in chats:
-        await put_message(
-            session,
-            chat_id=chat_id,
-            purpose=CARD_PURPOSE,
-            text_html=html,
-            reply_markup=card_markup(rt.signer, alert, chat_id),
-            priority=Priority.ALERT_SEND,
-            alert_id=alert.id,
-        )
-        audit_rows.append(
-            {
-                "event": "alert.sent",
-                "team_id": alert.team_id,
-                "alert_id": alert.id,
-                "chat_id": chat_id,
-                "detail": {"fingerprint": alert.fingerprint, "occurrence": alert.occurrence},
-            }
-        )
-    return audit_rows
+def _sent_row(alert: AlertRecord, chat_id: int) -> dict[str, Any]:
+    return {
+        "event": "alert.sent",
+        "team_id": alert.team_id,
+        "alert_id": alert.id,
+        "chat_id": chat_id,
+        "detail": {"fingerprint": alert.fingerprint, "occurrence": alert.occurrence},
+    }
+
+
+async def _send_card(
+    rt: Runtime, session: AsyncSession, anchor: AlertRecord, chat_id: int, html: str, prio: Priority
+) -> None:
+    """Queue the group's first card in a chat; its buttons name the group's first alert."""
+    await put_message(
+        session,
+        chat_id=chat_id,
+        purpose=CARD_PURPOSE,
+        text_html=html,
+        reply_markup=card_markup(rt.signer, anchor, chat_id, firing=True),
+        priority=prio,
+        alert_id=anchor.id,
+    )
 
 
 async def _edit_cards(
     rt: Runtime,
     session: AsyncSession,
-    alert: AlertRecord,
+    anchor: AlertRecord,
+    firing: bool,
     cards: list[CardRef],
     html: str,
     not_before: datetime | None,
+    priority: Priority,
 ) -> None:
     for card in cards:
-        markup = card_markup(rt.signer, alert, card.chat_id)
+        markup = card_markup(rt.signer, anchor, card.chat_id, firing=firing)
         if card.text == html and card.reply_markup == markup:
             continue  # Telegram refuses an edit that changes nothing
         await edit_message(
@@ -121,6 +189,6 @@ async def _edit_cards(
             card.row_id,
             text_html=html,
             reply_markup=markup,
-            priority=Priority.ALERT_EDIT,
-            not_before=not_before,
+            priority=priority,
+            not_before=None if priority < Priority.ALERT_EDIT else not_before,
         )

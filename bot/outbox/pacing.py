@@ -14,10 +14,14 @@ from dataclasses import dataclass
 
 from bot.runtime import Runtime
 from storage import keys
+from storage.outbox import Priority
 
 log = logging.getLogger(__name__)
 
 RATE_MARGIN = 0.97
+# Count refreshes may use only this share of a group's per-minute window: the rest stays for
+# first appearances and resolves, so a storm's refreshes never make a resolve wait a minute.
+REFRESH_SHARE = 0.5
 # Not counted against Telegram's message budgets.
 UNPACED = frozenset({"answerCallbackQuery", "getMe", "getChat", "deleteWebhook", "setWebhook"})
 
@@ -33,7 +37,7 @@ def reraise_if_cancelled(exc: Exception) -> None:
 # Returns "0" after charging every budget, else the seconds to wait (nothing charged).
 # KEYS: pause:bot, pause:<chat>, pace:bot, pace:chat:<id>, pace:group:<id>
 # ARGV: bot rate, bot capacity, chat rate, chat capacity, group limit, group window,
-#       is group, has chat, unique member
+#       is group, has chat, unique member, reserve (window slots this call must leave free)
 _PACE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -63,7 +67,7 @@ if ARGV[8] == '1' then
   ct = level(KEYS[4], cr, cc)
   if ct < 1 then wait = math.max(wait, (1 - ct) / cr) end
   if ARGV[7] == '1' then
-    local limit = tonumber(ARGV[5])
+    local limit = tonumber(ARGV[5]) - tonumber(ARGV[10])
     redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
     local n = redis.call('ZCARD', KEYS[5])
     if n >= limit then
@@ -108,12 +112,13 @@ class _Window:
         self.limit, self.window = limit, window
         self.events: deque[float] = deque()
 
-    def wait(self, now: float) -> float:
+    def wait(self, now: float, reserve: int = 0) -> float:
         while self.events and self.events[0] <= now - self.window:
             self.events.popleft()
-        if len(self.events) < self.limit:
+        limit = self.limit - reserve
+        if len(self.events) < limit:
             return 0.0
-        return self.events[len(self.events) - self.limit] + self.window - now
+        return self.events[len(self.events) - limit] + self.window - now
 
 
 @dataclass(frozen=True)
@@ -175,14 +180,23 @@ class Pacer:
             wait = max(wait, self._paused.get(str(chat_id), 0.0) - now)
         return max(0.0, wait)
 
-    async def acquire(self, chat_id: int | None) -> float:
+    def reserve_for(self, priority: int) -> int:
+        """Group-window slots a call of this priority must leave free: count refreshes leave
+        some for first appearances and resolves, so a storm of refreshes never makes a resolve
+        wait for the window to turn."""
+        if priority < Priority.ALERT_EDIT:
+            return 0
+        return int(self.shared.group_limit * (1 - REFRESH_SHARE))
+
+    async def acquire(self, chat_id: int | None, priority: int = 0) -> float:
         """Charge one call against the budgets; 0 means go now, else seconds to wait."""
+        reserve = self.reserve_for(priority)
         paused = self._local_pause(chat_id)
         if paused > 0:
             return paused
         if self.clock() >= self._redis_retry_at:
             try:
-                return await self._acquire_shared(chat_id)
+                return await self._acquire_shared(chat_id, reserve)
             except Exception as exc:  # any Redis fault: degrade, never stop sending
                 reraise_if_cancelled(exc)
                 if not self.degraded:  # said once; again only after a recovery
@@ -196,9 +210,9 @@ class Pacer:
                 self.degraded = True
                 self._redis_retry_at = self.clock() + 1.0
         self.metrics.pacing_fallback.inc()
-        return self._acquire_local(chat_id)
+        return self._acquire_local(chat_id, reserve)
 
-    async def _acquire_shared(self, chat_id: int | None) -> float:
+    async def _acquire_shared(self, chat_id: int | None, reserve: int) -> float:
         r = self.shared
         self._seq += 1
         has_chat = chat_id is not None
@@ -222,6 +236,7 @@ class Pacer:
                 "1" if has_chat and cid < 0 else "0",
                 "1" if has_chat else "0",
                 f"{id(self)}:{self._seq}:{random.random()}",
+                reserve,
             ],
         )
         if self.degraded:
@@ -229,7 +244,7 @@ class Pacer:
             self.degraded = False
         return float(result.decode() if isinstance(result, bytes) else result)
 
-    def _acquire_local(self, chat_id: int | None) -> float:
+    def _acquire_local(self, chat_id: int | None, reserve: int) -> float:
         r = self.local
         now = time.monotonic()
         wait = self._bot.wait(now)
@@ -244,7 +259,8 @@ class Pacer:
                 window = self._groups.get(chat_id)
                 if window is None:
                     window = self._groups[chat_id] = _Window(r.group_limit, r.group_window)
-                wait = max(wait, window.wait(now))
+                held = int(r.group_limit * (1 - REFRESH_SHARE)) if reserve else 0
+                wait = max(wait, window.wait(now, held))
         if wait > 0:
             return wait
         self._bot.tokens -= 1

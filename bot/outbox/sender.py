@@ -335,11 +335,11 @@ class Sender:
             held = 0.0
             while True:
                 async with self._pace_turn:
-                    wait = await self.pacer.acquire(chat_id)
+                    wait = await self.pacer.acquire(chat_id, row.priority)
                     while 0 < wait <= TURN_HOLD_SECONDS and held + wait <= self.lease / 3:
                         await asyncio.sleep(wait)
                         held += wait
-                        wait = await self.pacer.acquire(chat_id)
+                        wait = await self.pacer.acquire(chat_id, row.priority)
                 if wait <= 0:
                     break
                 if wait > HOLD_MAX_SECONDS or held + wait > self.lease / 3:
@@ -563,7 +563,10 @@ class Sender:
             )
         if outcome.delay > 0 and action in ("release", "retry"):
             self._next_due = min(self._next_due, time.monotonic() + outcome.delay)
-            if action == "release" and row.chat_id is not None:
+            # Not for a count refresh held back by the group-window share it may use: the
+            # chat's budget is still open to first appearances and resolves.
+            reserved = self.pacer.reserve_for(row.priority) > 0
+            if action == "release" and row.chat_id is not None and not reserved:
                 self._chat_wait[row.chat_id] = time.monotonic() + outcome.delay
         elif action in ("release", "migrated", "removed"):
             self._next_due = time.monotonic()

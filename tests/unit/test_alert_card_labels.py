@@ -2,43 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.alerts.card import render_card
 from storage.alerts import AlertRecord
-
-FIRST = datetime(2026, 1, 1, 9, 21, tzinfo=UTC)
-
-
-def alert(**over: Any) -> AlertRecord:
-    base = AlertRecord(
-        id=1,
-        team_id=1,
-        fingerprint="fp1",
-        occurrence=1,
-        status="firing",
-        source="alertmanager",
-        title="DiskFull",
-        severity="critical",
-        labels={"alertname": "DiskFull"},
-        annotations={"summary": "disk 95% full"},
-        url=None,
-        incident_id=None,
-        starts_at=FIRST - timedelta(minutes=6),
-        ends_at=None,
-        hit_count=1,
-        first_seen_at=FIRST,
-        last_seen_at=FIRST + timedelta(minutes=19),
-        resolved_at=None,
-        resolved_by=None,
-        silenced=False,
-        last_card_edit_at=None,
-        context={},
-    )
-    return dataclasses.replace(base, **over)
+from tests.support import alert_record as alert
 
 
 def card(a: AlertRecord) -> str:

@@ -220,3 +220,27 @@ def test_bad_sha256(tmp_path: Path, digest: str) -> None:
 def test_no_teams(tmp_path: Path) -> None:
     message = policy_error(tmp_path, "[teams]\n")
     assert ": teams: " in message
+
+
+# ---------------------------------------------------------------- alert groups
+
+
+@pytest.mark.parametrize(
+    ("line", "group_by"),
+    [
+        ("", ("alertname",)),
+        ("alert_group_by = []", ()),
+        ('alert_group_by = ["alertname", "cluster"]', ("alertname", "cluster")),
+    ],
+    ids=["default", "per-fingerprint", "two-labels"],
+)
+def test_alert_group_by(tmp_path: Path, line: str, group_by: tuple[str, ...]) -> None:
+    text = GOOD.replace("[teams.data]\n", f"[teams.data]\n{line}\n", 1)
+    assert load_policy(write(tmp_path, text)).team("data").alert_group_by == group_by
+
+
+def test_alert_group_by_refuses_an_empty_label(tmp_path: Path) -> None:
+    message = policy_error(
+        tmp_path, GOOD.replace("[teams.data]\n", '[teams.data]\nalert_group_by = [""]\n')
+    )
+    assert "teams.data.alert_group_by" in message
