@@ -51,6 +51,8 @@ Scope = Literal[
     "tokens:redeem",
     "results:write",
     "alerts:write",
+    "incidents:read",  # list and get incidents, their timelines and postmortem drafts
+    "incidents:write",  # declare incidents, change their status and commander
 ]
 SCOPES: tuple[str, ...] = get_args(Scope)
 ALL_SCOPES = frozenset(SCOPES)
@@ -117,6 +119,8 @@ class TeamModel(_Strict):
     callback_url_prefixes: tuple[str, ...] = ()
     alertmanager_url: str | None = None
     max_pending: int = Field(default=DEFAULT_MAX_PENDING, ge=1, le=1_000_000)
+    # Alerts whose values of these labels match an open incident's attach to it.
+    incident_group_by: tuple[str, ...] = ("service",)
 
     @field_validator("approvers")
     @classmethod
@@ -167,6 +171,7 @@ class Team:
     alertmanager_url: str | None = None
     api_keys: tuple[ApiKey, ...] = ()
     max_pending: int = DEFAULT_MAX_PENDING
+    incident_group_by: tuple[str, ...] = ("service",)
 
     def rule(self, level: RiskLevel) -> Rule:
         return self.rules[level]
@@ -254,6 +259,7 @@ def build_team(name: str, model: TeamModel) -> Team:
             for k in model.api_keys
         ),
         max_pending=model.max_pending,
+        incident_group_by=model.incident_group_by,
     )
 
 

@@ -23,6 +23,7 @@ import handlers.approvals
 import handlers.chats
 import handlers.commands
 import handlers.health
+import handlers.incidents
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
 from bot.inbound import Inbound, prune_updates
@@ -316,6 +317,7 @@ class Quorum:
         app.add_routes(handlers.health.public_routes if own_listener else handlers.health.router)
         app.add_routes(handlers.approvals.routes)
         app.add_routes(handlers.alerts.routes)
+        app.add_routes(handlers.incidents.routes)
         return app
 
     async def stop(self) -> None:
