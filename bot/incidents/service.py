@@ -261,11 +261,11 @@ async def set_commander(
     rt: Runtime, team: Team, incident_id: str, telegram_id: int, actor: Actor
 ) -> IncidentRecord:
     """Hand command to one of the team's approvers."""
-    approver = team.approvers.get(telegram_id)
-    if approver is None:
-        raise Invalid("telegram_id", "not an approver of this team")
     async with transaction(rt.sessions) as session:
         incident = await _lock(rt, session, team, incident_id)
+        approver = team.approvers.get(telegram_id)
+        if approver is None:
+            raise Invalid("telegram_id", "not an approver of this team")
         if not incident.open:
             raise Conflict(f"the incident is {incident.status}", code="incident_closed")
         if incident.commander_telegram_id == telegram_id:
