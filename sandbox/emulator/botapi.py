@@ -44,6 +44,7 @@ _WEBHOOK_CONFLICT = (
     "use deleteWebhook to delete the webhook first"
 )
 _BAD_SECRET = "Bad Request: secret token contains unallowed characters"
+_NO_PIN_RIGHTS = "Bad Request: not enough rights to manage pinned messages in the chat"
 
 
 def _validate_button(button: Any) -> None:
@@ -173,6 +174,8 @@ class BotApi(Updates):
             ("getMyCommands", self._m_get_my_commands),
             ("deleteMyCommands", self._m_delete_my_commands),
             ("leaveChat", self._m_leave_chat),
+            ("pinChatMessage", self._m_pin_chat_message),
+            ("unpinChatMessage", self._m_unpin_chat_message),
         ):
             methods[name.lower()] = (name, handler)
         return methods
@@ -251,6 +254,37 @@ class BotApi(Updates):
     async def _m_delete_message(self, bot: Bot, params: JSON) -> Any:
         _, msg = self._find_message(bot, params, "delete")
         msg.deleted = True
+        return True
+
+    def _pin_rights(self, bot: Bot, params: JSON) -> Chat:
+        """The chat, if `bot` may manage its pins: in groups an administrator allowed to."""
+        chat = self._check_chat(bot, get_int(params, "chat_id"))
+        if chat.type != "private" and bot.id not in chat.can_pin:
+            raise ApiError(400, _NO_PIN_RIGHTS)
+        return chat
+
+    async def _m_pin_chat_message(self, bot: Bot, params: JSON) -> Any:
+        chat = self._pin_rights(bot, params)
+        _, msg = self._find_message(bot, params, "pin")
+        if msg.message_id in chat.pinned:
+            chat.pinned.remove(msg.message_id)
+        chat.pinned.append(msg.message_id)
+        if chat.type != "private":
+            # Groups show who pinned what as a service message (notified or not).
+            pinned = self._message_json(msg)
+            self._store_message(chat, bot.id, None, extra={"pinned_message": pinned})
+        return True
+
+    async def _m_unpin_chat_message(self, bot: Bot, params: JSON) -> Any:
+        chat = self._pin_rights(bot, params)
+        if params.get("message_id") is None:
+            # Without message_id: the most recently pinned message.
+            if chat.pinned:
+                chat.pinned.pop()
+            return True
+        _, msg = self._find_message(bot, params, "unpin")
+        if msg.message_id in chat.pinned:
+            chat.pinned.remove(msg.message_id)
         return True
 
     async def _m_answer_callback_query(self, bot: Bot, params: JSON) -> Any:

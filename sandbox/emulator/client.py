@@ -194,6 +194,16 @@ class EmulatorClient:
         result = await self._request("POST", f"/chats/{chat_id}/kick", body)
         return [int(i) for i in result["update_ids"]]
 
+    async def promote(
+        self, chat_id: int, *, can_pin_messages: bool = True, by_user_id: int | None = None
+    ) -> list[int]:
+        """Make the bot an administrator of the chat (allowed to pin, or not)."""
+        body: JSON = {"can_pin_messages": can_pin_messages}
+        if by_user_id is not None:
+            body["by_user_id"] = by_user_id
+        result = await self._request("POST", f"/chats/{chat_id}/promote", body)
+        return [int(i) for i in result["update_ids"]]
+
     async def add_back(self, chat_id: int, by_user_id: int | None = None) -> list[int]:
         body: JSON = {} if by_user_id is None else {"by_user_id": by_user_id}
         result = await self._request("POST", f"/chats/{chat_id}/add", body)

@@ -86,10 +86,28 @@ async def _closed_loop(one: Callable[[int], Awaitable[None]], n: int, concurrenc
     await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
 
 
-def _member(bot: Bot, status: str) -> JSON:
+_ADMIN_RIGHTS = (
+    "can_manage_chat",
+    "can_delete_messages",
+    "can_manage_video_chats",
+    "can_restrict_members",
+    "can_promote_members",
+    "can_change_info",
+    "can_invite_users",
+    "can_post_stories",
+    "can_edit_stories",
+    "can_delete_stories",
+    "can_send_welcome_messages",
+)
+
+
+def _member(bot: Bot, status: str, can_pin: bool = False) -> JSON:
     out: JSON = {"status": status, "user": bot.user.to_api()}
     if status == "kicked":
         out["until_date"] = 0
+    if status == "administrator":
+        rights = dict.fromkeys(_ADMIN_RIGHTS, False)
+        out.update(rights, can_be_edited=False, is_anonymous=False, can_pin_messages=can_pin)
     return out
 
 
@@ -116,6 +134,7 @@ class Control(BotApi):
         r.add_get(f"{c}/chats/{{chat_id}}/messages", self._ctl(self._c_messages))
         r.add_post(f"{c}/chats/{{chat_id}}/kick", self._ctl(self._c_kick))
         r.add_post(f"{c}/chats/{{chat_id}}/add", self._ctl(self._c_add))
+        r.add_post(f"{c}/chats/{{chat_id}}/promote", self._ctl(self._c_promote))
         r.add_post(f"{c}/chats/{{chat_id}}/migrate", self._ctl(self._c_migrate))
         r.add_post(f"{c}/updates", self._ctl(self._c_updates))
         r.add_get(f"{c}/calls", self._ctl(self._c_calls))
@@ -217,6 +236,7 @@ class Control(BotApi):
             "bot_status": {str(k): v for k, v in chat.bot_status.items()},
             "migrated_to": chat.migrated_to,
             "migrated_from": chat.migrated_from,
+            "pinned": list(chat.pinned),
         }
 
     # ------------------------------------------------------------------ acting as users
@@ -271,6 +291,7 @@ class Control(BotApi):
         for bot in self._target_bots(body):
             old = chat.status_of(bot.id)
             chat.bot_status[bot.id] = "kicked"
+            chat.can_pin.discard(bot.id)
             ids.append(self._member_update(chat, bot, uid, old, "kicked"))
         return {"update_ids": ids}
 
@@ -417,7 +438,7 @@ class Control(BotApi):
     # ------------------------------------------------------------------ membership and updates
 
     def _member_update(
-        self, chat: Chat, bot: Bot, by_user_id: int | None, old: str, new: str
+        self, chat: Chat, bot: Bot, by_user_id: int | None, old: str, new: str, can_pin: bool = False
     ) -> int:
         by = (
             self._user(by_user_id)
@@ -430,7 +451,7 @@ class Control(BotApi):
                 "from": by.to_api(),
                 "date": int(time.time()),
                 "old_chat_member": _member(bot, old),
-                "new_chat_member": _member(bot, new),
+                "new_chat_member": _member(bot, new, can_pin),
             }
         }
         return self._broadcast(payload, bot.id)[0]
@@ -450,6 +471,7 @@ class Control(BotApi):
         for bot in self._target_bots(body):
             old = chat.status_of(bot.id)
             chat.bot_status[bot.id] = "kicked"
+            chat.can_pin.discard(bot.id)
             ids.append(self._member_update(chat, bot, by, old, "kicked"))
         return {"update_ids": ids}
 
@@ -462,7 +484,21 @@ class Control(BotApi):
             if old == "member":
                 old = "left"
             chat.bot_status[bot.id] = "member"
+            chat.can_pin.discard(bot.id)
             ids.append(self._member_update(chat, bot, by, old, "member"))
+        return {"update_ids": ids}
+
+    async def _c_promote(self, request: web.Request, body: JSON) -> Any:
+        """A user makes the bot an administrator (`can_pin_messages` as given, default true)."""
+        chat = self._ctl_chat(request)
+        can_pin = bool(body.get("can_pin_messages", True))
+        ids = []
+        for bot in self._target_bots(body):
+            old = chat.status_of(bot.id)
+            chat.bot_status[bot.id] = "administrator"
+            (chat.can_pin.add if can_pin else chat.can_pin.discard)(bot.id)
+            by = body.get("by_user_id")
+            ids.append(self._member_update(chat, bot, by, old, "administrator", can_pin))
         return {"update_ids": ids}
 
     async def _c_migrate(self, request: web.Request, body: JSON) -> Any:

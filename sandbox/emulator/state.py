@@ -54,6 +54,8 @@ class Chat:
     next_message_id: int = 1
     messages: dict[int, Message] = field(default_factory=dict)
     api: JSON = field(default_factory=dict)
+    pinned: list[int] = field(default_factory=list)  # message ids, the most recent last
+    can_pin: set[int] = field(default_factory=set)  # administrator bots allowed to pin
 
     def status_of(self, bot_id: int) -> str:
         # A bot cannot open a private chat: until the user writes to it, it may not send there.
@@ -222,7 +224,7 @@ class World:
         if chat.migrated_to is not None:
             raise migrated_error(chat.migrated_to)
         status = chat.status_of(bot.id)
-        if status != "member":
+        if status not in ("member", "administrator"):
             raise forbidden(chat, status)
         return chat
 
