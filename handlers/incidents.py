@@ -77,14 +77,18 @@ async def create_incident(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     caller = authenticate(request, scope="incidents:write")
     body = parse(CreateIncident, await read_json(request))
-    created = await incidents.declare(
+    created = await incidents.run(
         rt,
-        caller.team,
-        title=" ".join(body.title.split()) or body.title,
-        severity=body.severity,
-        actor=incidents.Actor(caller.actor),
-        services=body.services,
-        alert_ids=body.alert_ids,
+        lambda session: incidents.declare(
+            rt,
+            session,
+            caller.team,
+            title=" ".join(body.title.split()) or body.title,
+            severity=body.severity,
+            actor=incidents.Actor(caller.actor),
+            services=body.services,
+            alert_ids=body.alert_ids,
+        ),
     )
     details = await incidents.get(rt, caller.team, created.id)
     return web.json_response(incident_json(rt, details), status=201)
@@ -131,7 +135,10 @@ async def change_status(request: web.Request) -> web.Response:
     caller = authenticate(request, scope="incidents:write")
     body = parse(ChangeStatus, await read_json(request))
     ident = request.match_info["id"]
-    await incidents.set_status(rt, caller.team, ident, body.status, incidents.Actor(caller.actor))
+    actor = incidents.Actor(caller.actor)
+    await incidents.run(
+        rt, lambda s: incidents.set_status(rt, s, caller.team, ident, body.status, actor)
+    )
     return web.json_response(incident_json(rt, await incidents.get(rt, caller.team, ident)))
 
 
@@ -142,7 +149,9 @@ async def change_commander(request: web.Request) -> web.Response:
     body = parse(ChangeCommander, await read_json(request))
     ident = request.match_info["id"]
     actor = incidents.Actor(caller.actor)
-    await incidents.set_commander(rt, caller.team, ident, body.telegram_id, actor)
+    await incidents.run(
+        rt, lambda s: incidents.set_commander(rt, s, caller.team, ident, body.telegram_id, actor)
+    )
     return web.json_response(incident_json(rt, await incidents.get(rt, caller.team, ident)))
 
 

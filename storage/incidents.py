@@ -163,8 +163,7 @@ async def create(
     event: Event,
 ) -> IncidentRecord:
     """A new incident, investigating, with its first timeline line."""
-    day = await session.scalar(select(func.now()))
-    assert day is not None
+    day = await db_now(session)
     for _ in range(_ID_ATTEMPTS):
         row = await session.scalar(
             pg_insert(Incident)
@@ -185,6 +184,19 @@ async def create(
             await add_events(session, row.id, [event])
             return incident_record(row)
     raise RuntimeError("could not draw a free incident id")
+
+
+async def db_now(session: AsyncSession) -> datetime:
+    """The database's clock, the one every stored time comes from."""
+    now: datetime | None = await session.scalar(select(func.now()))
+    assert now is not None
+    return now
+
+
+async def get_by_id(session: AsyncSession, incident_id: str) -> IncidentRecord | None:
+    """Any team's incident: for workers, which act on what the database names."""
+    row = await session.scalar(select(Incident).where(Incident.id == incident_id))
+    return incident_record(row) if row else None
 
 
 async def get(
@@ -328,11 +340,17 @@ async def note_repeats(session: AsyncSession, hits: dict[int, int]) -> None:
 # timeline of the request's incident, when it names one of its team's incidents.
 _APPROVAL_EVENT = text(
     """
-    INSERT INTO timeline_events (incident_id, kind, text, actor, actor_telegram_id,
-        approval_id, detail)
-    SELECT i.id, :kind, :text, :actor, :actor_telegram_id, r.id, CAST(:detail AS jsonb)
-    FROM approval_requests r JOIN incidents i ON i.id = r.incident_id AND i.team_id = r.team_id
-    WHERE r.id = :approval_id
+    WITH line AS (
+        INSERT INTO timeline_events (incident_id, kind, text, actor, actor_telegram_id,
+            approval_id, detail)
+        SELECT i.id, :kind, :text, :actor, :actor_telegram_id, r.id, CAST(:detail AS jsonb)
+        FROM approval_requests r
+        JOIN incidents i ON i.id = r.incident_id AND i.team_id = r.team_id
+        WHERE r.id = :approval_id
+        RETURNING incident_id
+    )
+    UPDATE incidents SET card_due_at = coalesce(card_due_at, now())
+    WHERE id IN (SELECT incident_id FROM line)
     """
 )
 
@@ -347,7 +365,8 @@ async def approval_event(
     actor_telegram_id: int | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """Record an approval's step on its incident's timeline, if it belongs to one."""
+    """Record an approval's step on its incident's timeline, if it belongs to one, and have
+    the incident's cards show it."""
     await session.execute(
         _APPROVAL_EVENT,
         {

@@ -415,6 +415,11 @@ class Incident(Base):
             "team_id",
             postgresql_where=text("status IN ('investigating','mitigating')"),
         ),
+        Index(
+            "ix_incidents_card_due",
+            "card_due_at",
+            postgresql_where=text("card_due_at IS NOT NULL"),
+        ),
         CheckConstraint(
             "status IN ('investigating','mitigating','resolved','closed')", name="status"
         ),
@@ -438,6 +443,22 @@ class Incident(Base):
     updated_at: Mapped[datetime] = _now()
     resolved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+    # When the cards must next be re-rendered (alert counts and approvals change often).
+    card_due_at: Mapped[datetime | None]
+
+
+class IncidentCard(Base):
+    """An incident's card in one chat, and whether it is pinned there."""
+
+    __tablename__ = "incident_cards"
+    __table_args__ = (Index("ix_incident_cards_incident", "incident_id"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    message_row_id: Mapped[int] = mapped_column(
+        ForeignKey("telegram_messages.id", ondelete="CASCADE"), unique=True
+    )
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    pinned: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class TimelineEvent(Base):

@@ -3,9 +3,10 @@ with its audit row and its timeline line."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +23,8 @@ from storage import audit
 from storage import incidents as store
 from storage.db import transaction
 from storage.incidents import ApprovalLink, Event, IncidentRecord, TimelineRecord
+
+T = TypeVar("T")
 
 PAGE_SIZE = 50
 PAGE_MAX = 100
@@ -89,8 +92,15 @@ async def _audit(
     )
 
 
+async def run(rt: Runtime, change: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """One change in its own transaction (the HTTP routes; chat handlers have theirs)."""
+    async with transaction(rt.sessions) as session:
+        return await change(session)
+
+
 async def declare(
     rt: Runtime,
+    session: AsyncSession,
     team: Team,
     *,
     title: str,
@@ -101,33 +111,32 @@ async def declare(
 ) -> IncidentRecord:
     """A new incident, its alerts attached, grouping by the team's `incident_group_by`."""
     team_id = team_id_of(rt, team)
-    async with transaction(rt.sessions) as session:
-        alerts = await alert_store.get_alerts(session, alert_ids or [])
-        known = {a.id for a in alerts if a.team_id == team_id}
-        missing = [i for i in alert_ids or [] if i not in known]
-        if missing:
-            raise Invalid("alert_ids", f"no alert {missing[0]} in this team")
-        labels = alerts[0].labels if alerts else {}
-        incident = await store.create(
-            session,
-            team_id=team_id,
-            title=title,
-            severity=severity,
-            services=sorted(set(services or [])),
-            group_labels=group_labels(team.incident_group_by, labels, services or []),
-            declared_by=actor.name[:200],
-            event=Event(
-                "incident.declared",
-                f"{severity} declared by {actor.name}: {title}",
-                actor=actor.name[:200],
-                actor_telegram_id=actor.telegram_id,
-            ),
-        )
-        await _audit(session, "incident.declared", incident, actor, severity=severity)
-        if known:
-            await store.attach_alerts(session, team_id, incident.id, sorted(known), actor.name)
-            incident = await _lock(rt, session, team, incident.id)
-        await _changed(rt, session, incident)
+    alerts = await alert_store.get_alerts(session, alert_ids or [])
+    known = {a.id for a in alerts if a.team_id == team_id}
+    missing = [i for i in alert_ids or [] if i not in known]
+    if missing:
+        raise Invalid("alert_ids", f"no alert {missing[0]} in this team")
+    labels = alerts[0].labels if alerts else {}
+    incident = await store.create(
+        session,
+        team_id=team_id,
+        title=title,
+        severity=severity,
+        services=sorted(set(services or [])),
+        group_labels=group_labels(team.incident_group_by, labels, services or []),
+        declared_by=actor.name[:200],
+        event=Event(
+            "incident.declared",
+            f"{severity} declared by {actor.name}: {title}",
+            actor=actor.name[:200],
+            actor_telegram_id=actor.telegram_id,
+        ),
+    )
+    await _audit(session, "incident.declared", incident, actor, severity=severity)
+    if known:
+        await store.attach_alerts(session, team_id, incident.id, sorted(known), actor.name)
+        incident = await _lock(rt, session, team, incident.id)
+    await _changed(rt, session, incident)
     return incident
 
 
@@ -217,26 +226,25 @@ async def _status_values(
 
 
 async def set_status(
-    rt: Runtime, team: Team, incident_id: str, status: str, actor: Actor
+    rt: Runtime, session: AsyncSession, team: Team, incident_id: str, status: str, actor: Actor
 ) -> IncidentRecord:
     """Move the incident on (or flag it escalated); Conflict for a move its status forbids."""
-    async with transaction(rt.sessions) as session:
-        incident = await _lock(rt, session, team, incident_id)
-        if status == ESCALATED:
-            if incident.escalated_at is not None:
-                raise Conflict("the incident is already escalated", code="already_escalated")
-            values: dict[str, Any] = {"escalated_at": func.now()}
-            line = f"escalated by {actor.name}"
-        else:
-            problem = move_problem(incident.status, status)
-            if problem is not None:
-                raise Conflict(problem, code="invalid_transition")
-            values = await _status_values(session, incident, status)
-            line = f"{incident.status} → {status} by {actor.name}"
-        event = Event("incident.status", line, actor.name[:200], actor.telegram_id)
-        changed = await store.change(session, incident.id, values, [event])
-        await _audit(session, "incident.status", changed, actor, status=status)
-        await _changed(rt, session, changed)
+    incident = await _lock(rt, session, team, incident_id)
+    if status == ESCALATED:
+        if incident.escalated_at is not None:
+            raise Conflict("the incident is already escalated", code="already_escalated")
+        values: dict[str, Any] = {"escalated_at": func.now()}
+        line = f"escalated by {actor.name}"
+    else:
+        problem = move_problem(incident.status, status)
+        if problem is not None:
+            raise Conflict(problem, code="invalid_transition")
+        values = await _status_values(session, incident, status)
+        line = f"{incident.status} → {status} by {actor.name}"
+    event = Event("incident.status", line, actor.name[:200], actor.telegram_id)
+    changed = await store.change(session, incident.id, values, [event])
+    await _audit(session, "incident.status", changed, actor, status=status)
+    await _changed(rt, session, changed)
     if status == "resolved" and incident.resolved_at is None and changed.resolved_at:
         seconds = (changed.resolved_at - changed.created_at).total_seconds()
         rt.metrics.incident_time_to_resolve.labels(team.name, changed.severity).observe(seconds)
@@ -258,67 +266,64 @@ def observe_acknowledged(
 
 
 async def set_commander(
-    rt: Runtime, team: Team, incident_id: str, telegram_id: int, actor: Actor
+    rt: Runtime, session: AsyncSession, team: Team, incident_id: str, telegram_id: int, actor: Actor
 ) -> IncidentRecord:
     """Hand command to one of the team's approvers."""
-    async with transaction(rt.sessions) as session:
-        incident = await _lock(rt, session, team, incident_id)
-        approver = team.approvers.get(telegram_id)
-        if approver is None:
-            raise Invalid("telegram_id", "not an approver of this team")
-        if not incident.open:
-            raise Conflict(f"the incident is {incident.status}", code="incident_closed")
-        if incident.commander_telegram_id == telegram_id:
-            raise Conflict(f"{approver.name} is already in command", code="already_commander")
-        values = {
-            "commander_telegram_id": telegram_id,
-            "commander_name": approver.name,
-            **await acknowledge_values(incident),
-        }
-        event = Event(
-            "incident.commander",
-            f"{approver.name} took command"
-            if actor.telegram_id == telegram_id
-            else f"{approver.name} in command (set by {actor.name})",
-            actor.name[:200],
-            actor.telegram_id,
-        )
-        changed = await store.change(session, incident.id, values, [event])
-        await _audit(session, "incident.commander", changed, actor, commander=telegram_id)
-        await _changed(rt, session, changed)
+    incident = await _lock(rt, session, team, incident_id)
+    approver = team.approvers.get(telegram_id)
+    if approver is None:
+        raise Invalid("telegram_id", "not an approver of this team")
+    if not incident.open:
+        raise Conflict(f"the incident is {incident.status}", code="incident_closed")
+    if incident.commander_telegram_id == telegram_id:
+        raise Conflict(f"{approver.name} is already in command", code="already_commander")
+    values = {
+        "commander_telegram_id": telegram_id,
+        "commander_name": approver.name,
+        **await acknowledge_values(incident),
+    }
+    event = Event(
+        "incident.commander",
+        f"{approver.name} took command"
+        if actor.telegram_id == telegram_id
+        else f"{approver.name} in command (set by {actor.name})",
+        actor.name[:200],
+        actor.telegram_id,
+    )
+    changed = await store.change(session, incident.id, values, [event])
+    await _audit(session, "incident.commander", changed, actor, commander=telegram_id)
+    await _changed(rt, session, changed)
     observe_acknowledged(rt, team, incident, changed)
     return changed
 
 
 async def set_severity(
-    rt: Runtime, team: Team, incident_id: str, severity: str, actor: Actor
+    rt: Runtime, session: AsyncSession, team: Team, incident_id: str, severity: str, actor: Actor
 ) -> IncidentRecord:
-    async with transaction(rt.sessions) as session:
-        incident = await _lock(rt, session, team, incident_id)
-        if incident.severity == severity:
-            raise Conflict(f"the incident is already {severity}", code="same_severity")
-        event = Event(
-            "incident.severity",
-            f"severity {incident.severity} → {severity} by {actor.name}",
-            actor.name[:200],
-            actor.telegram_id,
-            detail={"from": incident.severity, "to": severity},
-        )
-        changed = await store.change(session, incident.id, {"severity": severity}, [event])
-        await _audit(session, "incident.severity", changed, actor, severity=severity)
-        await _changed(rt, session, changed)
+    incident = await _lock(rt, session, team, incident_id)
+    if incident.severity == severity:
+        raise Conflict(f"the incident is already {severity}", code="same_severity")
+    event = Event(
+        "incident.severity",
+        f"severity {incident.severity} → {severity} by {actor.name}",
+        actor.name[:200],
+        actor.telegram_id,
+        detail={"from": incident.severity, "to": severity},
+    )
+    changed = await store.change(session, incident.id, {"severity": severity}, [event])
+    await _audit(session, "incident.severity", changed, actor, severity=severity)
+    await _changed(rt, session, changed)
     return changed
 
 
 async def add_note(
-    rt: Runtime, team: Team, incident_id: str, text: str, actor: Actor
+    rt: Runtime, session: AsyncSession, team: Team, incident_id: str, text: str, actor: Actor
 ) -> IncidentRecord:
-    async with transaction(rt.sessions) as session:
-        incident = await _lock(rt, session, team, incident_id)
-        event = Event("note", text, actor.name[:200], actor.telegram_id)
-        changed = await store.change(session, incident.id, {}, [event])
-        await _audit(session, "incident.note", changed, actor)
-        await _changed(rt, session, changed)
+    incident = await _lock(rt, session, team, incident_id)
+    event = Event("note", text, actor.name[:200], actor.telegram_id)
+    changed = await store.change(session, incident.id, {}, [event])
+    await _audit(session, "incident.note", changed, actor)
+    await _changed(rt, session, changed)
     return changed
 
 

@@ -47,6 +47,7 @@ def upgrade() -> None:
         _ts("updated_at", now=True),
         _ts("resolved_at"),
         _ts("closed_at"),
+        _ts("card_due_at"),
         sa.CheckConstraint(
             "status IN ('investigating','mitigating','resolved','closed')",
             name=op.f("ck_incidents_status"),
@@ -65,6 +66,36 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("status IN ('investigating','mitigating')"),
     )
+    op.create_index(
+        "ix_incidents_card_due",
+        "incidents",
+        ["card_due_at"],
+        unique=False,
+        postgresql_where=sa.text("card_due_at IS NOT NULL"),
+    )
+    op.create_table(
+        "incident_cards",
+        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("incident_id", sa.String(length=32), nullable=False),
+        sa.Column("message_row_id", sa.BigInteger(), nullable=False),
+        sa.Column("chat_id", sa.BigInteger(), nullable=False),
+        sa.Column("pinned", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["incident_id"],
+            ["incidents.id"],
+            name=op.f("fk_incident_cards_incident_id_incidents"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["message_row_id"],
+            ["telegram_messages.id"],
+            name=op.f("fk_incident_cards_message_row_id_telegram_messages"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_incident_cards")),
+        sa.UniqueConstraint("message_row_id", name=op.f("uq_incident_cards_message_row_id")),
+    )
+    op.create_index("ix_incident_cards_incident", "incident_cards", ["incident_id"], unique=False)
     op.create_table(
         "timeline_events",
         sa.Column("id", sa.BigInteger(), nullable=False),
@@ -102,6 +133,9 @@ def downgrade() -> None:
     op.drop_index("uq_timeline_events_repeats", table_name="timeline_events")
     op.drop_index("ix_timeline_events_incident", table_name="timeline_events")
     op.drop_table("timeline_events")
+    op.drop_index("ix_incident_cards_incident", table_name="incident_cards")
+    op.drop_table("incident_cards")
+    op.drop_index("ix_incidents_card_due", table_name="incidents")
     op.drop_index("ix_incidents_open", table_name="incidents")
     op.drop_index("ix_incidents_team_created", table_name="incidents")
     op.drop_table("incidents")

@@ -465,7 +465,13 @@ class Control(Topics):
     # ------------------------------------------------------------------ membership and updates
 
     def _member_update(
-        self, chat: Chat, bot: Bot, by_user_id: int | None, old: str, new: str, can_pin: bool = False
+        self,
+        chat: Chat,
+        bot: Bot,
+        by_user_id: int | None,
+        old: str,
+        new: str,
+        can_pin: bool = False,
     ) -> int:
         by = (
             self._user(by_user_id)

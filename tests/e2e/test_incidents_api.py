@@ -40,7 +40,9 @@ async def kinds(h: Harness, incident_id: str) -> list[str]:
 async def test_declare_read_and_list_by_status(quorum: Harness) -> None:
     h = quorum
     first = await declare(h)
-    assert re.fullmatch(r"INC-\d{8}-[A-Z0-9]{6}", first["id"]) and first["status"] == "investigating"
+    assert (
+        re.fullmatch(r"INC-\d{8}-[A-Z0-9]{6}", first["id"]) and first["status"] == "investigating"
+    )
     assert first["group_labels"] == {"service": ["payments"]} and first["declared_by"] == "api:ci"
     second = await declare(h, title="Search slow", severity="P3", services=None)
     status, got = await h.api("GET", f"{BASE}/{first['id']}")
@@ -120,8 +122,9 @@ async def test_command_goes_to_an_approver_only(quorum: Harness) -> None:
     assert status == 409 and data["error"]["code"] == "already_commander"
     assert await kinds(h, inc) == ["incident.declared", "incident.commander"]
     metrics = await (await h.http.get(h.url + "/metrics")).text()
-    assert 'quorum_incident_time_to_acknowledge_seconds_count{severity="P1",team="platform"} 1.0' in (
-        metrics
+    assert (
+        'quorum_incident_time_to_acknowledge_seconds_count{severity="P1",team="platform"} 1.0'
+        in (metrics)
     )
 
 

@@ -69,7 +69,8 @@ async def test_a_change_that_rolls_back_leaves_no_timeline_line(
     team_id = await _team(sessions)
     async with transaction(sessions) as session:
         incident = await _declare(session, team_id)
-    with pytest.raises(Boom):
+
+    async def change_then_fail() -> None:
         async with transaction(sessions) as session:
             await store.get(session, team_id, incident.id, for_update=True)
             changed = await store.change(
@@ -81,6 +82,9 @@ async def test_a_change_that_rolls_back_leaves_no_timeline_line(
             assert changed.status == "mitigating"
             assert await _lines_in(session) == ["incident.declared", "incident.status"]
             raise Boom
+
+    with pytest.raises(Boom):
+        await change_then_fail()
     async with sessions() as session:
         assert await store.get(session, team_id, incident.id) == incident
     assert await _lines(sessions) == ["incident.declared"]
@@ -90,10 +94,14 @@ async def test_a_declaration_that_rolls_back_leaves_neither_incident_nor_line(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     team_id = await _team(sessions)
-    with pytest.raises(Boom):
+
+    async def declare_then_fail() -> None:
         async with transaction(sessions) as session:
             await _declare(session, team_id)
             raise Boom
+
+    with pytest.raises(Boom):
+        await declare_then_fail()
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Incident)) == 0
     assert await _lines(sessions) == []
