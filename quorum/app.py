@@ -23,6 +23,7 @@ import handlers.approvals
 import handlers.chats
 import handlers.commands
 import handlers.health
+import handlers.incident_chat
 import handlers.incidents
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
@@ -86,6 +87,7 @@ def make_dispatcher() -> Dispatcher:
     dp.include_routers(
         handlers.approvals.make_router(),
         handlers.alerts.make_router(),
+        handlers.incident_chat.make_router(),
         handlers.chats.make_router(),
         handlers.commands.make_router(),
     )

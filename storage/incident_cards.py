@@ -17,6 +17,7 @@ from storage.models import Incident, IncidentCard, TelegramMessage
 class CardRef:
     row_id: int  # telegram_messages.id
     chat_id: int
+    message_id: int | None  # None until sent
     text: str
     reply_markup: dict[str, Any] | None
 
@@ -39,6 +40,7 @@ async def cards_of(session: AsyncSession, incident_id: str) -> list[CardRef]:
         select(
             TelegramMessage.id,
             TelegramMessage.chat_id,
+            TelegramMessage.message_id,
             TelegramMessage.text,
             TelegramMessage.reply_markup,
         )

@@ -84,6 +84,10 @@ class Chat:
         default = "not_started" if self.type == "private" else "member"
         return self.bot_status.get(bot_id, default)
 
+    def has_bot(self, bot_id: int) -> bool:
+        """Whether the bot is in the chat (a member or an administrator)."""
+        return self.status_of(bot_id) in ("member", "administrator")
+
 
 @dataclass
 class CallbackQuery:
@@ -256,9 +260,8 @@ class World:
             raise ApiError(400, "Bad Request: chat not found")
         if chat.migrated_to is not None:
             raise migrated_error(chat.migrated_to)
-        status = chat.status_of(bot.id)
-        if status not in ("member", "administrator"):
-            raise forbidden(chat, status)
+        if not chat.has_bot(bot.id):
+            raise forbidden(chat, chat.status_of(bot.id))
         return chat
 
     def _message_json(self, msg: Message, *, nested: bool = False) -> JSON:

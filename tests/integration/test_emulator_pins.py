@@ -48,6 +48,12 @@ async def test_an_administrator_pins_and_unpins(bot: Bot, emu: EmulatorClient) -
     second = await bot.send_message(GROUP, "second")
     (update_id,) = await emu.promote(GROUP, by_user_id=ALICE)
     assert update_id > 0
+    # An administrator still gets the chat's messages, and sees its promotion.
+    sent = await emu.send_text(GROUP, ALICE, "/status")
+    updates = await bot.get_updates()
+    member = updates[0].my_chat_member
+    assert member is not None and member.new_chat_member.status == "administrator"
+    assert [u.update_id for u in updates] == [update_id, sent["update_id"]]
     assert await bot.pin_chat_message(GROUP, first.message_id, disable_notification=True)
     assert await bot.pin_chat_message(GROUP, second.message_id)
     assert (await emu.chat(GROUP))["pinned"] == [first.message_id, second.message_id]
