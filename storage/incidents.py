@@ -316,24 +316,50 @@ async def attach_alerts(
     return [r.id for r in attached]
 
 
-# Repeats of an attached alert coalesce into one line per alert whose count grows.
-_REPEATS = text(
+# What one alert batch did to the alerts of open incidents, in one statement: a line per alert
+# attached or resolved, repeats coalesced into one line per alert whose count grows, and the
+# incidents' cards marked due. Alerts in no incident add nothing.
+_INGESTED = text(
     """
-    INSERT INTO timeline_events AS t (incident_id, kind, text, alert_id, count, actor)
-    SELECT a.incident_id, 'alert.repeated', a.title, a.id, r.hits, a.source
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, hits int)
-    JOIN alerts a ON a.id = r.id AND a.incident_id IS NOT NULL
-    ON CONFLICT (incident_id, alert_id) WHERE kind = 'alert.repeated'
-    DO UPDATE SET count = t.count + EXCLUDED.count, at = now()
+    WITH r AS (
+        SELECT r.id, r.kind, r.hits, a.incident_id, a.title, a.source, a.first_seen_at
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, kind text, hits int)
+        JOIN alerts a ON a.id = r.id AND a.incident_id IS NOT NULL
+    ), lines AS (
+        INSERT INTO timeline_events (incident_id, kind, text, alert_id, actor)
+        SELECT incident_id, kind,
+            CASE kind WHEN 'alert.attached' THEN 'alert ' || title || ' attached'
+                      ELSE 'alert ' || title || ' resolved' END,
+            id, source
+        FROM r WHERE kind <> 'alert.repeated'
+        RETURNING incident_id
+    ), repeats AS (
+        INSERT INTO timeline_events AS t (incident_id, kind, text, alert_id, count, actor)
+        SELECT incident_id, kind, title, id, hits, source FROM r WHERE kind = 'alert.repeated'
+        ON CONFLICT (incident_id, alert_id) WHERE kind = 'alert.repeated'
+        DO UPDATE SET count = t.count + EXCLUDED.count, at = now()
+        RETURNING incident_id
+    )
+    UPDATE incidents i SET card_due_at = coalesce(i.card_due_at, now()),
+        first_alert_at = least(coalesce(i.first_alert_at, f.first_seen), f.first_seen)
+    FROM (SELECT incident_id, min(first_seen_at) AS first_seen FROM r GROUP BY incident_id) f
+    WHERE i.id = f.incident_id
     """
 )
 
 
-async def note_repeats(session: AsyncSession, hits: dict[int, int]) -> None:
-    """Count repeats of alerts on their incidents' timelines (alerts in no incident: none)."""
-    if hits:
-        rows = [{"id": i, "hits": n} for i, n in hits.items()]
-        await session.execute(_REPEATS, {"rows": json.dumps(rows)})
+async def record_ingest(
+    session: AsyncSession, attached: list[int], repeated: dict[int, int], resolved: list[int]
+) -> None:
+    """Timeline lines for a batch's alerts (ids) that belong to incidents: newly attached,
+    repeated (id -> hits) and resolved."""
+    rows = [
+        *({"id": i, "kind": "alert.attached", "hits": 1} for i in attached),
+        *({"id": i, "kind": "alert.repeated", "hits": n} for i, n in repeated.items()),
+        *({"id": i, "kind": "alert.resolved", "hits": 1} for i in resolved),
+    ]
+    if rows:
+        await session.execute(_INGESTED, {"rows": json.dumps(rows)})
 
 
 # One statement, so the approval paths add a single call to their transactions: a line on the

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.approvals.card import card_link, mention
 from bot.errors import ForgedButton, NotAnApprover, Refused
 from bot.incidents import card as ui
 from bot.incidents import service
@@ -18,7 +17,7 @@ from bot.incidents.rules import (
     step_severity,
 )
 from bot.policy import Team
-from bot.rendering import esc, join_lines
+from bot.rendering import card_link, esc, join_lines, mention
 from bot.runtime import Runtime
 from storage import audit
 from storage import incident_cards as cards

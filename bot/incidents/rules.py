@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from storage.alerts import IncomingAlert
 
 SEVERITIES = ("P0", "P1", "P2", "P3")  # P0 is the worst
 STATUSES = ("investigating", "mitigating", "resolved", "closed")
@@ -87,3 +89,16 @@ def parse_note(args: str) -> tuple[str | None, str]:
     if ID_PATTERN.fullmatch(first.upper()):
         return first.upper(), rest.strip()
     return None, args.strip()
+
+
+def group_alerts(
+    alerts: Sequence[tuple[IncomingAlert, int]],
+    groups: Sequence[tuple[str, Mapping[str, Sequence[str]]]],
+) -> list[tuple[IncomingAlert, int]]:
+    """Alerts (with their hit counts) given the id of the open incident their labels match,
+    unless they name one already."""
+    out = []
+    for alert, hits in alerts:
+        found = None if alert.incident_id else matching_incident(alert.labels, groups)
+        out.append((replace(alert, incident_id=found) if found else alert, hits))
+    return out

@@ -1,0 +1,81 @@
+"""Alerts and incidents: automatic attachment by grouping labels, coalesced repeats, resolves,
+the alert card's Declare incident button."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.flows import sql, tap
+from tests.support import (
+    ALICE,
+    AM_PATH,
+    CAROL,
+    OTHER_API_KEY,
+    Harness,
+    am_alert,
+    am_body,
+    wait_cards,
+    wait_until,
+)
+
+BASE = "/api/v1/incidents"
+
+
+def alert(name: str, service: str, fingerprint: str, status: str = "firing") -> dict[str, Any]:
+    labels = {"alertname": name, "service": service, "severity": "critical"}
+    return am_alert(name, labels=labels, fingerprint=fingerprint, status=status)
+
+
+async def timeline(h: Harness, inc: str) -> list[tuple[str, str, int]]:
+    status, data = await h.api("GET", f"{BASE}/{inc}/timeline")
+    assert status == 200, data
+    return [(e["kind"], e["text"], e["count"]) for e in data["events"]]
+
+
+async def test_matching_alerts_attach_and_repeats_coalesce(quorum: Harness) -> None:
+    h = quorum
+    status, inc = await h.api(
+        "POST", BASE, {"title": "Pay", "severity": "P1", "services": ["payments"]}
+    )
+    assert status == 201, inc
+    ident = inc["id"]
+    body = am_body(
+        alert("HighErrorRate", "payments", "f00000000000000a"),
+        alert("DiskFull", "search", "f00000000000000b"),
+    )
+    assert (await h.api("POST", AM_PATH, body))[0] == 200
+    for _ in range(3):
+        one = am_body(alert("HighErrorRate", "payments", "f00000000000000a"))
+        assert (await h.api("POST", AM_PATH, one))[0] == 200
+    # Another team's alert with the same labels stays out of this team's incident.
+    other = am_body(alert("HighErrorRate", "payments", "f00000000000000c"))
+    assert (await h.api("POST", AM_PATH, other, key=OTHER_API_KEY))[0] == 200
+    await wait_cards(h, 2)  # attached or not, each alert keeps its card
+    assert await timeline(h, ident) == [
+        ("incident.declared", "P1 declared by api:ci: Pay", 1),
+        ("alert.attached", "alert HighErrorRate attached", 1),
+        ("alert.repeated", "HighErrorRate", 3),
+    ]
+    done = am_body(alert("HighErrorRate", "payments", "f00000000000000a", status="resolved"))
+    assert (await h.api("POST", AM_PATH, done))[0] == 200
+    assert (await timeline(h, ident))[-1] == ("alert.resolved", "alert HighErrorRate resolved", 1)
+    status, got = await h.api("GET", f"{BASE}/{ident}")
+    assert got["alerts"]["firing"] == 0 and got["alerts"]["resolved"] == 1
+    assert len(got["alerts"]["ids"]) == 1
+    rows = await sql(h, "SELECT count(*) AS n FROM alerts WHERE incident_id IS NOT NULL")
+    assert rows[0]["n"] == 1
+
+
+async def test_a_closed_incident_attaches_nothing(quorum: Harness) -> None:
+    h = quorum
+    status, inc = await h.api(
+        "POST", BASE, {"title": "Pay", "severity": "P2", "services": ["payments"]}
+    )
+    for step in ("resolved", "closed"):
+        assert (await h.api("POST", f"{BASE}/{inc['id']}/status", {"status": step}))[0] == 200
+    body = am_body(alert("HighErrorRate", "payments", "f00000000000000d"))
+    assert (await h.api("POST", AM_PATH, body))[0] == 200
+    await wait_cards(h, 1)
+    assert [k for k, _, _ in await timeline(h, inc["id"])] == ["incident.declared"] + [
+        "incident.status"
+    ] * 2
