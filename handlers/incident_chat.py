@@ -8,7 +8,7 @@ from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.buttons import IncidentAction
+from bot.buttons import DeclareIncident, IncidentAction
 from bot.errors import ForgedButton, QuorumError
 from bot.incidents import chat
 from bot.rendering import esc
@@ -42,6 +42,29 @@ async def press_incident_button(
     )
     try:
         toast = await chat.press(runtime, session, tap)
+    except QuorumError as exc:
+        return callback.answer(exc.message[:200], show_alert=True)
+    return callback.answer(toast[:200])
+
+
+async def press_declare_button(
+    callback: CallbackQuery, callback_data: DeclareIncident, session: AsyncSession, runtime: Runtime
+) -> AnswerCallbackQuery:
+    msg = callback.message
+    if msg is None:
+        return callback.answer(ForgedButton().message, show_alert=True)
+    user = callback.from_user
+    tap = chat.IncidentTap(
+        ref=callback_data.ref,
+        act="dec",
+        tag=callback_data.tag,
+        chat_id=msg.chat.id,
+        message_id=msg.message_id,
+        user_id=user.id,
+        name=user.username or user.first_name,
+    )
+    try:
+        toast = await chat.declare_from_alert(runtime, session, tap)
     except QuorumError as exc:
         return callback.answer(exc.message[:200], show_alert=True)
     return callback.answer(toast[:200])
@@ -121,6 +144,7 @@ def make_router() -> Router:
     """This module's Telegram handlers; a fresh router per app (a router has one parent)."""
     router = Router(name=__name__)
     router.callback_query.register(press_incident_button, IncidentAction.filter())
+    router.callback_query.register(press_declare_button, DeclareIncident.filter())
     router.message.register(declare_incident, Command("incident"))
     router.message.register(show_incidents, Command("incidents"))
     router.message.register(add_note, Command("note"))

@@ -296,7 +296,12 @@ async def attach_alerts(
             Alert.team_id == team_id,
             Alert.incident_id.is_distinct_from(incident_id),
         )
-        .values(incident_id=incident_id, updated_at=func.now())
+        # Their cards re-render (the alert card drops its Declare button).
+        .values(
+            incident_id=incident_id,
+            updated_at=func.now(),
+            card_due_at=func.coalesce(Alert.card_due_at, func.now()),
+        )
         .returning(Alert.id, Alert.title, Alert.hit_count, Alert.first_seen_at),
         execution_options={"synchronize_session": False},
     )
@@ -340,26 +345,37 @@ _INGESTED = text(
         DO UPDATE SET count = t.count + EXCLUDED.count, at = now()
         RETURNING incident_id
     )
-    UPDATE incidents i SET card_due_at = coalesce(i.card_due_at, now()),
+    UPDATE incidents i SET
+        card_due_at = coalesce(i.card_due_at, now() + make_interval(secs => :interval)),
         first_alert_at = least(coalesce(i.first_alert_at, f.first_seen), f.first_seen)
     FROM (SELECT incident_id, min(first_seen_at) AS first_seen FROM r GROUP BY incident_id) f
     WHERE i.id = f.incident_id
+      -- Only when something changes: concurrent batches of a storm would otherwise queue on
+      -- the incident's row lock; while a refresh is already due, they pass it by.
+      AND (i.card_due_at IS NULL OR i.first_alert_at IS NULL OR f.first_seen < i.first_alert_at)
     """
 )
 
 
 async def record_ingest(
-    session: AsyncSession, attached: list[int], repeated: dict[int, int], resolved: list[int]
+    session: AsyncSession,
+    attached: list[int],
+    repeated: dict[int, int],
+    resolved: list[int],
+    *,
+    edit_interval: float,
 ) -> None:
     """Timeline lines for a batch's alerts (ids) that belong to incidents: newly attached,
-    repeated (id -> hits) and resolved."""
+    repeated (id -> hits) and resolved. The incidents' cards refresh after `edit_interval`
+    seconds, so a storm costs one edit per interval, like an alert card's repeats."""
     rows = [
         *({"id": i, "kind": "alert.attached", "hits": 1} for i in attached),
         *({"id": i, "kind": "alert.repeated", "hits": n} for i, n in repeated.items()),
         *({"id": i, "kind": "alert.resolved", "hits": 1} for i in resolved),
     ]
     if rows:
-        await session.execute(_INGESTED, {"rows": json.dumps(rows)})
+        params = {"rows": json.dumps(rows), "interval": float(edit_interval)}
+        await session.execute(_INGESTED, params)
 
 
 # One statement, so the approval paths add a single call to their transactions: a line on the

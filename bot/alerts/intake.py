@@ -101,6 +101,7 @@ async def _ingest_once(rt: Runtime, batch: _Batch) -> IngestResult:
                 attached=[r.id for r in rows if r.inserted],
                 repeated={r.id: batch.hits[r.fingerprint] for r in rows if not r.inserted},
                 resolved=[a.id for a in done],
+                edit_interval=interval,
             )
         audit_rows = _audit_rows(batch, rows, done)
         new_ids = [r.id for r in rows if r.inserted and not r.silenced]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.errors import ForgedButton, NotAnApprover, Refused
+from bot.errors import AlertNotFound, ForgedButton, NotAnApprover, Refused
 from bot.incidents import card as ui
 from bot.incidents import service
 from bot.incidents.rules import (
@@ -14,11 +15,13 @@ from bot.incidents.rules import (
     Declared,
     parse_declaration,
     parse_note,
+    severity_for_alert,
     step_severity,
 )
 from bot.policy import Team
 from bot.rendering import card_link, esc, join_lines, mention
 from bot.runtime import Runtime
+from storage import alerts as alert_store
 from storage import audit
 from storage import incident_cards as cards
 from storage import incidents as store
@@ -71,20 +74,23 @@ async def _approver(
     return team, service.Actor(approver.name, approver.telegram_id)
 
 
+async def _forged(session: AsyncSession, tap: IncidentTap) -> NoReturn:
+    await audit.record(
+        session,
+        "incident.button_forged",
+        actor_telegram_id=tap.user_id,
+        chat_id=tap.chat_id,
+        ref=tap.ref[:40],
+        act=tap.act[:10],
+    )
+    raise ForgedButton
+
+
 async def press(rt: Runtime, session: AsyncSession, tap: IncidentTap) -> str:
     """Carry out an incident card's button; returns the toast (Refused: audited)."""
-    if tap.act not in ui.ACTIONS or not rt.signer.check(
-        "in", tap.ref, tap.act, tap.chat_id, tap.tag
-    ):
-        await audit.record(
-            session,
-            "incident.button_forged",
-            actor_telegram_id=tap.user_id,
-            chat_id=tap.chat_id,
-            ref=tap.ref[:40],
-            act=tap.act[:10],
-        )
-        raise ForgedButton
+    signed = rt.signer.check("in", tap.ref, tap.act, tap.chat_id, tap.tag)
+    if tap.act not in ui.ACTIONS or not signed:
+        await _forged(session, tap)
     who = Sender(tap.chat_id, tap.user_id, tap.name)
     team, actor = await _approver(rt, session, who, f"button:{tap.act}")
     return await _act(rt, session, team, actor, tap)
@@ -143,6 +149,31 @@ async def ask_for_note(session: AsyncSession, tap: IncidentTap, incident: Incide
         priority=Priority.REPLY,
         kind="reply",
     )
+
+
+async def declare_from_alert(rt: Runtime, session: AsyncSession, tap: IncidentTap) -> str:
+    """🚨 Declare incident on an alert card: the alert's incident, the alert attached."""
+    ref = tap.ref
+    signed = rt.signer.check("di", ref, "dec", tap.chat_id, tap.tag)
+    if not (ref.isdigit() and len(ref) <= 18 and signed):
+        await _forged(session, tap)
+    who = Sender(tap.chat_id, tap.user_id, tap.name)
+    team, actor = await _approver(rt, session, who, "button:declare")
+    alert = await alert_store.get_alert(session, int(ref), for_update=True)
+    if alert is None or alert.team_id != rt.team_ids[team.name]:
+        raise AlertNotFound
+    if alert.incident_id:
+        raise Refused(f"This alert is already part of {alert.incident_id[:40]}.")
+    incident = await service.declare(
+        rt,
+        session,
+        team,
+        title=" ".join(alert.title.split())[:200] or "alert",
+        severity=severity_for_alert(alert.severity),
+        actor=actor,
+        alert_ids=[alert.id],
+    )
+    return f"🚨 Declared {incident.id} ({incident.severity})."
 
 
 async def declare(rt: Runtime, session: AsyncSession, who: Sender, args: str) -> str:

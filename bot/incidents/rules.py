@@ -102,3 +102,21 @@ def group_alerts(
         found = None if alert.incident_id else matching_incident(alert.labels, groups)
         out.append((replace(alert, incident_id=found) if found else alert, hits))
     return out
+
+
+# An alert's own severity word, as the severity of an incident declared from it.
+ALERT_SEVERITY = {
+    "critical": "P1",
+    "page": "P1",
+    "high": "P1",
+    "error": "P2",
+    "warning": "P2",
+    "warn": "P2",
+    "medium": "P2",
+    "info": "P3",
+    "low": "P3",
+}
+
+
+def severity_for_alert(severity: str | None) -> str:
+    return ALERT_SEVERITY.get((severity or "").lower(), "P2")

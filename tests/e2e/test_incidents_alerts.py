@@ -68,9 +68,7 @@ async def test_matching_alerts_attach_and_repeats_coalesce(quorum: Harness) -> N
 
 async def test_a_closed_incident_attaches_nothing(quorum: Harness) -> None:
     h = quorum
-    status, inc = await h.api(
-        "POST", BASE, {"title": "Pay", "severity": "P2", "services": ["payments"]}
-    )
+    _, inc = await h.api("POST", BASE, {"title": "Pay", "severity": "P2", "services": ["payments"]})
     for step in ("resolved", "closed"):
         assert (await h.api("POST", f"{BASE}/{inc['id']}/status", {"status": step}))[0] == 200
     body = am_body(alert("HighErrorRate", "payments", "f00000000000000d"))
@@ -79,3 +77,35 @@ async def test_a_closed_incident_attaches_nothing(quorum: Harness) -> None:
     assert [k for k, _, _ in await timeline(h, inc["id"])] == ["incident.declared"] + [
         "incident.status"
     ] * 2
+
+
+async def test_declare_incident_from_an_alert_card(quorum: Harness) -> None:
+    h = quorum
+    body = am_body(alert("HighErrorRate", "payments", "f00000000000000e"))
+    assert (await h.api("POST", AM_PATH, body))[0] == 200
+    (card,) = await wait_cards(h, 1)
+    answer = await tap(h, card, CAROL, "🚨 Declare incident")
+    assert "Only approvers" in answer["text"]
+    answer = await tap(h, card, ALICE, "🚨 Declare incident")
+    assert answer["text"].startswith("🚨 Declared INC-") and "(P1)" in answer["text"], answer
+    ident = answer["text"].split()[2]
+    status, got = await h.api("GET", f"{BASE}/{ident}")
+    assert status == 200 and got["title"] == "HighErrorRate" and got["severity"] == "P1"
+    assert got["alerts"]["firing"] == 1 and got["group_labels"] == {"service": ["payments"]}
+    assert got["declared_by"] == "alice"
+    again = await tap(h, card, ALICE, "🚨 Declare incident")
+    assert again["text"] == f"This alert is already part of {ident}." and again["show_alert"]
+    # A later alert of the same service joins the incident by its labels.
+    more = am_body(alert("LatencyHigh", "payments", "f00000000000000f"))
+    assert (await h.api("POST", AM_PATH, more))[0] == 200
+    kinds = [k for k, _, _ in await timeline(h, ident)]
+    assert kinds == ["incident.declared", "alert.attached", "alert.attached"]
+    refused = await sql(h, "SELECT count(*) AS n FROM audit_log WHERE event = 'incident.refused'")
+    assert refused[0]["n"] == 1
+
+    async def declare_button_gone() -> bool:
+        # The alert card shows no Declare button once its alert is in an incident.
+        msgs = [m for m in await h.bot_messages() if m["message_id"] == card["message_id"]]
+        return "Declare incident" not in str(msgs[0]["reply_markup"])
+
+    await wait_until(declare_button_gone, 10, what="the Declare button gone")
