@@ -455,3 +455,65 @@ async def linked_approvals(
         ApprovalLink(r.id, r.action, r.target, r.status, list(r.decided_by or []), *r[5:])
         for r in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """An incident acknowledged for the first time: what time to acknowledge is measured by."""
+
+    severity: str
+    started: datetime
+    at: datetime
+
+
+# One statement, so the alert buttons add a single call: a line on the timeline of the alert's
+# incident (if it is in one), its cards marked due, and a first acknowledgement stamped.
+_ALERT_EVENT = text(
+    """
+    WITH line AS (
+        INSERT INTO timeline_events (incident_id, kind, text, actor, actor_telegram_id, alert_id)
+        SELECT a.incident_id, :kind, :text, :actor, :actor_telegram_id, a.id
+        FROM alerts a WHERE a.id = :alert_id AND a.incident_id IS NOT NULL
+        RETURNING incident_id
+    ), before AS (
+        SELECT i.id, i.acknowledged_at IS NULL AS unacknowledged
+        FROM incidents i JOIN line ON line.incident_id = i.id
+    )
+    UPDATE incidents i SET card_due_at = coalesce(i.card_due_at, now()),
+        acknowledged_at = CASE WHEN :ack THEN coalesce(i.acknowledged_at, now())
+                               ELSE i.acknowledged_at END
+    FROM before WHERE i.id = before.id
+    RETURNING i.severity, coalesce(i.first_alert_at, i.created_at) AS started,
+        i.acknowledged_at, before.unacknowledged
+    """
+)
+
+
+async def alert_event(
+    session: AsyncSession,
+    alert_id: int,
+    kind: str,
+    text_line: str,
+    *,
+    actor: str,
+    actor_telegram_id: int | None,
+    acknowledges: bool = False,
+) -> Acknowledged | None:
+    """Record a person's action on an alert on its incident's timeline, if it is in one;
+    the incident's first acknowledgement, when `acknowledges` makes it one."""
+    row = (
+        await session.execute(
+            _ALERT_EVENT,
+            {
+                "alert_id": alert_id,
+                "kind": kind,
+                "text": text_line,
+                "actor": actor,
+                "actor_telegram_id": actor_telegram_id,
+                "ack": acknowledges,
+            },
+        )
+    ).first()
+    if row is None or not (acknowledges and row.unacknowledged):
+        return None
+    return Acknowledged(row.severity, row.started, row.acknowledged_at)

@@ -24,6 +24,7 @@ from bot.rendering import esc, fmt_time
 from bot.runtime import Runtime
 from storage import alerts as store
 from storage import audit
+from storage import incidents as incident_timeline
 from storage.alerts import AlertRecord
 from storage.outbox import find_message
 
@@ -52,6 +53,7 @@ class _Press:
     team: Team
     who: str
     tap: AlertTap
+    rt: Runtime
 
     async def record(self, event: str, **detail: Any) -> None:
         await audit.record(
@@ -65,6 +67,21 @@ class _Press:
             fingerprint=self.alert.fingerprint,
             **detail,
         )
+        if self.alert.incident_id:
+            what = event.removeprefix("alert.")
+            first = await incident_timeline.alert_event(
+                self.session,
+                self.alert.id,
+                event,
+                f"alert {self.alert.title[:200]} {what} by {self.who}",
+                actor=self.who,
+                actor_telegram_id=self.tap.user_id,
+                acknowledges=event == "alert.acknowledged",
+            )
+            if first is not None:
+                seconds = max(0.0, (first.at - first.started).total_seconds())
+                histogram = self.rt.metrics.incident_time_to_acknowledge
+                histogram.labels(self.team.name, first.severity).observe(seconds)
 
 
 async def press_button(rt: Runtime, session: AsyncSession, tap: AlertTap) -> str:
@@ -140,7 +157,7 @@ async def _member_press(
         raise NotAMember(team.name)
     if alert.status != "firing":
         raise AlertClosed
-    return _Press(session=session, alert=alert, team=team, who=approver.name, tap=tap)
+    return _Press(session=session, alert=alert, team=team, who=approver.name, tap=tap, rt=rt)
 
 
 async def _resolve(rt: Runtime, press: _Press) -> str:

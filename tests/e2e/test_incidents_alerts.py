@@ -109,3 +109,24 @@ async def test_declare_incident_from_an_alert_card(quorum: Harness) -> None:
         return "Declare incident" not in str(msgs[0]["reply_markup"])
 
     await wait_until(declare_button_gone, 10, what="the Declare button gone")
+
+
+async def test_acknowledge_silence_and_resolve_reach_the_timeline(quorum: Harness) -> None:
+    h = quorum
+    _, inc = await h.api("POST", BASE, {"title": "Pay", "severity": "P2", "services": ["payments"]})
+    body = am_body(alert("HighErrorRate", "payments", "f000000000000010"))
+    assert (await h.api("POST", AM_PATH, body))[0] == 200
+    (card,) = await wait_cards(h, 1)
+    assert "Acknowledged" in (await tap(h, card, ALICE, "👀 Acknowledge"))["text"]
+    assert "Silenced" in (await tap(h, card, ALICE, "🔕 1h"))["text"]
+    assert "Resolved" in (await tap(h, card, ALICE, "✅ Resolve"))["text"]
+    assert [t for _, t, _ in await timeline(h, inc["id"])][2:] == [
+        "alert HighErrorRate acknowledged by alice",
+        "alert HighErrorRate silenced by alice",
+        "alert HighErrorRate resolved by alice",
+    ]
+    _, got = await h.api("GET", f"{BASE}/{inc['id']}")
+    assert got["acknowledged_at"] is not None
+    metrics = await (await h.http.get(h.url + "/metrics")).text()
+    series = 'quorum_incident_time_to_acknowledge_seconds_count{severity="P2",team="platform"}'
+    assert f"{series} 1.0" in metrics
