@@ -8,6 +8,7 @@ from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.alerts import maintenance
 from bot.buttons import DeclareIncident, IncidentAction
 from bot.errors import ForgedButton, QuorumError
 from bot.incidents import chat
@@ -108,6 +109,20 @@ async def show_incidents(message: Message, session: AsyncSession, runtime: Runti
     await reply(session, message, text)
 
 
+async def open_maintenance(
+    message: Message, command: CommandObject, session: AsyncSession, runtime: Runtime
+) -> None:
+    try:
+        who = _sender(message)
+        args = command.args or ""
+        text = await maintenance.from_chat(
+            runtime, session, chat_id=who.chat_id, user_id=who.user_id, args=args
+        )
+    except QuorumError as exc:
+        text = esc(exc.message)
+    await reply(session, message, text)
+
+
 class ReplyToBot(Filter):
     """A person's text answering one of the bot's messages (not a command)."""
 
@@ -149,5 +164,6 @@ def make_router() -> Router:
     router.message.register(show_incidents, Command("incidents"))
     router.message.register(add_note, Command("note"))
     router.message.register(show_timeline, Command("timeline"))
+    router.message.register(open_maintenance, Command("maintenance"))
     router.message.register(note_by_reply, ReplyToBot())
     return router

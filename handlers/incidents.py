@@ -7,10 +7,17 @@ from typing import Any
 from aiohttp import web
 
 from bot import incidents
+from bot.alerts import maintenance
 from bot.incidents.rules import OPEN_STATUSES, STATUSES
 from bot.runtime import RUNTIME, Runtime
 from handlers.api import authenticate, fail, page_limit, parse, read_json
-from handlers.openapi_incidents import API, ChangeCommander, ChangeStatus, CreateIncident
+from handlers.openapi_incidents import (
+    API,
+    ChangeCommander,
+    ChangeStatus,
+    CreateIncident,
+    CreateMaintenance,
+)
 from storage.incidents import IncidentRecord, TimelineRecord
 
 routes = web.RouteTableDef()
@@ -175,3 +182,26 @@ async def get_postmortem(request: web.Request) -> web.Response:
     team = authenticate(request, scope="incidents:read").team
     text = await incidents.postmortem(rt, team, request.match_info["id"])
     return web.Response(text=text, content_type="text/markdown", charset="utf-8")
+
+
+@routes.post(f"{API}/maintenance")
+async def create_maintenance(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    caller = authenticate(request, scope="incidents:write")
+    body = parse(CreateMaintenance, await read_json(request))
+    window = maintenance.Window(dict(body.matchers), body.starts_at, body.ends_at, body.comment)
+    made = await incidents.run(
+        rt,
+        lambda s: maintenance.open_window(
+            rt, s, caller.team, window, by_name=caller.actor, by_id=None
+        ),
+    )
+    out = {
+        "id": made.id,
+        "matchers": made.matchers.get("labels", {}),
+        "starts_at": _time(made.starts_at),
+        "ends_at": _time(made.ends_at),
+        "comment": made.matchers.get("comment", ""),
+        "alertmanager": made.am_status == "create",
+    }
+    return web.json_response(out, status=201)

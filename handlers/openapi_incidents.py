@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from bot.incidents.rules import SEVERITIES, STATUSES
 from bot.policy import Scope
@@ -45,7 +45,29 @@ class ChangeCommander(_Body):
     telegram_id: int = Field(gt=0, lt=2**52, description="one of the team's approvers")
 
 
+class CreateMaintenance(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "matchers": {"service": "payments"},
+                    "starts_at": "2026-11-28T22:00:00Z",
+                    "ends_at": "2026-11-29T00:00:00Z",
+                    "comment": "database upgrade",
+                }
+            ]
+        }
+    )
+    matchers: dict[str, Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=20, description="label name -> value, all must match"
+    )
+    starts_at: Annotated[AwareDatetime, Field(strict=False)]
+    ends_at: Annotated[AwareDatetime, Field(strict=False)]
+    comment: str = Field(default="", max_length=500)
+
+
 INCIDENT_BODIES: dict[str, type[BaseModel]] = {
+    "CreateMaintenance": CreateMaintenance,
     "CreateIncident": CreateIncident,
     "ChangeStatus": ChangeStatus,
     "ChangeCommander": ChangeCommander,
@@ -55,6 +77,18 @@ _TIME = {"type": "string", "format": "date-time"}
 _MAYBE_TIME = {"type": ["string", "null"], "format": "date-time"}
 
 INCIDENT_SCHEMAS: dict[str, Any] = {
+    "Maintenance": {
+        "type": "object",
+        "required": ["id", "matchers", "starts_at", "ends_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "matchers": {"type": "object"},
+            "starts_at": _TIME,
+            "ends_at": _TIME,
+            "comment": {"type": "string"},
+            "alertmanager": {"type": "boolean", "description": "mirrored there as a silence"},
+        },
+    },
     "Incident": {
         "type": "object",
         "required": ["id", "status", "severity", "title", "created_at"],
@@ -140,6 +174,7 @@ _STATUS_PARAM = {
 }
 
 INCIDENT_SCOPES: dict[str, Scope] = {
+    "createMaintenance": "incidents:write",
     "createIncident": "incidents:write",
     "listIncidents": "incidents:read",
     "getIncident": "incidents:read",
@@ -170,6 +205,17 @@ def incident_paths(json_of: Any, errors: Any, body: Any, common: dict[str, Any])
         }
 
     return {
+        f"{API}/maintenance": {
+            "post": {
+                "operationId": "createMaintenance",
+                "summary": "Open a maintenance window: matching alerts are stored, not posted",
+                "requestBody": body("CreateMaintenance"),
+                "responses": {
+                    "201": json_of({"$ref": "#/components/schemas/Maintenance"}, "stored"),
+                    **common,
+                },
+            }
+        },
         f"{API}/incidents": {
             "post": {
                 "operationId": "createIncident",

@@ -401,6 +401,8 @@ class Silence(Base):
     am_error: Mapped[str | None] = mapped_column(Text)
     am_claimed_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = _now()
+    # A maintenance window (fingerprint MAINTENANCE) whose end was summarised in the chats.
+    summarized_at: Mapped[datetime | None]
 
 
 class Incident(Base):

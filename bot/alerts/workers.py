@@ -8,6 +8,7 @@ import time
 import aiohttp
 
 from bot.alerts.alertmanager import ALERTMANAGER_TIMEOUT, sync_alertmanager
+from bot.alerts.maintenance import summarize_ended
 from bot.alerts.publish import render_cards
 from bot.runtime import Runtime
 from storage import alerts as store
@@ -40,7 +41,7 @@ async def run_maintenance(rt: Runtime) -> None:
             busy = await sync_alertmanager(rt, http)
             if time.monotonic() - last_release > RELEASE_EVERY_SECONDS:
                 last_release = time.monotonic()
-                async with transaction(rt.sessions) as session:
-                    await store.release_silenced(session)
+                # Also releases what silences and windows that ended kept silenced.
+                await summarize_ended(rt)
             if not busy:
                 await asyncio.sleep(IDLE_SECONDS)  # nothing due: poll again shortly

@@ -28,6 +28,7 @@ def _ts(name: str, *, now: bool = False) -> sa.Column[object]:
 
 
 def upgrade() -> None:
+    op.add_column("silences", _ts("summarized_at"))
     op.create_table(
         "incidents",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -139,3 +140,4 @@ def downgrade() -> None:
     op.drop_index("ix_incidents_open", table_name="incidents")
     op.drop_index("ix_incidents_team_created", table_name="incidents")
     op.drop_table("incidents")
+    op.drop_column("silences", "summarized_at")
