@@ -108,7 +108,8 @@ def incident_record(row: Incident) -> IncidentRecord:
     )
 
 
-def _timeline_record(row: TimelineEvent) -> TimelineRecord:
+def _timeline_record(row: TimelineEvent, hits: int | None = None) -> TimelineRecord:
+    """`hits`: an attached alert's hit count, which its line shows (its repeats coalesced)."""
     return TimelineRecord(
         id=row.id,
         incident_id=row.incident_id,
@@ -119,9 +120,19 @@ def _timeline_record(row: TimelineEvent) -> TimelineRecord:
         text=row.text,
         alert_id=row.alert_id,
         approval_id=row.approval_id,
-        count=row.count,
+        count=hits if hits is not None else row.count,
         detail=dict(row.detail or {}),
     )
+
+
+def _lines(incident_id: str) -> Any:
+    """An incident's lines, each with its attached alert's hit count (or None)."""
+    hits = (
+        select(Alert.hit_count)
+        .where(Alert.id == TimelineEvent.alert_id, TimelineEvent.kind == "alert.attached")
+        .scalar_subquery()
+    )
+    return select(TimelineEvent, hits).where(TimelineEvent.incident_id == incident_id)
 
 
 def new_incident_id(day: datetime) -> str:
@@ -264,22 +275,17 @@ async def timeline(
     session: AsyncSession, incident_id: str, limit: int, *, after: int | None = None
 ) -> list[TimelineRecord]:
     """Timeline lines in order, those after line id `after` if given."""
-    stmt = select(TimelineEvent).where(TimelineEvent.incident_id == incident_id)
+    stmt = _lines(incident_id)
     if after is not None:
         stmt = stmt.where(TimelineEvent.id > after)
-    rows = await session.scalars(stmt.order_by(TimelineEvent.id).limit(limit))
-    return [_timeline_record(r) for r in rows]
+    rows = await session.execute(stmt.order_by(TimelineEvent.id).limit(limit))
+    return [_timeline_record(r, hits) for r, hits in rows]
 
 
 async def last_lines(session: AsyncSession, incident_id: str, n: int) -> list[TimelineRecord]:
     """The newest `n` lines, oldest of them first."""
-    rows = await session.scalars(
-        select(TimelineEvent)
-        .where(TimelineEvent.incident_id == incident_id)
-        .order_by(TimelineEvent.id.desc())
-        .limit(n)
-    )
-    return [_timeline_record(r) for r in reversed(list(rows))]
+    rows = await session.execute(_lines(incident_id).order_by(TimelineEvent.id.desc()).limit(n))
+    return [_timeline_record(r, hits) for r, hits in reversed(list(rows))]
 
 
 async def attach_alerts(
@@ -322,28 +328,25 @@ async def attach_alerts(
 
 
 # What one alert batch did to the alerts of open incidents, in one statement: a line per alert
-# attached or resolved, repeats coalesced into one line per alert whose count grows, and the
-# incidents' cards marked due. Alerts in no incident add nothing.
+# attached (a repeat of an alert that joined its incident by the grouping labels on a repeat
+# adds its line once; other repeats add nothing: the line shows the alert's hit count, so a
+# storm writes no timeline rows) and per alert resolved, and the incidents' cards due after
+# `interval` seconds. Alerts in no incident add nothing.
 _INGESTED = text(
     """
     WITH r AS (
-        SELECT r.id, r.kind, r.hits, a.incident_id, a.title, a.source, a.first_seen_at
-        FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, kind text, hits int)
+        SELECT r.id, r.kind, a.incident_id, a.title, a.source, a.first_seen_at
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, kind text)
         JOIN alerts a ON a.id = r.id AND a.incident_id IS NOT NULL
-    ), lines AS (
+    ), attached AS (
         INSERT INTO timeline_events (incident_id, kind, text, alert_id, actor)
-        SELECT incident_id, kind,
-            CASE kind WHEN 'alert.attached' THEN 'alert ' || title || ' attached'
-                      ELSE 'alert ' || title || ' resolved' END,
-            id, source
-        FROM r WHERE kind <> 'alert.repeated'
-        RETURNING incident_id
-    ), repeats AS (
-        INSERT INTO timeline_events AS t (incident_id, kind, text, alert_id, count, actor)
-        SELECT incident_id, kind, title, id, hits, source FROM r WHERE kind = 'alert.repeated'
-        ON CONFLICT (incident_id, alert_id) WHERE kind = 'alert.repeated'
-        DO UPDATE SET count = t.count + EXCLUDED.count, at = now()
-        RETURNING incident_id
+        SELECT incident_id, 'alert.attached', 'alert ' || title || ' attached', id, source
+        FROM r WHERE kind = 'attached'
+        ON CONFLICT (incident_id, alert_id) WHERE kind = 'alert.attached' DO NOTHING
+    ), resolved AS (
+        INSERT INTO timeline_events (incident_id, kind, text, alert_id, actor)
+        SELECT incident_id, 'alert.resolved', 'alert ' || title || ' resolved', id, source
+        FROM r WHERE kind = 'resolved'
     )
     UPDATE incidents i SET
         card_due_at = coalesce(i.card_due_at, now() + make_interval(secs => :interval)),
@@ -358,20 +361,14 @@ _INGESTED = text(
 
 
 async def record_ingest(
-    session: AsyncSession,
-    attached: list[int],
-    repeated: dict[int, int],
-    resolved: list[int],
-    *,
-    edit_interval: float,
+    session: AsyncSession, attached: list[int], resolved: list[int], *, edit_interval: float
 ) -> None:
-    """Timeline lines for a batch's alerts (ids) that belong to incidents: newly attached,
-    repeated (id -> hits) and resolved. The incidents' cards refresh after `edit_interval`
-    seconds, so a storm costs one edit per interval, like an alert card's repeats."""
+    """Timeline lines for a batch's alerts (ids) that belong to incidents: stored (new, or
+    repeats: a line only for one not on its incident's timeline yet) and resolved. The
+    incidents' cards refresh after `edit_interval` seconds, one edit per interval in a storm."""
     rows = [
-        *({"id": i, "kind": "alert.attached", "hits": 1} for i in attached),
-        *({"id": i, "kind": "alert.repeated", "hits": n} for i, n in repeated.items()),
-        *({"id": i, "kind": "alert.resolved", "hits": 1} for i in resolved),
+        *({"id": i, "kind": "attached"} for i in attached),
+        *({"id": i, "kind": "resolved"} for i in resolved),
     ]
     if rows:
         params = {"rows": json.dumps(rows), "interval": float(edit_interval)}

@@ -469,13 +469,13 @@ class TimelineEvent(Base):
     __tablename__ = "timeline_events"
     __table_args__ = (
         Index("ix_timeline_events_incident", "incident_id", "id"),
-        # Repeats of one alert coalesce into one line whose count grows.
+        # One line per alert attached; its repeats show as the alert's hit count on it.
         Index(
-            "uq_timeline_events_repeats",
+            "uq_timeline_events_attached",
             "incident_id",
             "alert_id",
             unique=True,
-            postgresql_where=text("kind = 'alert.repeated'"),
+            postgresql_where=text("kind = 'alert.attached'"),
         ),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -98,8 +98,7 @@ async def _ingest_once(rt: Runtime, batch: _Batch) -> IngestResult:
         if groups:
             await incidents.record_ingest(
                 session,
-                attached=[r.id for r in rows if r.inserted],
-                repeated={r.id: batch.hits[r.fingerprint] for r in rows if not r.inserted},
+                attached=[r.id for r in rows],
                 resolved=[a.id for a in done],
                 edit_interval=interval,
             )

@@ -122,16 +122,16 @@ def upgrade() -> None:
         "ix_timeline_events_incident", "timeline_events", ["incident_id", "id"], unique=False
     )
     op.create_index(
-        "uq_timeline_events_repeats",
+        "uq_timeline_events_attached",
         "timeline_events",
         ["incident_id", "alert_id"],
         unique=True,
-        postgresql_where=sa.text("kind = 'alert.repeated'"),
+        postgresql_where=sa.text("kind = 'alert.attached'"),
     )
 
 
 def downgrade() -> None:
-    op.drop_index("uq_timeline_events_repeats", table_name="timeline_events")
+    op.drop_index("uq_timeline_events_attached", table_name="timeline_events")
     op.drop_index("ix_timeline_events_incident", table_name="timeline_events")
     op.drop_table("timeline_events")
     op.drop_index("ix_incident_cards_incident", table_name="incident_cards")
