@@ -88,13 +88,16 @@ def am_body(alerts: list[dict[str, Any]]) -> bytes:
     ).encode()
 
 
-def am_alert(n: int, prefix: str) -> dict[str, Any]:
+def am_alert(n: int, prefix: str, *, grouped: bool = False) -> dict[str, Any]:
+    """One alert; `grouped` adds service=<prefix>, which the --incident run's incidents group."""
     labels = {
         "alertname": "Bench",
         "instance": f"{prefix}-{n}:9100",
         "job": "node",
         "severity": "warning",
     }
+    if grouped:
+        labels["service"] = prefix
     return {
         "status": "firing",
         "labels": labels,
@@ -127,11 +130,17 @@ async def post(
 
 
 async def bench_ingest(
-    http: aiohttp.ClientSession, base: str, bodies: int, concurrency: int, distinct: int
+    http: aiohttp.ClientSession,
+    base: str,
+    bodies: int,
+    concurrency: int,
+    distinct: int,
+    *,
+    grouped: bool = False,
 ) -> float:
     url = base + "/api/v1/alerts/alertmanager"
     payloads = [
-        am_body([am_alert((b * 100 + i) % distinct, "ingest") for i in range(100)])
+        am_body([am_alert((b * 100 + i) % distinct, "ingest", grouped=grouped) for i in range(100)])
         for b in range(bodies)
     ]
     statuses: Counter[int] = Counter()
@@ -179,6 +188,8 @@ async def bench_storm(
     chats: list[int],
     total: int,
     seconds: float,
+    *,
+    grouped: bool = False,
 ) -> None:
     url = base + "/api/v1/alerts/alertmanager"
     rng = random.Random(7)
@@ -192,7 +203,7 @@ async def bench_storm(
         alerts = []
         for _ in range(per_request):
             n = rng.randrange(per_team)
-            a = am_alert(n, team)
+            a = am_alert(n, team, grouped=grouped)
             expected[a["fingerprint"]] += 1
             alerts.append(a)
         requests.append((team, am_body(alerts)))
@@ -259,7 +270,17 @@ async def bench_storm(
     )
 
 
-async def main(quick: bool) -> None:
+async def declare_incidents(http: aiohttp.ClientSession, base: str, teams: list[str]) -> None:
+    """An open incident per team, grouping its alerts (service=<team>): every alert attaches."""
+    for team in teams:
+        body = {"title": f"{team} storm", "severity": "P1", "services": [team]}
+        headers = {"Authorization": f"Bearer {key_for(team)}"}
+        async with http.post(base + "/api/v1/incidents", json=body, headers=headers) as resp:
+            if resp.status != 201:
+                raise SystemExit(f"declaring an incident: {resp.status} {await resp.text()}")
+
+
+async def main(quick: bool, incident: bool = False) -> None:
     db_url = await fresh_database(SERVER_URL + "/postgres", DB_NAME)
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
@@ -294,10 +315,14 @@ async def main(quick: bool) -> None:
     try:
         async with quorum_process(env, port, workdir) as proc, aiohttp.ClientSession() as http:
             print(f"bench.alerts on {os.cpu_count()} CPUs; Quorum pid {proc.pid} (webhook mode)")
+            teams = ["ingest"] + [f"storm{i:02d}" for i in range(STORM_TEAMS)]
+            if incident:
+                await declare_incidents(http, base, teams)
+                print(f"    an open incident per team ({len(teams)}): every alert attaches")
             bodies = 100 if quick else 400
-            await bench_ingest(http, base, bodies, concurrency=8, distinct=2000)
+            await bench_ingest(http, base, bodies, concurrency=8, distinct=2000, grouped=incident)
             total, seconds = (2000, 12.0) if quick else (10_000, 60.0)
-            await bench_storm(http, base, emu, db_url, chats, total, seconds)
+            await bench_storm(http, base, emu, db_url, chats, total, seconds, grouped=incident)
             print(f"[3] Quorum peak RSS (VmHWM): {vm_hwm_kib(proc.pid) / 1024:.1f} MiB")
     finally:
         await emu.close()
@@ -307,8 +332,11 @@ async def main(quick: bool) -> None:
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a shorter run (12 s storm)")
+    parser.add_argument(
+        "--incident", action="store_true", help="with an open incident grouping each team's alerts"
+    )
     args = parser.parse_args()
-    run_loop(main(args.quick))
+    run_loop(main(args.quick, args.incident))
 
 
 if __name__ == "__main__":

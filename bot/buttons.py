@@ -30,6 +30,17 @@ class AlertAction(CallbackData, prefix="al"):
     tag: str
 
 
+class IncidentAction(CallbackData, prefix="in"):
+    ref: str  # the incident id, INC-YYYYMMDD-XXXXXX
+    act: str  # see bot.incidents.card.ACTIONS
+    tag: str
+
+
+class DeclareIncident(CallbackData, prefix="di"):
+    ref: str  # the alert id
+    tag: str
+
+
 def uuid_ref(value: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(value.bytes).rstrip(b"=").decode()
 
@@ -79,6 +90,14 @@ class ButtonSigner:
     def alert_button(self, alert_id: int, act: str, chat_id: int) -> str:
         ref = str(alert_id)
         return AlertAction(ref=ref, act=act, tag=self.tag("al", ref, act, chat_id)).pack()
+
+    def incident_button(self, incident_id: str, act: str, chat_id: int) -> str:
+        tag = self.tag("in", incident_id, act, chat_id)
+        return IncidentAction(ref=incident_id, act=act, tag=tag).pack()
+
+    def declare_button(self, alert_id: int, chat_id: int) -> str:
+        ref = str(alert_id)
+        return DeclareIncident(ref=ref, tag=self.tag("di", ref, "dec", chat_id)).pack()
 
 
 def keyboard(rows: list[list[tuple[str, str]]]) -> dict[str, Any]:

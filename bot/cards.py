@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from bot import alerts, approvals
+from bot.incidents import workers as incidents
 from bot.runtime import Runtime
 
 IDLE_SECONDS = 0.2  # how soon a card marked due shows, when nothing else is due
@@ -18,7 +19,11 @@ IDLE_SECONDS = 0.2  # how soon a card marked due shows, when nothing else is due
 # One pass per kind of card: claims that kind's due cards (row locks, so replicas share the
 # work), renders them, returns how many it refreshed.
 CardPass = Callable[[Runtime], Awaitable[int]]
-CARD_KINDS: tuple[CardPass, ...] = (approvals.refresh_due_cards, alerts.refresh_due_cards)
+CARD_KINDS: tuple[CardPass, ...] = (
+    approvals.refresh_due_cards,
+    alerts.refresh_due_cards,
+    incidents.refresh_due_cards,
+)
 
 
 async def refresh_due_cards(rt: Runtime) -> int:

@@ -54,6 +54,22 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        # Team names come from the policy and severities from P0-P3: closed label sets.
+        hours = (60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 24 * 3600, 72 * 3600)
+        self.incident_time_to_acknowledge = Histogram(
+            "quorum_incident_time_to_acknowledge_seconds",
+            "First alert (or the declaration) to the first acknowledgement or command taken",
+            ["team", "severity"],
+            buckets=hours,
+            registry=r,
+        )
+        self.incident_time_to_resolve = Histogram(
+            "quorum_incident_time_to_resolve_seconds",
+            "Declaration of an incident to its first resolution",
+            ["team", "severity"],
+            buckets=hours,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -51,6 +51,8 @@ Scope = Literal[
     "tokens:redeem",
     "results:write",
     "alerts:write",
+    "incidents:read",  # list and get incidents, their timelines and postmortem drafts
+    "incidents:write",  # declare incidents, change their status and commander
 ]
 SCOPES: tuple[str, ...] = get_args(Scope)
 ALL_SCOPES = frozenset(SCOPES)
@@ -121,6 +123,8 @@ class TeamModel(_Strict):
     alert_group_by: tuple[Annotated[str, Field(min_length=1, max_length=100)], ...] = Field(
         default=("alertname",), max_length=10
     )
+    # Alerts whose values of these labels match an open incident's attach to it.
+    incident_group_by: tuple[str, ...] = ("service",)
 
     @field_validator("approvers")
     @classmethod
@@ -172,6 +176,7 @@ class Team:
     api_keys: tuple[ApiKey, ...] = ()
     max_pending: int = DEFAULT_MAX_PENDING
     alert_group_by: tuple[str, ...] = ("alertname",)
+    incident_group_by: tuple[str, ...] = ("service",)
 
     def rule(self, level: RiskLevel) -> Rule:
         return self.rules[level]
@@ -260,6 +265,7 @@ def build_team(name: str, model: TeamModel) -> Team:
         ),
         max_pending=model.max_pending,
         alert_group_by=model.alert_group_by,
+        incident_group_by=model.incident_group_by,
     )
 
 

@@ -25,6 +25,18 @@ def href(url: str) -> str:
     return escape(url, quote=True)
 
 
+def card_link(chat_id: int, message_id: int) -> str | None:
+    """t.me link to a message; only supergroups and channels (-100…) have one."""
+    raw = str(chat_id)
+    if raw.startswith("-100"):
+        return f"https://t.me/c/{raw[4:]}/{message_id}"
+    return None
+
+
+def mention(telegram_id: int, name: str) -> str:
+    return f'<a href="{href(f"tg://user?id={telegram_id}")}">{esc(name)}</a>'
+
+
 def clip(value: object, limit: int) -> str:
     """Visibly shorten untrusted text to `limit` characters, then escape it.
 

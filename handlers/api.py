@@ -258,6 +258,23 @@ async def read_json(request: web.Request) -> Any:
     return data
 
 
+PAGE_SIZE = 50  # a list route's page without `limit`
+PAGE_MAX = 100
+
+
+def page_limit(request: web.Request) -> int:
+    """A list route's `limit` query parameter: 1 to PAGE_MAX, PAGE_SIZE when absent."""
+    text = request.query.get("limit")
+    if text is None:
+        return PAGE_SIZE
+    # Length first: int() refuses very long digit strings with an error of its own.
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not (
+        1 <= int(text) <= PAGE_MAX
+    ):
+        fail(422, "validation_error", f"limit: an integer from 1 to {PAGE_MAX}", field="limit")
+    return int(text)
+
+
 Model = TypeVar("Model", bound=BaseModel)
 
 

@@ -10,6 +10,12 @@ from pydantic.json_schema import models_json_schema
 
 from bot.alerts.sources import MAX_ALERTS, AlertmanagerBody, GenericAlert, GrafanaBody
 from bot.policy import SCOPES, Scope
+from handlers.openapi_incidents import (
+    INCIDENT_BODIES,
+    INCIDENT_SCHEMAS,
+    INCIDENT_SCOPES,
+    incident_paths,
+)
 
 API = "/api/v1"
 
@@ -140,6 +146,7 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "CreateApproval": CreateApproval,
     "ReportResult": ReportResult,
     "RedeemToken": RedeemToken,
+    **INCIDENT_BODIES,
 }
 # Alert bodies are the models bot.alerts.sources validates with.
 ALERT_BODIES: tuple[type[BaseModel], ...] = (AlertmanagerBody, GrafanaBody, GenericAlert)
@@ -371,6 +378,7 @@ OPERATION_SCOPES: dict[str, Scope] = {
     "ingestAlerts": "alerts:write",
     "ingestAlertmanager": "alerts:write",
     "ingestGrafana": "alerts:write",
+    **INCIDENT_SCOPES,
 }
 
 _SECURITY_TEXT = (
@@ -529,6 +537,7 @@ def document() -> dict[str, Any]:
         Vote=_VOTE,
         Redeemed=_REDEEMED,
         AlertsIngested=_INGESTED,
+        **INCIDENT_SCHEMAS,
     )
     common = _errors(400, 401, 413, 415, 422, 503)
     return {
@@ -545,5 +554,11 @@ def document() -> dict[str, Any]:
             },
         },
         "security": [{"apiKey": []}],
-        "paths": _scoped({**_approval_paths(common), **_token_and_alert_paths(common)}),
+        "paths": _scoped(
+            {
+                **_approval_paths(common),
+                **incident_paths(_json, _errors, _body, common),
+                **_token_and_alert_paths(common),
+            }
+        ),
     }

@@ -23,6 +23,8 @@ import handlers.approvals
 import handlers.chats
 import handlers.commands
 import handlers.health
+import handlers.incident_chat
+import handlers.incidents
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
 from bot.inbound import Inbound, prune_updates
@@ -85,6 +87,7 @@ def make_dispatcher() -> Dispatcher:
     dp.include_routers(
         handlers.approvals.make_router(),
         handlers.alerts.make_router(),
+        handlers.incident_chat.make_router(),
         handlers.chats.make_router(),
         handlers.commands.make_router(),
     )
@@ -316,6 +319,7 @@ class Quorum:
         app.add_routes(handlers.health.public_routes if own_listener else handlers.health.router)
         app.add_routes(handlers.approvals.routes)
         app.add_routes(handlers.alerts.routes)
+        app.add_routes(handlers.incidents.routes)
         return app
 
     async def stop(self) -> None:

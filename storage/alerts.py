@@ -183,7 +183,9 @@ _UPSERT_FIRING = text(
         'firing', r.source, r.title, r.severity, r.labels, r.annotations, r.url,
         r.incident_id, r.starts_at, r.ends_at, r.hits,
         EXISTS (SELECT 1 FROM silences s
-                WHERE s.team_id = :team_id AND s.fingerprint = r.fingerprint
+                WHERE s.team_id = :team_id
+                  AND (s.fingerprint = r.fingerprint
+                       OR (s.fingerprint = 'maintenance' AND r.labels @> (s.matchers->'labels')))
                   AND s.cancelled_at IS NULL AND s.starts_at <= now() AND s.ends_at > now()),
         r.context
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(fingerprint text, source text,

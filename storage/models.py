@@ -446,3 +446,92 @@ class Silence(Base):
     am_error: Mapped[str | None] = mapped_column(Text)
     am_claimed_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = _now()
+    # A maintenance window (fingerprint MAINTENANCE) whose end was summarised in the chats.
+    summarized_at: Mapped[datetime | None]
+
+
+class Incident(Base):
+    """An incident a team runs in its chat; its every change adds a timeline row with it."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_team_created", "team_id", "created_at", "id"),
+        # Ingest looks up a team's open incidents for every alert batch: a small partial index.
+        Index(
+            "ix_incidents_open",
+            "team_id",
+            postgresql_where=text("status IN ('investigating','mitigating')"),
+        ),
+        Index(
+            "ix_incidents_card_due",
+            "card_due_at",
+            postgresql_where=text("card_due_at IS NOT NULL"),
+        ),
+        CheckConstraint(
+            "status IN ('investigating','mitigating','resolved','closed')", name="status"
+        ),
+        CheckConstraint("severity IN ('P0','P1','P2','P3')", name="severity"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    title: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(2))
+    status: Mapped[str] = mapped_column(String(16), server_default="investigating")
+    escalated_at: Mapped[datetime | None]
+    commander_telegram_id: Mapped[int | None] = mapped_column(BigInteger)
+    commander_name: Mapped[str | None] = mapped_column(String(128))
+    services: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # The grouping labels' values (e.g. {"service": "payments"}): matching alerts attach.
+    group_labels: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    declared_by: Mapped[str] = mapped_column(Text)
+    first_alert_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    # When the cards must next be re-rendered (alert counts and approvals change often).
+    card_due_at: Mapped[datetime | None]
+
+
+class IncidentCard(Base):
+    """An incident's card in one chat, and whether it is pinned there."""
+
+    __tablename__ = "incident_cards"
+    __table_args__ = (Index("ix_incident_cards_incident", "incident_id"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    message_row_id: Mapped[int] = mapped_column(
+        ForeignKey("telegram_messages.id", ondelete="CASCADE"), unique=True
+    )
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    pinned: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+
+class TimelineEvent(Base):
+    """One line of an incident's timeline, written in the transaction of what it records."""
+
+    __tablename__ = "timeline_events"
+    __table_args__ = (
+        Index("ix_timeline_events_incident", "incident_id", "id"),
+        # One line per alert attached; its repeats show as the alert's hit count on it.
+        Index(
+            "uq_timeline_events_attached",
+            "incident_id",
+            "alert_id",
+            unique=True,
+            postgresql_where=text("kind = 'alert.attached'"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = _now()
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(Text)
+    actor_telegram_id: Mapped[int | None] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer, server_default="1")
+    detail: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    alert_id: Mapped[int | None] = mapped_column(BigInteger)
+    approval_id: Mapped[uuid.UUID | None]
+    # Declared last: the name shadows sqlalchemy's text() in the class body.
+    text: Mapped[str] = mapped_column(Text)

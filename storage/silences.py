@@ -7,11 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import DateTime, and_, case, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Alert, Silence
+
+# The fingerprint of a maintenance window's silence: it matches alerts by the labels in its
+# matchers ({"labels": {...}}), not by one fingerprint.
+MAINTENANCE = "maintenance"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +144,16 @@ async def release_silenced(
     session: AsyncSession, *, team_id: int | None = None, fingerprint: str | None = None
 ) -> list[int]:
     """Unsilence firing alerts whose silences all ended; their cards are due for a refresh."""
+    matches = or_(
+        Silence.fingerprint == Alert.fingerprint,
+        and_(
+            Silence.fingerprint == MAINTENANCE,
+            Alert.labels.contains(Silence.matchers["labels"]),
+        ),
+    )
     still = (
         select(Silence.id)
-        .where(
-            Silence.team_id == Alert.team_id,
-            Silence.fingerprint == Alert.fingerprint,
-            *_active_silence(),
-        )
+        .where(Silence.team_id == Alert.team_id, matches, *_active_silence())
         .exists()
     )
     stmt = update(Alert).where(Alert.silenced, Alert.status == "firing", ~still)
@@ -225,3 +232,86 @@ async def finish_alertmanager_job(
             execution_options={"synchronize_session": False},
         )
     return silence_record(row) if row else None
+
+
+async def create_window(
+    session: AsyncSession,
+    *,
+    team_id: int,
+    labels: dict[str, str],
+    am_matchers: list[dict[str, Any]],
+    comment: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    by_id: int,
+    by_name: str,
+    sync_alertmanager: bool,
+) -> SilenceRecord:
+    """A maintenance window: a silence matching alerts by labels between two times; firing
+    alerts it matches now are silenced."""
+    row = await session.scalar(
+        pg_insert(Silence)
+        .values(
+            team_id=team_id,
+            fingerprint=MAINTENANCE,
+            matchers={"labels": labels, "matchers": am_matchers, "comment": comment},
+            created_by_id=by_id,
+            created_by_name=by_name[:128],
+            starts_at=starts_at,
+            ends_at=ends_at,
+            am_status="create" if sync_alertmanager else None,
+        )
+        .returning(Silence)
+    )
+    assert row is not None
+    await session.execute(
+        update(Alert)
+        .where(
+            Alert.team_id == team_id,
+            Alert.status == "firing",
+            Alert.labels.contains(labels),
+            func.now() >= literal(starts_at, DateTime(timezone=True)),
+            func.now() < literal(ends_at, DateTime(timezone=True)),
+        )
+        .values(silenced=True, updated_at=func.now())
+    )
+    return silence_record(row)
+
+
+async def claim_ended_windows(session: AsyncSession, limit: int) -> list[SilenceRecord]:
+    """Maintenance windows that ended (or were cancelled) and are not summarised, locked."""
+    rows = await session.scalars(
+        select(Silence)
+        .where(
+            Silence.fingerprint == MAINTENANCE,
+            Silence.summarized_at.is_(None),
+            or_(Silence.ends_at <= func.now(), Silence.cancelled_at.is_not(None)),
+        )
+        .order_by(Silence.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [silence_record(r) for r in rows]
+
+
+async def window_counts(session: AsyncSession, window: SilenceRecord) -> tuple[int, int]:
+    """(alerts seen during the window that it matched, those of them still firing)."""
+    end = window.cancelled_at or window.ends_at
+    rows = await session.execute(
+        select(Alert.status, func.count())
+        .where(
+            Alert.team_id == window.team_id,
+            Alert.labels.contains(window.matchers.get("labels", {})),
+            Alert.last_seen_at >= window.starts_at,
+            Alert.first_seen_at < end,
+        )
+        .group_by(Alert.status)
+    )
+    counts = {status: int(n) for status, n in rows}
+    return sum(counts.values()), counts.get("firing", 0)
+
+
+async def mark_summarized(session: AsyncSession, silence_id: int) -> None:
+    await session.execute(
+        update(Silence).where(Silence.id == silence_id).values(summarized_at=func.now())
+    )

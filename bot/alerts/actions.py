@@ -25,6 +25,7 @@ from bot.runtime import Runtime
 from storage import alert_groups as groups_store
 from storage import alerts as store
 from storage import audit
+from storage import incidents as incident_timeline
 from storage.alerts import AlertRecord
 from storage.outbox import Priority, find_message
 
@@ -55,6 +56,7 @@ class _Press:
     who: str
     tap: AlertTap
     firing: list[AlertRecord]
+    rt: Runtime
 
     async def record(self, event: str, **detail: Any) -> None:
         await audit.record(
@@ -68,6 +70,21 @@ class _Press:
             fingerprint=self.alert.fingerprint,
             **detail,
         )
+        if self.alert.incident_id:
+            what = event.removeprefix("alert.")
+            first = await incident_timeline.alert_event(
+                self.session,
+                self.alert.id,
+                event,
+                f"alert {self.alert.title[:200]} {what} by {self.who}",
+                actor=self.who,
+                actor_telegram_id=self.tap.user_id,
+                acknowledges=event == "alert.acknowledged",
+            )
+            if first is not None:
+                seconds = max(0.0, (first.at - first.started).total_seconds())
+                histogram = self.rt.metrics.incident_time_to_acknowledge
+                histogram.labels(self.team.name, first.severity).observe(seconds)
 
 
 async def press_button(rt: Runtime, session: AsyncSession, tap: AlertTap) -> str:
@@ -152,7 +169,7 @@ async def _member_press(
     if not firing:
         raise AlertClosed
     return _Press(
-        session=session, alert=alert, team=team, who=approver.name, tap=tap, firing=firing
+        session=session, alert=alert, team=team, who=approver.name, tap=tap, firing=firing, rt=rt
     )
 
 

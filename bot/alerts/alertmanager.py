@@ -69,7 +69,8 @@ async def _create(http: aiohttp.ClientSession, team: Team, silence: SilenceRecor
         "startsAt": silence.starts_at.astimezone(UTC).isoformat(),
         "endsAt": silence.ends_at.astimezone(UTC).isoformat(),
         "createdBy": f"{silence.created_by_name} via Quorum",
-        "comment": f"Silenced from Telegram by {silence.created_by_name} (Quorum)",
+        "comment": silence.matchers.get("comment")
+        or f"Silenced from Telegram by {silence.created_by_name} (Quorum)",
     }
     async with http.post(f"{_base(team)}/api/v2/silences", json=body) as resp:
         data = await resp.json(content_type=None) if resp.status < 300 else None

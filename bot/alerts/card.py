@@ -221,5 +221,11 @@ def card_markup(
                 ("🔕 4h", b(alert.id, "s4", chat_id)),
                 ("🔕 24h", b(alert.id, "s24", chat_id)),
             ],
+            # An alert already in an incident is counted on the incident's card instead.
+            *([] if alert.incident_id else [[_declare_button(signer, alert, chat_id)]]),
         ]
     )
+
+
+def _declare_button(signer: ButtonSigner, alert: AlertRecord, chat_id: int) -> tuple[str, str]:
+    return ("🚨 Declare incident", signer.declare_button(alert.id, chat_id))

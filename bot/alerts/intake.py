@@ -13,11 +13,12 @@ from sqlalchemy.exc import DBAPIError
 from bot.alerts.group_card import group_key
 from bot.alerts.publish import render_cards
 from bot.alerts.sources import Kind
+from bot.incidents.rules import group_alerts
 from bot.policy import Team
 from bot.runtime import Runtime
 from storage import alert_groups as groups_store
 from storage import alerts as store
-from storage import audit
+from storage import audit, incidents
 from storage.alerts import AlertRecord, IncomingAlert, UpsertRow
 from storage.db import transaction
 from storage.outbox import Priority
@@ -92,8 +93,18 @@ async def _ingest_once(rt: Runtime, team: Team, batch: _Batch) -> IngestResult:
     interval = rt.settings.alert_edit_interval_seconds
     team_id = batch.team_id
     async with transaction(rt.sessions) as session:
-        rows = await store.upsert_firing(session, team_id, batch.firing, edit_interval=interval)
+        # The one query incidents add to every batch (usually no row: no open incident).
+        groups = await incidents.open_groups(session, team_id)
+        firing = group_alerts(batch.firing, groups) if groups else batch.firing
+        rows = await store.upsert_firing(session, team_id, firing, edit_interval=interval)
         done = await store.resolve_firing(session, team_id, batch.resolved, edit_interval=interval)
+        if groups:
+            await incidents.record_ingest(
+                session,
+                attached=[r.id for r in rows],
+                resolved=[a.id for a in done],
+                edit_interval=interval,
+            )
         audit_rows = _audit_rows(batch, rows, done)
         keys = [
             (

@@ -10,6 +10,7 @@ from bot.rendering import esc, fit, fmt_time, join_lines, plural
 from bot.runtime import Runtime
 from storage import alerts as store
 from storage.alerts import SilenceRecord
+from storage.silences import MAINTENANCE
 
 
 def chat_team(rt: Runtime, chat_id: int) -> Team:
@@ -59,7 +60,11 @@ def _silence_line(rt: Runtime, s: SilenceRecord) -> str:
         am = f" · Alertmanager <code>{fit(s.alertmanager_silence_id, 64)}</code>"
     elif s.am_status == "failed":
         am = " · Alertmanager: failed"
+    what = s.fingerprint
+    if s.fingerprint == MAINTENANCE:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(s.matchers.get("labels", {}).items()))
+        what = f"maintenance {labels}"
     return (
-        f"• <b>{s.id}</b> · <code>{fit(s.fingerprint, 64)}</code> until "
+        f"• <b>{s.id}</b> · <code>{fit(what, 200)}</code> until "
         f"{fmt_time(s.ends_at, rt.zone)} by {fit(s.created_by_name, 40)}{am}"
     )

@@ -9,6 +9,7 @@ import aiohttp
 
 from bot.alerts import storm
 from bot.alerts.alertmanager import ALERTMANAGER_TIMEOUT, sync_alertmanager
+from bot.alerts.maintenance import summarize_ended
 from bot.alerts.publish import render_cards
 from bot.runtime import Runtime
 from storage import alert_groups as groups_store
@@ -62,7 +63,7 @@ async def run_maintenance(rt: Runtime) -> None:
                 await settle_digests(rt)
             if time.monotonic() - last_release > RELEASE_EVERY_SECONDS:
                 last_release = time.monotonic()
-                async with transaction(rt.sessions) as session:
-                    await store.release_silenced(session)
+                # Also releases what silences and windows that ended kept silenced.
+                await summarize_ended(rt)
             if not busy:
                 await asyncio.sleep(IDLE_SECONDS)  # nothing due: poll again shortly

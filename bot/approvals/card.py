@@ -17,10 +17,11 @@ from bot.rendering import (
     fit_html,
     fmt_duration,
     fmt_time,
-    href,
     plural,
     visible_length,
 )
+from bot.rendering import card_link as card_link  # moved there; still importable here
+from bot.rendering import mention as mention
 from bot.runtime import Runtime
 from bot.votes import APPROVE, Outcome
 from storage import approvals as repo
@@ -51,18 +52,6 @@ class Limits:
 
 # Each step is tried until the card fits Telegram's 4096 visible characters.
 CARD_LIMITS = (Limits(1000, 10, 160), Limits(100, 10, 80), Limits(100, 3, 60))
-
-
-def card_link(chat_id: int, message_id: int) -> str | None:
-    """t.me link to a message; only supergroups and channels (-100…) have one."""
-    raw = str(chat_id)
-    if raw.startswith("-100"):
-        return f"https://t.me/c/{raw[4:]}/{message_id}"
-    return None
-
-
-def mention(telegram_id: int, name: str) -> str:
-    return f'<a href="{href(f"tg://user?id={telegram_id}")}">{esc(name)}</a>'
 
 
 def _compact(value: Any) -> str:

@@ -14,6 +14,7 @@ from bot.runtime import Runtime
 from bot.tokens import payload_sha256
 from storage import approvals as repo
 from storage import audit
+from storage import incidents as incident_timeline
 from storage import tokens as tokens_repo
 
 
@@ -58,6 +59,17 @@ async def after_decision(
         approval_id=req.id,
         decided_by=req.decided_by or [],
     )
+    if req.incident_id:
+        names = ", ".join(str(d.get("name")) for d in req.decided_by or [])
+        by = f" by {names}" if names and req.status in ("approved", "rejected") else ""
+        await incident_timeline.approval_event(
+            session,
+            req.id,
+            f"approval.{req.status}",
+            f"{req.action[:200]} on {req.target[:200]} {req.status}{by}",
+            actor=actor,
+            actor_telegram_id=actor_telegram_id,
+        )
     token = await _mint_token(rt, session, req, now) if req.status == "approved" else None
     if req.callback_url:
         await _queue_callback(session, req, req.callback_url, token)

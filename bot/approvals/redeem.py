@@ -17,6 +17,7 @@ from bot.runtime import Runtime
 from bot.tokens import Claims, InvalidToken
 from storage import approvals as repo
 from storage import audit, keys
+from storage import incidents as incident_timeline
 from storage import tokens as tokens_repo
 from storage.db import transaction
 
@@ -183,6 +184,14 @@ async def _consume(
                     approval_id=req.id,
                     jti=str(claims.jti),
                 )
+                if req.incident_id:
+                    await incident_timeline.approval_event(
+                        session,
+                        req.id,
+                        "approval.redeemed",
+                        f"{req.action[:200]} on {req.target[:200]}: token redeemed by {actor}",
+                        actor=actor[:200],
+                    )
     except Exception:
         if fresh:
             await _clear_gate(rt, claims)  # not consumed after all: let a retry through

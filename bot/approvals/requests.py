@@ -24,6 +24,7 @@ from bot.runtime import Runtime
 from bot.votes import Outcome, reach, unreachable_reason
 from storage import approvals as repo
 from storage import audit
+from storage import incidents as incident_timeline
 from storage import tokens as tokens_repo
 from storage.db import transaction
 
@@ -228,6 +229,15 @@ async def _insert(
         action=created.action[:200],
         target=created.target[:200],
     )
+    if created.incident_id:
+        line = f"approval requested: {created.action[:200]} on {created.target[:200]}"
+        await incident_timeline.approval_event(
+            session,
+            created.id,
+            "approval.requested",
+            f"{line} ({created.risk_level})",
+            actor=new.requested_by[:200],
+        )
     return created
 
 
@@ -369,6 +379,15 @@ async def report_result(
             success=success,
             detail=detail[:1000],
         )
+        if req.incident_id:
+            outcome = "succeeded" if success else "failed"
+            await incident_timeline.approval_event(
+                session,
+                req.id,
+                "approval.executed",
+                f"{req.action[:200]} on {req.target[:200]} {outcome}: {detail[:200]}".rstrip(": "),
+                actor=actor[:200],
+            )
         votes = (await repo.votes_for(session, [req.id]))[req.id]
         await refresh_cards(rt, session, updated, votes, now)
         return (await details_of(rt, session, [updated], now))[0]

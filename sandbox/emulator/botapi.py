@@ -14,7 +14,7 @@ from sandbox.emulator.errors import JSON, ApiError, too_many_requests
 from sandbox.emulator.faults import NOT_MODIFIED, QUERY_TOO_OLD
 from sandbox.emulator.html import parse_html
 from sandbox.emulator.limits import Limits
-from sandbox.emulator.params import get_bool, get_float, get_int, get_json, get_str
+from sandbox.emulator.params import get_bool, get_float, get_int, get_json, get_opt_int, get_str
 from sandbox.emulator.state import Bot, Chat, Message, Webhook, forbidden
 from sandbox.emulator.updates import Updates, wants_update
 
@@ -44,6 +44,7 @@ _WEBHOOK_CONFLICT = (
     "use deleteWebhook to delete the webhook first"
 )
 _BAD_SECRET = "Bad Request: secret token contains unallowed characters"
+_NO_PIN_RIGHTS = "Bad Request: not enough rights to manage pinned messages in the chat"
 
 
 def _validate_button(button: Any) -> None:
@@ -72,12 +73,47 @@ def _validate_button(button: Any) -> None:
         raise ApiError(400, "Bad Request: BUTTON_URL_INVALID")
 
 
-def validate_markup(raw: Any) -> JSON | None:
-    """A reply_markup as Telegram checks it (inline keyboards in detail), or None."""
+_BAD_MARKUP = "Bad Request: can't parse reply keyboard markup JSON object"
+# tdlib keeps at most this many characters of a ForceReply placeholder (the docs say 1-64).
+MAX_PLACEHOLDER = 64
+
+
+def _field_error(name: str, kind: str) -> ApiError:
+    return ApiError(400, f'{_BAD_MARKUP}: Field "{name}" must be of type {kind}')
+
+
+def _force_reply(raw: JSON) -> JSON:
+    """A ForceReply as the Bot API server reads it: booleans checked, the placeholder a
+    string, cut to 64 characters as tdlib does."""
+    if not isinstance(raw["force_reply"], bool):
+        raise _field_error("force_reply", "Boolean")
+    if not raw["force_reply"]:
+        raise ApiError(400, _BAD_MARKUP)
+    out: JSON = {"force_reply": True}
+    if "selective" in raw:
+        if not isinstance(raw["selective"], bool):
+            raise _field_error("selective", "Boolean")
+        out["selective"] = raw["selective"]
+    placeholder = raw.get("input_field_placeholder")
+    if placeholder is not None:
+        if not isinstance(placeholder, str):
+            raise _field_error("input_field_placeholder", "String")
+        if placeholder.strip():
+            out["input_field_placeholder"] = placeholder[:MAX_PLACEHOLDER]
+    return out
+
+
+def validate_markup(raw: Any, *, inline_only: bool = False) -> JSON | None:
+    """A reply_markup as Telegram checks it (inline keyboards and ForceReply in detail), or
+    None. Edits take only inline keyboards (`inline_only`)."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object")
+        raise ApiError(400, _BAD_MARKUP)
+    if inline_only and raw and "inline_keyboard" not in raw:
+        raise ApiError(400, "Bad Request: inline keyboard expected")
+    if "force_reply" in raw:
+        return _force_reply(raw)
     if "inline_keyboard" not in raw:
         return raw
     rows = raw["inline_keyboard"]
@@ -89,6 +125,30 @@ def validate_markup(raw: Any) -> JSON | None:
         for button in row:
             _validate_button(button)
     return raw
+
+
+def _placement(params: JSON) -> tuple[int | None, int | None, bool]:
+    """sendMessage's topic and reply: `message_thread_id`, then `reply_parameters` (or the
+    older `reply_to_message_id` / `allow_sending_without_reply`)."""
+    thread_id = get_opt_int(params, "message_thread_id")
+    reply = get_json(params, "reply_parameters")
+    if reply is not None:
+        if not isinstance(reply, dict):
+            raise ApiError(400, "Bad Request: can't parse reply parameters JSON object")
+        if reply.get("chat_id") is not None and get_int(reply, "chat_id") != get_int(
+            params, "chat_id"
+        ):
+            raise ApiError(400, "Bad Request: message to be replied not found")
+        return (
+            thread_id,
+            get_int(reply, "message_id"),
+            bool(reply.get("allow_sending_without_reply")),
+        )
+    return (
+        thread_id,
+        get_opt_int(params, "reply_to_message_id"),
+        get_bool(params, "allow_sending_without_reply"),
+    )
 
 
 def parse_text(params: JSON, key: str = "text") -> tuple[str, list[JSON] | None]:
@@ -173,6 +233,8 @@ class BotApi(Updates):
             ("getMyCommands", self._m_get_my_commands),
             ("deleteMyCommands", self._m_delete_my_commands),
             ("leaveChat", self._m_leave_chat),
+            ("pinChatMessage", self._m_pin_chat_message),
+            ("unpinChatMessage", self._m_unpin_chat_message),
         ):
             methods[name.lower()] = (name, handler)
         return methods
@@ -215,13 +277,16 @@ class BotApi(Updates):
         chat = self._check_chat(bot, get_int(params, "chat_id"))
         text, entities = parse_text(params)
         markup = validate_markup(get_json(params, "reply_markup"))
+        thread_id, reply_to = self._place(chat, *_placement(params))
         self._charge(bot, chat)
-        msg = self._store_message(chat, bot.id, text, entities, markup)
+        msg = self._store_message(
+            chat, bot.id, text, entities, markup, thread_id=thread_id, reply_to=reply_to
+        )
         return self._message_json(msg)
 
     async def _m_edit_message_text(self, bot: Bot, params: JSON) -> Any:
         text, entities = parse_text(params)
-        markup = validate_markup(get_json(params, "reply_markup"))
+        markup = validate_markup(get_json(params, "reply_markup"), inline_only=True)
         if params.get("inline_message_id"):
             return True
         chat, msg = self._find_message(bot, params, "edit")
@@ -234,7 +299,7 @@ class BotApi(Updates):
         return self._message_json(msg)
 
     async def _m_edit_message_reply_markup(self, bot: Bot, params: JSON) -> Any:
-        markup = validate_markup(get_json(params, "reply_markup"))
+        markup = validate_markup(get_json(params, "reply_markup"), inline_only=True)
         if params.get("inline_message_id"):
             return True
         chat, msg = self._find_message(bot, params, "edit")
@@ -251,6 +316,37 @@ class BotApi(Updates):
     async def _m_delete_message(self, bot: Bot, params: JSON) -> Any:
         _, msg = self._find_message(bot, params, "delete")
         msg.deleted = True
+        return True
+
+    def _pin_rights(self, bot: Bot, params: JSON) -> Chat:
+        """The chat, if `bot` may manage its pins: in groups an administrator allowed to."""
+        chat = self._check_chat(bot, get_int(params, "chat_id"))
+        if chat.type != "private" and bot.id not in chat.can_pin:
+            raise ApiError(400, _NO_PIN_RIGHTS)
+        return chat
+
+    async def _m_pin_chat_message(self, bot: Bot, params: JSON) -> Any:
+        chat = self._pin_rights(bot, params)
+        _, msg = self._find_message(bot, params, "pin")
+        if msg.message_id in chat.pinned:
+            chat.pinned.remove(msg.message_id)
+        chat.pinned.append(msg.message_id)
+        if chat.type != "private":
+            # Groups show who pinned what as a service message (notified or not).
+            pinned = self._message_json(msg)
+            self._store_message(chat, bot.id, None, extra={"pinned_message": pinned})
+        return True
+
+    async def _m_unpin_chat_message(self, bot: Bot, params: JSON) -> Any:
+        chat = self._pin_rights(bot, params)
+        if params.get("message_id") is None:
+            # Without message_id: the most recently pinned message.
+            if chat.pinned:
+                chat.pinned.pop()
+            return True
+        _, msg = self._find_message(bot, params, "unpin")
+        if msg.message_id in chat.pinned:
+            chat.pinned.remove(msg.message_id)
         return True
 
     async def _m_answer_callback_query(self, bot: Bot, params: JSON) -> Any:

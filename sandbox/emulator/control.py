@@ -12,12 +12,12 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from sandbox.emulator.botapi import BotApi
 from sandbox.emulator.errors import JSON, ApiError, ControlError
 from sandbox.emulator.faults import FAULT_KINDS, FaultRule
 from sandbox.emulator.html import utf16_len
 from sandbox.emulator.limits import Limits
 from sandbox.emulator.state import Bot, CallbackQuery, Chat
+from sandbox.emulator.topics import Topics
 from sandbox.emulator.updates import TOKEN_RE
 
 _ControlHandler = Callable[[web.Request, JSON], Awaitable[Any]]
@@ -86,14 +86,32 @@ async def _closed_loop(one: Callable[[int], Awaitable[None]], n: int, concurrenc
     await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
 
 
-def _member(bot: Bot, status: str) -> JSON:
+_ADMIN_RIGHTS = (
+    "can_manage_chat",
+    "can_delete_messages",
+    "can_manage_video_chats",
+    "can_restrict_members",
+    "can_promote_members",
+    "can_change_info",
+    "can_invite_users",
+    "can_post_stories",
+    "can_edit_stories",
+    "can_delete_stories",
+    "can_send_welcome_messages",
+)
+
+
+def _member(bot: Bot, status: str, can_pin: bool = False) -> JSON:
     out: JSON = {"status": status, "user": bot.user.to_api()}
     if status == "kicked":
         out["until_date"] = 0
+    if status == "administrator":
+        rights = dict.fromkeys(_ADMIN_RIGHTS, False)
+        out.update(rights, can_be_edited=False, is_anonymous=False, can_pin_messages=can_pin)
     return out
 
 
-class Control(BotApi):
+class Control(Topics):
     """Control routes: ``_c_<name>(request, body) -> JSON``, wrapped by `_ctl`."""
 
     _initial_limits: tuple[bool, Limits]
@@ -110,12 +128,15 @@ class Control(BotApi):
         r.add_post(f"{c}/chats", self._ctl(self._c_chats))
         r.add_get(f"{c}/chats/{{chat_id}}", self._ctl(self._c_get_chat))
         r.add_post(f"{c}/chats/{{chat_id}}/send", self._ctl(self._c_send))
+        r.add_post(f"{c}/chats/{{chat_id}}/messages/{{message_id}}/reply", self._ctl(self._c_reply))
+        self._add_topic_routes(r, self._ctl, c)
         r.add_post(f"{c}/chats/{{chat_id}}/messages/{{message_id}}/tap", self._ctl(self._c_tap))
         r.add_post(f"{c}/chats/{{chat_id}}/tap", self._ctl(self._c_tap_newest))
         r.add_post(f"{c}/taps", self._ctl(self._c_taps))
         r.add_get(f"{c}/chats/{{chat_id}}/messages", self._ctl(self._c_messages))
         r.add_post(f"{c}/chats/{{chat_id}}/kick", self._ctl(self._c_kick))
         r.add_post(f"{c}/chats/{{chat_id}}/add", self._ctl(self._c_add))
+        r.add_post(f"{c}/chats/{{chat_id}}/promote", self._ctl(self._c_promote))
         r.add_post(f"{c}/chats/{{chat_id}}/migrate", self._ctl(self._c_migrate))
         r.add_post(f"{c}/updates", self._ctl(self._c_updates))
         r.add_get(f"{c}/calls", self._ctl(self._c_calls))
@@ -206,7 +227,13 @@ class Control(BotApi):
         members = [int(m) for m in body.get("members") or []]
         for uid in members:
             self._user(uid)
-        chat = self._add_chat(int(body["id"]), str(body["type"]), body.get("title"), members)
+        chat = self._add_chat(
+            int(body["id"]),
+            str(body["type"]),
+            body.get("title"),
+            members,
+            is_forum=bool(body.get("is_forum", False)),
+        )
         return chat.api
 
     async def _c_get_chat(self, request: web.Request, body: JSON) -> Any:
@@ -217,6 +244,8 @@ class Control(BotApi):
             "bot_status": {str(k): v for k, v in chat.bot_status.items()},
             "migrated_to": chat.migrated_to,
             "migrated_from": chat.migrated_from,
+            "pinned": list(chat.pinned),
+            "topics": [{**t.to_api(), "closed": t.closed} for t in chat.topics.values()],
         }
 
     # ------------------------------------------------------------------ acting as users
@@ -224,9 +253,23 @@ class Control(BotApi):
     async def _c_send(self, request: web.Request, body: JSON) -> Any:
         return self._send_as_user(self._ctl_chat(request), body)
 
+    async def _c_reply(self, request: web.Request, body: JSON) -> Any:
+        """The user answers a message (a ForceReply question): `reply_to_message` is set."""
+        reply_to = int(request.match_info["message_id"])
+        return self._send_as_user(
+            self._ctl_chat(request), {**body, "reply_to_message_id": reply_to}
+        )
+
     def _send_as_user(self, chat: Chat, body: JSON) -> JSON:
         from_id = int(body["from_id"])
         text = str(body["text"])
+        thread = body.get("message_thread_id")
+        reply = body.get("reply_to_message_id")
+        thread_id, reply_to = self._place(
+            chat,
+            int(thread) if thread is not None else None,
+            int(reply) if reply is not None else None,
+        )
         self._user(from_id)
         chat.members.add(from_id)
         if chat.type == "private":
@@ -235,7 +278,9 @@ class Control(BotApi):
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0]
             entities.append({"type": "bot_command", "offset": 0, "length": utf16_len(command)})
-        msg = self._store_message(chat, from_id, text, entities or None)
+        msg = self._store_message(
+            chat, from_id, text, entities or None, thread_id=thread_id, reply_to=reply_to
+        )
         ids = self._broadcast({"message": self._message_json(msg)}, body.get("bot_id"))
         return {
             "update_id": ids[0] if ids else None,
@@ -271,6 +316,7 @@ class Control(BotApi):
         for bot in self._target_bots(body):
             old = chat.status_of(bot.id)
             chat.bot_status[bot.id] = "kicked"
+            chat.can_pin.discard(bot.id)
             ids.append(self._member_update(chat, bot, uid, old, "kicked"))
         return {"update_ids": ids}
 
@@ -409,6 +455,8 @@ class Control(BotApi):
                 "edit_date": m.edit_date,
                 "deleted": m.deleted,
                 "date": m.date,
+                "message_thread_id": m.thread_id,
+                "reply_to_message_id": m.reply_to,
                 **m.extra,
             }
             for m in chat.messages.values()
@@ -417,7 +465,13 @@ class Control(BotApi):
     # ------------------------------------------------------------------ membership and updates
 
     def _member_update(
-        self, chat: Chat, bot: Bot, by_user_id: int | None, old: str, new: str
+        self,
+        chat: Chat,
+        bot: Bot,
+        by_user_id: int | None,
+        old: str,
+        new: str,
+        can_pin: bool = False,
     ) -> int:
         by = (
             self._user(by_user_id)
@@ -430,7 +484,7 @@ class Control(BotApi):
                 "from": by.to_api(),
                 "date": int(time.time()),
                 "old_chat_member": _member(bot, old),
-                "new_chat_member": _member(bot, new),
+                "new_chat_member": _member(bot, new, can_pin),
             }
         }
         return self._broadcast(payload, bot.id)[0]
@@ -450,6 +504,7 @@ class Control(BotApi):
         for bot in self._target_bots(body):
             old = chat.status_of(bot.id)
             chat.bot_status[bot.id] = "kicked"
+            chat.can_pin.discard(bot.id)
             ids.append(self._member_update(chat, bot, by, old, "kicked"))
         return {"update_ids": ids}
 
@@ -462,7 +517,21 @@ class Control(BotApi):
             if old == "member":
                 old = "left"
             chat.bot_status[bot.id] = "member"
+            chat.can_pin.discard(bot.id)
             ids.append(self._member_update(chat, bot, by, old, "member"))
+        return {"update_ids": ids}
+
+    async def _c_promote(self, request: web.Request, body: JSON) -> Any:
+        """A user makes the bot an administrator (`can_pin_messages` as given, default true)."""
+        chat = self._ctl_chat(request)
+        can_pin = bool(body.get("can_pin_messages", True))
+        ids = []
+        for bot in self._target_bots(body):
+            old = chat.status_of(bot.id)
+            chat.bot_status[bot.id] = "administrator"
+            (chat.can_pin.add if can_pin else chat.can_pin.discard)(bot.id)
+            by = body.get("by_user_id")
+            ids.append(self._member_update(chat, bot, by, old, "administrator", can_pin))
         return {"update_ids": ids}
 
     async def _c_migrate(self, request: web.Request, body: JSON) -> Any:

@@ -165,11 +165,7 @@ class Updates(World):
         ids = []
         for bot in self.bots.values():
             chat = self.chats.get(chat_id) if chat_id is not None else None
-            if (
-                chat is not None
-                and utype != "my_chat_member"
-                and chat.status_of(bot.id) != "member"
-            ):
+            if chat is not None and utype != "my_chat_member" and not chat.has_bot(bot.id):
                 continue
             ids.append(self._deliver(bot, payload, utype, key))
         return ids

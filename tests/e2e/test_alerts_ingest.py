@@ -32,7 +32,14 @@ async def test_alertmanager_firing_then_resolved_edits_the_card(quorum: Harness)
     text = str(card["text"])
     assert "FIRING" in text and "DiskFull" in text and "Disk almost full" in text
     buttons = [b["text"] for row in card["reply_markup"]["inline_keyboard"] for b in row]
-    assert buttons == ["👀 Acknowledge", "✅ Resolve", "🔕 1h", "🔕 4h", "🔕 24h"]
+    assert buttons == [
+        "👀 Acknowledge",
+        "✅ Resolve",
+        "🔕 1h",
+        "🔕 4h",
+        "🔕 24h",
+        "🚨 Declare incident",
+    ]
 
     resolved = am_alert(status="resolved", ends_at="2026-01-01T10:05:30Z")
     status, body = await quorum.api("POST", AM_PATH, am_body(resolved))
