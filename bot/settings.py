@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".quorum")
     alert_edit_interval_seconds: float = Field(default=10.0, ge=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Bounded database waits: a held row lock or a slow statement ends the unit of work with
+    # an error (the webhook's 503, the API's 503) instead of holding a request open.
+    db_lock_timeout_ms: int = Field(default=5000, ge=1)
+    db_statement_timeout_ms: int = Field(default=15000, ge=1)
     # Outbox pacing, shared by every process through Redis; defaults are Telegram's limits.
     pace_bot_per_second: float = Field(default=30.0, gt=0)
     pace_chat_per_second: float = Field(default=1.0, gt=0)

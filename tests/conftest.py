@@ -7,21 +7,13 @@ import itertools
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support import (
-    ALICE,
-    BOB,
     BOT_TOKEN,
-    CAROL,
-    CHAT,
-    DAVE,
-    ERIN,
-    OTHER_CHAT,
     ROOT,
     TOKEN_SECRET,
     WEBHOOK_SECRET,
@@ -31,7 +23,9 @@ from tests.support import (
     free_port,
     in_ci,
     policy_data,
+    populate_emulator,
     reachable,
+    redis_server,
     with_db,
 )
 
@@ -120,20 +114,19 @@ def redis_server_url() -> Iterator[str]:
             )
         yield ""
         return
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not reachable("127.0.0.1", port):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail(f"redis-server on port {port} did not start within 10 s")
-        time.sleep(0.05)  # a poll with a deadline: the server process is starting
-    yield f"redis://127.0.0.1:{port}/9"
-    proc.terminate()
-    proc.wait(5)
+    with redis_server() as (url, _process):
+        yield url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own, for faults no one else sharing a Redis must feel."""
+    if shutil.which("redis-server") is None:
+        if in_ci():
+            pytest.fail("CI must have redis-server on PATH (.ci/run starts it)")
+        pytest.skip("redis-server not on PATH")
+    with redis_server() as found:
+        yield found
 
 
 @pytest.fixture
@@ -191,19 +184,7 @@ async def make_quorum(
         policy: dict[str, Any] | None = None, *, mode: str = "webhook", **overrides: Any
     ) -> Harness:
         if not started:
-            await emu.add_bot(BOT_TOKEN, username="quorum_test_bot", first_name="Quorum")
-            for uid, name in (
-                (ALICE, "alice"),
-                (BOB, "bob"),
-                (CAROL, "carol"),
-                (DAVE, "dave"),
-                (ERIN, "erin"),
-            ):
-                await emu.add_user(uid, name.title(), username=name)
-            await emu.add_chat(
-                CHAT, "supergroup", title="platform", members=[ALICE, BOB, CAROL, DAVE]
-            )
-            await emu.add_chat(OTHER_CHAT, "supergroup", title="data", members=[ERIN])
+            await populate_emulator(emu)
         port = free_port()
         values: dict[str, Any] = {
             "telegram_token": BOT_TOKEN,
