@@ -173,6 +173,7 @@ class Quorum:
             await asyncio.to_thread(run_migrations, db_url)
         engine = make_engine(
             db_url,
+            pool_size=s.db_pool_size,
             statement_timeout_ms=s.db_statement_timeout_ms,
             lock_timeout_ms=s.db_lock_timeout_ms,
         )
