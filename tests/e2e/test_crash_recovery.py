@@ -89,8 +89,11 @@ async def test_killed_between_commit_and_send_the_restart_sends_the_card_once(
         status, got = await api(second, "GET", f"/api/v1/approvals/{req['id']}")
         assert status == 200 and got["status"] == "pending", got
         assert [v["voter_telegram_id"] for v in got["votes"]] == [ALICE]
+
+        async def sent_once() -> bool:
+            return [r["status"] for r in await db_rows(db_url, CARD_SENDS)] == ["done"]
+
+        await wait_until(sent_once, 10, what="the card's one outbox row done")
     assert len(await cards_of(emu, req["id"])) == 1
     sent = [c for c in await emu.calls("sendMessage") if c["status"] == 200]
     assert len(sent) == 1
-    rows = await db_rows(db_url, CARD_SENDS)
-    assert [r["status"] for r in rows] == ["done"]
