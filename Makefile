@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml
 sandbox: $(STAMP)
 	$(BIN)/quorum sandbox
 
+# Two pytest-xdist workers: the suite mostly waits (on PostgreSQL, the emulator, subprocesses),
+# so two run side by side on two cores. `make test XDIST=` runs it in one process.
+XDIST ?= -n 2 --dist worksteal
+
 test: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider $(XDIST) $(PYTEST_ARGS)
 
 # Pure logic only, no PostgreSQL, Redis or network (tests/unit/conftest.py enforces it): seconds.
 test-unit: $(STAMP)

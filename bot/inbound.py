@@ -12,7 +12,7 @@ from aiogram.types import Update
 
 from bot.outages import storage_outage
 from bot.runtime import Runtime
-from storage import keys, updates
+from storage import audit, keys, updates
 from storage.outbox import Priority, enqueue_call
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,22 @@ class Inbound:
             return None
         await self._remember(update_id)
         return reply
+
+    async def refuse_undecodable(self, data: bytes) -> None:
+        """Audit an update whose bytes are not UTF-8 (Telegram never sends one) as a security
+        event, naming what it claims (update id, sender, chat) as far as it can be read;
+        nothing of it is handled or stored."""
+        update_id, sender, chat = _claimed_ids(data)
+        async with self.rt.sessions() as session, session.begin():
+            await audit.record(
+                session,
+                "security.invalid_update",
+                actor_telegram_id=sender,
+                chat_id=chat,
+                reason="not_utf8",
+                update_id=update_id,
+                size=len(data),
+            )
 
     async def _store_failed(
         self, update_id: int, raw: dict[str, Any], body: str, error: str
@@ -156,6 +172,28 @@ class Inbound:
             await self.rt.redis.set(key, b"1", ex=SEEN_TTL_SECONDS)
         except Exception:
             log.debug("redis unavailable; dedupe falls back to PostgreSQL")
+
+
+def _claimed_ids(data: bytes) -> tuple[int | None, int | None, int | None]:
+    """The update id, sender and chat an undecodable update claims, where they can be read."""
+    try:
+        update = json.loads(data.decode(errors="replace"))
+    except ValueError:
+        return None, None, None
+
+    def field(*path: str) -> int | None:
+        value: Any = update
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        # An id as the audit columns take it: a JSON integer in bigint range.
+        ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
+        return value if ok else None
+
+    return (
+        field("update_id"),
+        field("callback_query", "from", "id") or field("message", "from", "id"),
+        field("callback_query", "message", "chat", "id") or field("message", "chat", "id"),
+    )
 
 
 async def prune_updates(rt: Runtime, older_than_days: int = 7) -> int:

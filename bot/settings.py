@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     storm_backlog_seconds: float = Field(default=10.0, gt=0)
     storm_calm_seconds: float = Field(default=60.0, ge=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Bounded database waits: a held row lock or a slow statement ends the unit of work with
+    # an error (the webhook's 503, the API's 503) instead of holding a request open.
+    db_lock_timeout_ms: int = Field(default=5000, ge=1)
+    db_statement_timeout_ms: int = Field(default=15000, ge=1)
+    # Connections one process keeps (and half as many more under a burst): replicas times
+    # 1.5 x this must stay under the server's max_connections.
+    db_pool_size: int = Field(default=20, ge=1)
     # Outbox pacing, shared by every process through Redis; defaults are Telegram's limits.
     pace_bot_per_second: float = Field(default=30.0, gt=0)
     pace_chat_per_second: float = Field(default=1.0, gt=0)

@@ -81,6 +81,11 @@ def domain_error(exc: errors.QuorumError) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        declared = request.content_length
+        if declared is not None and declared > request.client_max_size:
+            # Refused on its Content-Length, before a byte of it is read (aiohttp alone reads
+            # up to the limit first).
+            raise web.HTTPRequestEntityTooLarge(request.client_max_size, declared)
         return await handler(request)
     except ApiError:
         raise

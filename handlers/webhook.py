@@ -29,8 +29,15 @@ async def receive_update(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": {"code": "unauthorized", "message": "bad webhook secret"}}, status=401
         )
+    data = await request.read()
     try:
-        body = (await request.read()).decode()
+        body = data.decode()
+    except UnicodeDecodeError:
+        # Telegram's JSON is always UTF-8: with the right secret this is a forgery (a tap
+        # whose callback_data carries raw bytes, say). Nothing is handled; the security
+        # log says who it claimed to be.
+        return await _refuse_undecodable(inbound, data)
+    try:
         raw = json.loads(body)
         if not isinstance(raw, dict) or not isinstance(raw.get("update_id"), int):
             raise ValueError("not an update")
@@ -67,6 +74,21 @@ async def receive_update(request: web.Request) -> web.Response:
     return web.json_response(
         {"method": reply.__api_method__, **reply.model_dump(mode="json", exclude_none=True)}
     )
+
+
+async def _refuse_undecodable(inbound: Inbound, data: bytes) -> web.Response:
+    log.warning("webhook body is not valid UTF-8; refused and audited")
+    try:
+        await inbound.refuse_undecodable(data)
+    except Exception as exc:
+        if storage_outage(exc):
+            return web.json_response(
+                {"error": {"code": "unavailable", "message": "storage unavailable"}},
+                status=503,
+                headers={"Retry-After": "2"},
+            )
+        raise
+    return web.json_response({"ok": True})
 
 
 def setup(app: web.Application, inbound: Inbound) -> None:

@@ -174,7 +174,12 @@ class Quorum:
             db_url = await asyncio.to_thread(start_embedded_postgres, s.data_dir)
         if migrate:
             await asyncio.to_thread(run_migrations, db_url)
-        engine = make_engine(db_url)
+        engine = make_engine(
+            db_url,
+            pool_size=s.db_pool_size,
+            statement_timeout_ms=s.db_statement_timeout_ms,
+            lock_timeout_ms=s.db_lock_timeout_ms,
+        )
         if s.telegram_mode == "polling":
             await self._take_lease(engine)
         rt = Runtime(

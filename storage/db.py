@@ -35,7 +35,13 @@ def to_sync_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-def make_engine(url: str, *, pool_size: int = 20, statement_timeout_ms: int = 15000) -> AsyncEngine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 20,
+    statement_timeout_ms: int = 15000,
+    lock_timeout_ms: int = 5000,
+) -> AsyncEngine:
     # Bounded waits: a held row lock or a slow statement becomes a clear error, never a hang.
     # No pre-ping (a round trip per checkout): a dropped connection fails its statement, the
     # dialect flags it as a disconnect and the pool invalidates it; callers retry the unit of
@@ -53,7 +59,7 @@ def make_engine(url: str, *, pool_size: int = 20, statement_timeout_ms: int = 15
             "command_timeout": statement_timeout_ms / 1000 + 5,
             "server_settings": {
                 "statement_timeout": str(statement_timeout_ms),
-                "lock_timeout": "5000",
+                "lock_timeout": str(lock_timeout_ms),
                 "idle_in_transaction_session_timeout": "60000",
                 "application_name": "quorum",
             },

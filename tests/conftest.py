@@ -3,35 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
+import fcntl
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support import (
-    ALICE,
-    BOB,
     BOT_TOKEN,
-    CAROL,
-    CHAT,
-    DAVE,
-    ERIN,
-    OTHER_CHAT,
     ROOT,
     TOKEN_SECRET,
     WEBHOOK_SECRET,
+    DatabaseClones,
     Harness,
     QuorumFactory,
     admin_sql,
     free_port,
     in_ci,
     policy_data,
+    populate_emulator,
     reachable,
+    redis_db_for_worker,
+    redis_server,
     with_db,
 )
 
@@ -68,31 +64,55 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         return "postgresql://postgres@127.0.0.1:5432/postgres"
     from quorum.embedded import start_embedded_postgres
 
-    return start_embedded_postgres(ROOT / ".quorum" / "test-pg", database="postgres")
+    data_dir = ROOT / ".quorum" / "test-pg"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # pytest-xdist workers share the one server: the first starts it, the others reuse it.
+    with (data_dir.parent / "test-pg.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return start_embedded_postgres(data_dir, database="postgres")
+
+
+# Held while a template is migrated: workers migrating at once would race on what a migration
+# creates for the whole server (the quorum_app role).
+_MIGRATION_LOCK = 0x51_0A_7E
 
 
 @pytest.fixture(scope="session")
 async def pg_template(pg_server_url: str) -> AsyncIterator[str]:
-    """A database migrated once; every test gets a copy of it."""
+    """A database migrated once per process (per pytest-xdist worker); every test gets a
+    copy of it."""
+    import asyncpg
+
     from quorum.app import run_migrations
+    from storage.db import to_sync_dsn
 
     name = f"quorum_tmpl_{os.getpid()}"
-    await admin_sql(pg_server_url, f'DROP DATABASE IF EXISTS "{name}"')
-    await admin_sql(pg_server_url, f'CREATE DATABASE "{name}"')
-    await asyncio.to_thread(run_migrations, with_db(pg_server_url, name))
+    admin = await asyncpg.connect(to_sync_dsn(pg_server_url))
+    try:
+        await admin.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await asyncio.to_thread(run_migrations, with_db(pg_server_url, name))
+        await admin.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    finally:
+        await admin.close()
     yield name
     await admin_sql(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-_db_counter = itertools.count()
+@pytest.fixture(scope="session")
+async def test_databases(pg_server_url: str, pg_template: str) -> AsyncIterator[DatabaseClones]:
+    databases = DatabaseClones(pg_server_url, pg_template)
+    yield databases
+    await databases.close()
 
 
 @pytest.fixture
-async def db_url(pg_server_url: str, pg_template: str) -> AsyncIterator[str]:
-    name = f"quorum_t_{os.getpid()}_{next(_db_counter)}"
-    await admin_sql(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    yield with_db(pg_server_url, name)
-    await admin_sql(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+async def db_url(test_databases: DatabaseClones) -> AsyncIterator[str]:
+    """A fresh database of this test's own, a copy of the migrated template."""
+    url = await test_databases.take()
+    yield url
+    test_databases.give_back(url)
 
 
 # ---------------------------------------------------------------- Redis
@@ -101,15 +121,16 @@ async def db_url(pg_server_url: str, pg_template: str) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 def redis_server_url() -> Iterator[str]:
     """The local Redis on 6379; else a redis-server from PATH; else '' (in-process Redis).
+    Each pytest-xdist worker takes the next database number (gw1: the given one + 1).
 
     Under CI the in-process fallback is refused: CI must test against a real Redis.
     """
     url = os.environ.get("QUORUM_TEST_REDIS_URL")
     if url:
-        yield url
+        yield redis_db_for_worker(url)
         return
     if reachable("127.0.0.1", 6379):
-        yield "redis://127.0.0.1:6379/9"
+        yield redis_db_for_worker("redis://127.0.0.1:6379/9")
         return
     exe = shutil.which("redis-server")
     if exe is None:
@@ -120,20 +141,19 @@ def redis_server_url() -> Iterator[str]:
             )
         yield ""
         return
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not reachable("127.0.0.1", port):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail(f"redis-server on port {port} did not start within 10 s")
-        time.sleep(0.05)  # a poll with a deadline: the server process is starting
-    yield f"redis://127.0.0.1:{port}/9"
-    proc.terminate()
-    proc.wait(5)
+    with redis_server() as (url, _process):
+        yield url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own, for faults no one else sharing a Redis must feel."""
+    if shutil.which("redis-server") is None:
+        if in_ci():
+            pytest.fail("CI must have redis-server on PATH (.ci/run starts it)")
+        pytest.skip("redis-server not on PATH")
+    with redis_server() as found:
+        yield found
 
 
 @pytest.fixture
@@ -191,19 +211,7 @@ async def make_quorum(
         policy: dict[str, Any] | None = None, *, mode: str = "webhook", **overrides: Any
     ) -> Harness:
         if not started:
-            await emu.add_bot(BOT_TOKEN, username="quorum_test_bot", first_name="Quorum")
-            for uid, name in (
-                (ALICE, "alice"),
-                (BOB, "bob"),
-                (CAROL, "carol"),
-                (DAVE, "dave"),
-                (ERIN, "erin"),
-            ):
-                await emu.add_user(uid, name.title(), username=name)
-            await emu.add_chat(
-                CHAT, "supergroup", title="platform", members=[ALICE, BOB, CAROL, DAVE]
-            )
-            await emu.add_chat(OTHER_CHAT, "supergroup", title="data", members=[ERIN])
+            await populate_emulator(emu)
         port = free_port()
         values: dict[str, Any] = {
             "telegram_token": BOT_TOKEN,
@@ -217,6 +225,9 @@ async def make_quorum(
             "http_port": port,
             "policy_file": ROOT / "policy.toml",
             "alert_edit_interval_seconds": 0.5,
+            # pytest-xdist workers run tests side by side on one PostgreSQL (100 connections
+            # by default): a test's processes keep fewer than a deployment's 20 + 10.
+            "db_pool_size": 8,
         }
         values.update(overrides)
         settings = load_settings(**values)

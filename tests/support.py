@@ -7,10 +7,16 @@ import copy
 import dataclasses
 import hashlib
 import inspect
+import itertools
+import json
 import os
+import shutil
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,6 +85,28 @@ def policy_data() -> dict[str, Any]:
     return data
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string: the same escapes for what we write
+    return str(value)
+
+
+def policy_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """`data` (a policy as policy_data gives it) as a policy file for a `quorum` process."""
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    lines = [f"[{prefix}]"] if prefix and len(tables) < len(data) else []
+    lines += [f"{k} = {_toml_value(v)}" for k, v in data.items() if k not in tables]
+    for key, table in tables.items():
+        lines.append(policy_toml(table, f"{prefix}.{key}" if prefix else key))
+    return "\n".join(lines) + "\n"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,9 +121,57 @@ def reachable(host: str, port: int) -> bool:
         return False
 
 
+def worker_index() -> int:
+    """Which pytest-xdist worker runs this process (gw0 → 0; 0 without xdist)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker.removeprefix("gw") or 0)
+
+
+def redis_db_for_worker(url: str, index: int | None = None) -> str:
+    """`url` with its database number moved up by the worker's index: workers flush their
+    database before every test, so each needs its own."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    db = base + (worker_index() if index is None else index)
+    if db > 15:
+        raise RuntimeError(f"{url}: no Redis database {db} for this worker (16 by default)")
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
 def in_ci() -> bool:
     """CI must run every test for real: a missing service there is a failure, not a skip."""
     return os.environ.get("CI", "").lower() in {"true", "1", "yes"}
+
+
+# ---------------------------------------------------------------- Redis
+
+
+@contextmanager
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A private redis-server from PATH on a free port, for the block: (its URL, the process).
+
+    For faults that would disturb anyone else sharing a Redis (CLIENT PAUSE, stopping it).
+    """
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("no redis-server on PATH")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not reachable("127.0.0.1", port):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"redis-server on port {port} did not start within 10 s")
+            time.sleep(0.05)  # a poll with a deadline: the server process is starting
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        proc.terminate()
+        proc.wait(5)
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -121,13 +197,57 @@ async def admin_sql(server_url: str, sql: str) -> None:
         await conn.close()
 
 
-async def db_rows(h: Harness, query: str, *args: Any) -> list[asyncpg.Record]:
-    """Rows of `query` on the app's database, read beside the app's own pool."""
+class DatabaseClones:
+    """Per-test databases cloned from a migrated template: the next one is cloned while the
+    current test runs, and a used one is dropped behind it, so neither wait is a test's (a
+    clone and a drop cost 0.2 to 1.5 s each on a busy machine; the suite is mostly waiting)."""
+
+    def __init__(self, server_url: str, template: str) -> None:
+        self._server_url = server_url
+        self._template = template
+        self._names = (f"quorum_t_{os.getpid()}_{n}" for n in itertools.count())
+        self._next: asyncio.Task[str] | None = None
+        self._behind: set[asyncio.Task[None]] = set()
+
+    async def _clone(self) -> str:
+        name = next(self._names)
+        await admin_sql(self._server_url, f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"')
+        return name
+
+    async def take(self) -> str:
+        """A fresh database's URL (the one cloned ahead, or a new clone)."""
+        ahead, self._next = self._next, None
+        name = await (ahead if ahead is not None else self._clone())
+        self._next = asyncio.create_task(self._clone())
+        return with_db(self._server_url, name)
+
+    def give_back(self, url: str) -> None:
+        """Drop a used database in the background."""
+        from sqlalchemy.engine import make_url
+
+        name = make_url(url).database
+        drop = asyncio.create_task(
+            admin_sql(self._server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
+        self._behind.add(drop)
+        drop.add_done_callback(self._behind.discard)
+
+    async def close(self) -> None:
+        """Wait for the drops; drop the database cloned ahead, never used."""
+        if self._next is not None:
+            self.give_back(with_db(self._server_url, await self._next))
+            self._next = None
+        await asyncio.gather(*self._behind)
+
+
+async def db_rows(h: Harness | str, query: str, *args: Any) -> list[asyncpg.Record]:
+    """Rows of `query` on the app's database (or the one at a URL), beside the app's pool."""
     import asyncpg
 
     from storage.db import to_sync_dsn
 
-    conn = await asyncpg.connect(to_sync_dsn(h.settings.database_url))
+    url = h if isinstance(h, str) else h.settings.database_url
+    conn = await asyncpg.connect(to_sync_dsn(url))
     try:
         return list(await conn.fetch(query, *args))
     finally:
@@ -223,6 +343,130 @@ class Harness:
 
 
 QuorumFactory = Callable[..., Awaitable[Harness]]
+
+
+async def populate_emulator(emu: EmulatorClient) -> None:
+    """The test world on the emulator: the bot, the five people, the two teams' chats."""
+    await emu.add_bot(BOT_TOKEN, username="quorum_test_bot", first_name="Quorum")
+    for uid, name in (
+        (ALICE, "alice"),
+        (BOB, "bob"),
+        (CAROL, "carol"),
+        (DAVE, "dave"),
+        (ERIN, "erin"),
+    ):
+        await emu.add_user(uid, name.title(), username=name)
+    await emu.add_chat(CHAT, "supergroup", title="platform", members=[ALICE, BOB, CAROL, DAVE])
+    await emu.add_chat(OTHER_CHAT, "supergroup", title="data", members=[ERIN])
+
+
+# ---------------------------------------------------------------- `quorum run` processes
+
+QUORUM_COMMAND = Path(sys.executable).parent / "quorum"
+
+
+@dataclass
+class QuorumProcess:
+    """A `quorum run` process: its API URL, and its output (kept in a file)."""
+
+    proc: asyncio.subprocess.Process
+    url: str
+    log: Path
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when the machine or the OOM killer stops it."""
+        self.proc.kill()
+        await self.proc.wait()
+
+
+@asynccontextmanager
+async def quorum_process(cwd: Path, **values: Any) -> AsyncIterator[QuorumProcess]:
+    """`quorum run` in webhook mode with these QUORUM_ settings (on a free port), ready
+    (/readyz 200: storage reached, webhook set) in the block; stopped after it."""
+    port = free_port()
+    settings = {
+        "telegram_token": BOT_TOKEN,
+        "telegram_mode": "webhook",
+        "webhook_url": f"http://127.0.0.1:{port}/telegram/webhook",
+        "webhook_secret": WEBHOOK_SECRET,
+        "token_secret": TOKEN_SECRET,
+        "http_port": port,
+        **values,
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
+    env.update({f"QUORUM_{k.upper()}": str(v) for k, v in settings.items()})
+    log = cwd / f"quorum-{port}.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            str(QUORUM_COMMAND), "run", cwd=cwd, env=env, stdout=out, stderr=out
+        )
+    running = QuorumProcess(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        await wait_until(lambda: _ready(running), 60, what=f"quorum run ready ({log})")
+        yield running
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            async with asyncio.timeout(15):
+                await proc.wait()
+
+
+async def _ready(running: QuorumProcess) -> bool:
+    import aiohttp
+
+    if running.proc.returncode is not None:
+        raise AssertionError(f"quorum run exited: {running.log.read_text()[-2000:]}")
+    try:
+        async with aiohttp.ClientSession() as http, http.get(running.url + "/readyz") as resp:
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+# ---------------------------------------------------------------- Telegram updates
+
+WEBHOOK = "/telegram/webhook"
+
+
+async def post_update(h: Harness, update: dict[str, Any] | bytes) -> tuple[int, Any]:
+    """Deliver one update to the webhook as Telegram does (bytes are sent as they are)."""
+    headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
+    if isinstance(update, bytes):
+        headers["Content-Type"] = "application/json"
+        request = h.http.post(h.url + WEBHOOK, data=update, headers=headers)
+    else:
+        request = h.http.post(h.url + WEBHOOK, json=update, headers=headers)
+    async with request as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def tap_update(
+    update_id: int, msg: dict[str, Any], user: int, data: str, chat: int = CHAT
+) -> dict[str, Any]:
+    """A callback_query update: `user` tapped a button carrying `data` under message `msg`."""
+    return {
+        "update_id": update_id,
+        "callback_query": {
+            "id": f"cq-{update_id}",
+            "from": {"id": user, "is_bot": False, "first_name": f"user{user}"},
+            "message": {
+                "message_id": msg["message_id"],
+                "date": 0,
+                "chat": {"id": chat, "type": "supergroup", "title": "platform"},
+            },
+            "chat_instance": "1",
+            "data": data,
+        },
+    }
+
+
+def button_data(msg: dict[str, Any], text: str) -> str:
+    """The callback_data of the button labelled `text` on message `msg`."""
+    for row in msg["reply_markup"]["inline_keyboard"]:
+        for button in row:
+            if button["text"] == text:
+                return str(button["callback_data"])
+    raise AssertionError(f"no button {text!r} on message {msg['message_id']}")
 
 
 # ---------------------------------------------------------------- alerts

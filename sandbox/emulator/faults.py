@@ -18,6 +18,7 @@ FAULT_KINDS = frozenset(
     {
         "server_error",
         "timeout",
+        "hold",
         "reset",
         "kicked",
         "migrate",
@@ -28,6 +29,15 @@ FAULT_KINDS = frozenset(
         "bad_request",
     }
 )
+
+
+# What each kind does to a matching call:
+#   timeout  carried out, answered `delay` s later (the client may give up: unknown outcome)
+#   hold     held up to `delay` s before it is carried out; a client that goes away meanwhile
+#            (killed, timed out) leaves it never carried out, as a call that never reached
+#            Telegram; one still there then gets it carried out and answered
+#   reset    the connection dropped, nothing carried out
+#   the rest fail as Telegram does (server_error, kicked, migrate, not_modified, ...)
 
 
 @dataclass

@@ -166,7 +166,9 @@ class TelegramEmulator(Control):
         except ApiError as exc:
             self._log(None, method_name, params, exc.status, exc.description, False)
             return _error_response(exc)
-        status, body, delay = await self._call_full(bot, method_name, params, False)
+        status, body, delay = await self._call_full(
+            bot, method_name, params, False, client_gone=lambda: _client_gone(request)
+        )
         if status == 0:
             transport = request.transport
             if transport is not None:
@@ -186,7 +188,13 @@ class TelegramEmulator(Control):
         return status, body
 
     async def _call_full(
-        self, bot: Bot, method_name: str, params: JSON, via_webhook_reply: bool
+        self,
+        bot: Bot,
+        method_name: str,
+        params: JSON,
+        via_webhook_reply: bool,
+        *,
+        client_gone: Callable[[], bool] = lambda: False,
     ) -> tuple[int, JSON, float]:
         """Run one Bot API call; returns (status, body, delay). status 0 = drop connection."""
         entry = self._methods.get(method_name.lower())
@@ -201,6 +209,10 @@ class TelegramEmulator(Control):
             if fault is not None:
                 if fault.kind == "timeout":
                     delay = fault.delay
+                elif fault.kind == "hold":
+                    if await self._hold(fault.delay, client_gone):
+                        self._log(bot, name, params, 0, "client gone while held", via_webhook_reply)
+                        return 0, {}, 0.0
                 elif fault.kind == "reset":
                     self._log(bot, name, params, 0, "connection reset", via_webhook_reply)
                     return 0, {}, 0.0
@@ -214,6 +226,17 @@ class TelegramEmulator(Control):
             return exc.status, error_body(exc), delay
         self._log(bot, name, params, 200, None, via_webhook_reply)
         return 200, {"ok": True, "result": result}, delay
+
+    async def _hold(self, seconds: float, client_gone: Callable[[], bool]) -> bool:
+        """Hold a call up to `seconds` (less if the emulator stops); True if its client went
+        away meanwhile. Polled: aiohttp does not cancel a handler whose client disconnects."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not client_gone() and not self._closing.is_set() and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await self._closing.wait()
+        return client_gone()
 
     def _raise_fault(self, bot: Bot, fault: FaultRule, params: JSON) -> None:
         """Fail the call as the fault says, with the state change it stands for (kick,
@@ -291,3 +314,8 @@ async def _read_params(request: web.Request) -> JSON:
 
 def _error_response(exc: ApiError) -> web.Response:
     return web.json_response(error_body(exc), status=exc.status)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()

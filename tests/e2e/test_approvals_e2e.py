@@ -584,6 +584,19 @@ async def test_failed_audit_write_leaves_no_vote(quorum: Harness) -> None:
 async def test_pending_status_whoami_commands(quorum: Harness) -> None:
     req = await create(quorum, action="drop <table> & co")
     msg = await card(quorum, req["id"])
+
+    async def message_id_stored() -> bool:
+        rows = await sql(
+            quorum,
+            "SELECT 1 FROM telegram_messages WHERE approval_id = $1::uuid"
+            " AND message_id IS NOT NULL",
+            req["id"],
+        )
+        return bool(rows)
+
+    # The card is in the chat a moment before its message id is stored: /pending links it
+    # only once stored.
+    await quorum.wait_for(message_id_stored)
     await quorum.emu.send_text(CHAT, CAROL, "/pending")
     link = f"https://t.me/c/{str(CHAT)[4:]}/{msg['message_id']}"
 

@@ -431,6 +431,28 @@ async def test_fault_timeout_creates_message(bot: Bot, emulator_url: Emu) -> Non
     assert [m["text"] for m in await emu.messages(GROUP)] == ["unknown outcome"]
 
 
+async def test_fault_hold_carries_out_a_call_only_if_its_client_stays(
+    bot: Bot, emulator_url: Emu
+) -> None:
+    _, emu = emulator_url
+    # A client that gives up while the call is held: it never reaches the chat.
+    await emu.add_fault("hold", method="sendMessage", delay=30)
+    with pytest.raises(TelegramNetworkError, match="timeout"):
+        await bot.send_message(GROUP, "never sent", request_timeout=1)
+
+    async def dropped() -> list[dict[str, Any]]:
+        return [c for c in await emu.calls("sendMessage") if c["status"] == 0]
+
+    [call] = await wait_until(dropped, 5, what="the held call dropped")
+    assert call["description"] == "client gone while held"
+    assert await emu.messages(GROUP) == []
+    # A client that waits: carried out once the hold is over, and answered.
+    await emu.add_fault("hold", method="sendMessage", delay=0.3)
+    sent = await bot.send_message(GROUP, "held, then sent", request_timeout=5)
+    assert [m["text"] for m in await emu.messages(GROUP)] == ["held, then sent"]
+    assert sent.text == "held, then sent"
+
+
 async def test_fault_reset(bot: Bot, emulator_url: Emu) -> None:
     _, emu = emulator_url
     await emu.add_fault("reset", method="sendMessage")

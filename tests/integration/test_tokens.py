@@ -239,6 +239,36 @@ async def test_redeem_refusals_over_http(quorum: Harness) -> None:
     assert TOKEN_SECRET
 
 
+async def test_a_genuine_jti_with_another_action_target_or_hash_is_refused_by_comparison(
+    quorum: Harness,
+) -> None:
+    # The token's own jti and sub pass the "issued by this Quorum" gate; the re-signed claims
+    # (the real key: a leaked secret, or a bug minting the wrong payload) ask for something
+    # else, and the comparison with the stored token and the request refuses each.
+    rid, token = await approved_token(quorum)
+    genuine = claims_of(token)
+    tampered = {
+        "action": {"action": "DROP TABLE payments"},
+        "target": {"target": "prod/everything"},
+        "risk_level": {"risk_level": "low" if genuine["risk_level"] != "low" else "high"},
+        "payload hash": {"payload_sha256": "0" * 64},
+    }
+    for what, change in tampered.items():
+        status, data = await redeem(quorum, forge({**genuine, **change}, TOKEN_SECRET))
+        assert status == 401, (what, data)
+        assert data["error"]["message"] == "token does not match the approved request", what
+    rows = await sql(
+        quorum,
+        "SELECT detail->>'reason' AS reason, detail->>'jti' AS jti FROM audit_log"
+        " WHERE event = 'token.invalid' AND approval_id = $1::uuid",
+        rid,
+    )
+    assert [(r["reason"], r["jti"]) for r in rows] == [
+        ("token does not match the approved request", genuine["jti"])
+    ] * len(tampered)
+    assert (await redeem(quorum, token))[0] == 200  # the genuine token was never consumed
+
+
 async def test_redeem_with_redis_down_falls_back_to_postgresql(make_quorum: QuorumFactory) -> None:
     h = await make_quorum()
     _, token = await approved_token(h)

@@ -8,15 +8,14 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from handlers.webhook import SECRET_HEADER, WEBHOOK_PATH
 from tests.support import (
     ALICE,
     CHAT,
-    WEBHOOK_SECRET,
     Harness,
     QuorumFactory,
     admin_sql,
     db_rows,
+    post_update,
     wait_until,
 )
 
@@ -34,12 +33,6 @@ def text_update(update_id: int, text: str) -> dict[str, Any]:
     }
 
 
-async def post(h: Harness, update: dict[str, Any]) -> int:
-    headers = {SECRET_HEADER: WEBHOOK_SECRET}
-    async with h.http.post(h.url + WEBHOOK_PATH, json=update, headers=headers) as resp:
-        return resp.status
-
-
 async def stored(h: Harness, update_id: int) -> list[tuple[str, str | None]]:
     rows = await db_rows(
         h, "SELECT status, last_error FROM inbound_updates WHERE update_id = $1", update_id
@@ -53,7 +46,7 @@ async def test_an_update_postgresql_refuses_is_kept_as_failed_and_answered_200(
     h = await make_quorum()
     # Valid JSON that jsonb refuses (\u0000 cannot be stored): not an outage, and delivering
     # it again would fail the same way.
-    assert await post(h, text_update(41, "hello\u0000world")) == 200
+    assert (await post_update(h, text_update(41, "hello\u0000world")))[0] == 200
     [(status, error)] = await stored(h, 41)
     assert status == "failed"
     assert error is not None and "UntranslatableCharacterError" in error
@@ -64,7 +57,7 @@ async def test_an_update_postgresql_refuses_is_kept_as_failed_and_answered_200(
     failed = h.app.runtime.metrics.registry.get_sample_value("quorum_updates_failed_total")
     assert failed == 1
     # The next update is handled as usual.
-    assert await post(h, text_update(42, "hello world")) == 200
+    assert (await post_update(h, text_update(42, "hello world")))[0] == 200
     assert await stored(h, 42) == [("done", None)]
 
 
@@ -79,14 +72,14 @@ async def test_a_storage_outage_still_answers_503(
             pg_server_url,
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
         )
-        assert await post(h, text_update(51, "during the outage")) == 503
+        assert (await post_update(h, text_update(51, "during the outage")))[0] == 503
     finally:
         await admin_sql(pg_server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
     # Delivered again, as Telegram does, until PostgreSQL is back (each pooled connection
     # the outage closed fails once): then stored and handled once.
     async def delivered() -> bool:
-        return await post(h, text_update(51, "during the outage")) == 200
+        return (await post_update(h, text_update(51, "during the outage")))[0] == 200
 
     await wait_until(delivered, 20, what="the update delivered once PostgreSQL is back")
     assert await stored(h, 51) == [("done", None)]

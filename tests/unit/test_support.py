@@ -1,4 +1,5 @@
-"""tests.support.wait_until: its deadline bounds the whole wait, a stuck predicate included."""
+"""tests.support: wait_until's deadline bounds the whole wait, a stuck predicate included;
+each pytest-xdist worker gets a Redis database of its own."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from tests.support import wait_until
+from tests.support import redis_db_for_worker, wait_until
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -53,3 +54,25 @@ def test_the_predicates_own_timeout_is_not_mistaken_for_the_deadline() -> None:
 
     with pytest.raises(TimeoutError, match="from the predicate"):
         run(wait_until(raises, 5))
+
+
+@pytest.mark.parametrize(
+    ("url", "index", "expected"),
+    [
+        ("redis://127.0.0.1:6379/9", 0, "redis://127.0.0.1:6379/9"),
+        ("redis://127.0.0.1:6379/9", 1, "redis://127.0.0.1:6379/10"),
+        ("redis://127.0.0.1:6379", 2, "redis://127.0.0.1:6379/2"),
+        (
+            "redis://:pw@127.0.0.1:6380/0?socket_timeout=1",
+            3,
+            "redis://:pw@127.0.0.1:6380/3?socket_timeout=1",
+        ),
+    ],
+)
+def test_each_worker_takes_the_next_redis_database(url: str, index: int, expected: str) -> None:
+    assert redis_db_for_worker(url, index) == expected
+
+
+def test_a_worker_past_the_sixteenth_database_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="no Redis database 16"):
+        redis_db_for_worker("redis://127.0.0.1:6379/15", 1)
