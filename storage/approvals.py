@@ -61,6 +61,12 @@ class RequestRecord:
     updated_at: datetime
     expires_at: datetime
     decided_at: datetime | None
+    action_pattern: str | None = None
+    trust_score: int = 0
+    auto_rule: str | None = None
+    break_glass_reason: str | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
 
     @property
     def pending(self) -> bool:

@@ -119,10 +119,37 @@ class ApprovalRequest(Base):
     updated_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime]
     decided_at: Mapped[datetime | None]
+    # The policy engine: the trust pattern and its score when the request was made, the
+    # auto_approve rule that approved it, a break-glass reason, and a revocation.
+    action_pattern: Mapped[str | None] = mapped_column(Text)
+    trust_score: Mapped[int] = mapped_column(Integer, server_default="0")
+    auto_rule: Mapped[str | None] = mapped_column(String(64))
+    break_glass_reason: Mapped[str | None] = mapped_column(Text)
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(Text)
     # Votes do not render the cards: they set cards_due_at, and the card worker re-renders
     # (at most once per interval after cards_rendered_at; Telegram paces the edits anyway).
     cards_due_at: Mapped[datetime | None]
     cards_rendered_at: Mapped[datetime | None]
+
+
+class TrustRecord(Base):
+    """Per team and action pattern: approvals that went well in a row, and the totals."""
+
+    __tablename__ = "trust_records"
+    team_id: Mapped[int] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    pattern: Mapped[str] = mapped_column(Text, primary_key=True)
+    score: Mapped[int] = mapped_column(Integer, server_default="0")
+    total_approvals: Mapped[int] = mapped_column(Integer, server_default="0")
+    total_rejections: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_approver: Mapped[str | None] = mapped_column(Text)
+    last_approved_at: Mapped[datetime | None]
+    last_rejecter: Mapped[str | None] = mapped_column(Text)
+    last_rejected_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
 
 
 class Vote(Base):

@@ -5,22 +5,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from bot.policy import RiskLevel, Rule
+from bot.policy import RiskLevel, Rule, Team
+from bot.rules import GlassAsk, decide
 from bot.runtime import Runtime
-from bot.votes import Ballot, Outcome, tally
+from bot.votes import Ballot, Outcome
 from storage import approvals as repo
 
 
 def outcome_of(
-    rt: Runtime, req: repo.RequestRecord, votes: Sequence[repo.VoteRecord], now: datetime
+    rt: Runtime,
+    req: repo.RequestRecord,
+    votes: Sequence[repo.VoteRecord],
+    now: datetime,
+    *,
+    glass: GlassAsk | None = None,
+    intake: bool = False,
 ) -> Outcome:
+    """The request judged by bot.rules.decide under its team's current policy, with the
+    trust score it was created with."""
     team = rt.team(req.team_id)
-    rule = team.rule(RiskLevel(req.risk_level)) if team else None
-    if rule is None:
+    if team is None:
         # The team left the policy file: the request keeps the thresholds it was created with.
         rule = Rule(req.required_approvals, req.reject_threshold, 0, None)
+        team = Team("?", (), {}, dict.fromkeys(RiskLevel, rule))
     ballots = [Ballot(v.voter_telegram_id, v.decision) for v in votes]
-    return tally(req, rule, team.approvers if team else {}, ballots, now)
+    return decide(req, team, req.trust_score, ballots, frozenset(), now, glass=glass, intake=intake)
 
 
 def waiting_names(rt: Runtime, req: repo.RequestRecord, outcome: Outcome) -> list[str]:
