@@ -61,6 +61,7 @@ Scope = Literal[
     "tokens:redeem",
     "results:write",
     "alerts:write",
+    "trust:reset",  # reset an action pattern's trust score to 0
 ]
 SCOPES: tuple[str, ...] = get_args(Scope)
 ALL_SCOPES = frozenset(SCOPES)

@@ -23,6 +23,7 @@ import handlers.approvals
 import handlers.chats
 import handlers.commands
 import handlers.health
+import handlers.policy
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
 from bot.inbound import Inbound, prune_updates
@@ -84,6 +85,7 @@ def make_dispatcher() -> Dispatcher:
     dp = Dispatcher(disable_fsm=True)
     dp.include_routers(
         handlers.approvals.make_router(),
+        handlers.policy.make_router(),
         handlers.alerts.make_router(),
         handlers.chats.make_router(),
         handlers.commands.make_router(),
@@ -315,6 +317,7 @@ class Quorum:
         own_listener = self.settings.metrics_port is not None
         app.add_routes(handlers.health.public_routes if own_listener else handlers.health.router)
         app.add_routes(handlers.approvals.routes)
+        app.add_routes(handlers.policy.routes)
         app.add_routes(handlers.alerts.routes)
         return app
 

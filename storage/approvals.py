@@ -388,6 +388,43 @@ async def transition(
     return _request_raw(row) if row else None
 
 
+async def mark_policy(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    *,
+    auto_rule: str | None = None,
+    break_glass_reason: str | None = None,
+) -> RequestRecord:
+    """Note on a just-decided request which auto_approve rule or break-glass decided it."""
+    row = (
+        await session.execute(
+            update(_R)
+            .where(_R.c.id == request_id)
+            .values(auto_rule=auto_rule, break_glass_reason=break_glass_reason)
+            .returning(*_COLUMNS)
+        )
+    ).one()
+    return _request(row)
+
+
+async def revoke(session: AsyncSession, request_id: uuid.UUID, actor: str) -> RequestRecord | None:
+    """Revoke an auto-approved request once; None if it is not one, or already revoked."""
+    row = (
+        await session.execute(
+            update(_R)
+            .where(
+                _R.c.id == request_id,
+                _R.c.status == "approved",
+                _R.c.auto_rule.is_not(None),
+                _R.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=func.now(), revoked_by=actor, updated_at=func.now())
+            .returning(*_COLUMNS)
+        )
+    ).first()
+    return _request(row) if row else None
+
+
 async def set_result(
     session: AsyncSession, request_id: uuid.UUID, success: bool, detail: str
 ) -> RequestRecord | None:

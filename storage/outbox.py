@@ -209,8 +209,9 @@ async def enqueue_text(
     priority: Priority = Priority.REPLY,
     kind: str = "reply",
     reply_to: int | None = None,
+    reply_markup: dict[str, Any] | None = None,
 ) -> int:
-    """Queue a plain HTML message (a command's reply, an escalation)."""
+    """Queue a plain HTML message (a command's reply, an escalation), buttons if given."""
     payload: dict[str, Any] = {
         "chat_id": chat_id,
         "text": text_html,
@@ -219,6 +220,8 @@ async def enqueue_text(
     }
     if reply_to is not None:
         payload["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
+    if reply_markup is not None:
+        payload["reply_markup"] = reply_markup
     return await enqueue_call(
         session, "sendMessage", payload, chat_id=chat_id, priority=priority, kind=kind
     )

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.approvals.publish import notify_alerts, refresh_cards
 from bot.runtime import Runtime
 from bot.tokens import payload_sha256
+from bot.trust import on_decision
 from storage import approvals as repo
 from storage import audit
 from storage import tokens as tokens_repo
@@ -58,6 +59,7 @@ async def after_decision(
         approval_id=req.id,
         decided_by=req.decided_by or [],
     )
+    await on_decision(session, req)
     token = await _mint_token(rt, session, req, now) if req.status == "approved" else None
     if req.callback_url:
         await _queue_callback(session, req, req.callback_url, token)

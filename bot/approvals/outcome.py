@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from bot.policy import RiskLevel, Rule, Team
@@ -29,7 +30,24 @@ def outcome_of(
         rule = Rule(req.required_approvals, req.reject_threshold, 0, None)
         team = Team("?", (), {}, dict.fromkeys(RiskLevel, rule))
     ballots = [Ballot(v.voter_telegram_id, v.decision) for v in votes]
-    return decide(req, team, req.trust_score, ballots, frozenset(), now, glass=glass, intake=intake)
+    outcome = decide(
+        req, team, req.trust_score, ballots, frozenset(), now, glass=glass, intake=intake
+    )
+    if req.pending:
+        return outcome
+    return replace(outcome, reason=closed_reason(req))
+
+
+def closed_reason(req: repo.RequestRecord) -> str:
+    """How a closed request was decided, from what was stored when it was."""
+    if req.revoked_at is not None:
+        return f"revoked by {req.revoked_by}"
+    if req.auto_rule is not None:
+        return f"auto-approved by rule {req.auto_rule} (trust {req.trust_score})"
+    names = ", ".join(str(d.get("name", d.get("id"))) for d in req.decided_by or [])
+    if req.break_glass_reason is not None:
+        return f"break-glass by {names}"
+    return f"{req.status} by {names}" if names else req.status
 
 
 def waiting_names(rt: Runtime, req: repo.RequestRecord, outcome: Outcome) -> list[str]:

@@ -107,6 +107,17 @@ async def _approved_request(
         problem = "token does not match the approved request"
     elif req.status != "approved":
         problem = f"request is {req.status}"
+    elif req.revoked_at is not None:
+        await _audit(
+            rt,
+            "token.invalid",
+            actor=actor,
+            team_id=team_id,
+            approval_id=req.id,
+            reason="revoked",
+            jti=str(claims.jti),
+        )
+        raise Conflict(f"the approval was revoked by {req.revoked_by}", code="revoked")
     if problem is not None or req is None:
         await _audit(
             rt,
@@ -172,6 +183,9 @@ async def _consume(
     try:
         async with transaction(rt.sessions) as session:
             locked = await repo.lock(session, req.id)
+            if locked is not None and locked[0].revoked_at is not None:
+                # Revoked between the first look and this lock: the lock orders the two.
+                raise Conflict("the approval was revoked", code="revoked")
             if locked is not None and locked[1] < min(claims.expires_at, locked[0].expires_at):
                 first = await tokens_repo.redeem(session, claims.jti, req.id, actor)
             if first:

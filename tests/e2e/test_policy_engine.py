@@ -1,0 +1,183 @@
+"""The policy engine end to end: trust records, trust lowering a threshold, auto-approval
+with deny-wins and ⛔ Revoke, /trust with its reset button, and the trust API."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from tests.e2e.flows import APPROVE, REJECT, audit_events, card, card_where, create, tap
+from tests.support import ALICE, BOB, CAROL, CHAT, Harness, QuorumFactory, db_rows, policy_data
+
+PATTERN = "restart deployment:prod/api"
+
+
+def engine_policy(**team: Any) -> dict[str, Any]:
+    data = policy_data()
+    data["teams"]["platform"].update(team)
+    return data
+
+
+async def approve_and_succeed(h: Harness, **over: Any) -> str:
+    req = await create(h, **over)
+    answer = await tap(h, await card(h, req["id"]), ALICE)
+    assert "Approved" in answer["text"], answer
+    status, done = await h.api(
+        "POST", f"/api/v1/approvals/{req['id']}/result", {"success": True, "detail": "ok"}
+    )
+    assert status == 200, done
+    return str(req["id"])
+
+
+async def trust_of(h: Harness, pattern: str = PATTERN) -> dict[str, Any]:
+    status, page = await h.api("GET", "/api/v1/trust?limit=100")
+    assert status == 200, page
+    found: dict[str, Any] = next(r for r in page["trust"] if r["pattern"] == pattern)
+    return found
+
+
+async def test_trust_rises_on_success_and_drops_on_rejection_and_failure(
+    quorum: Harness,
+) -> None:
+    first = await approve_and_succeed(quorum)
+    await approve_and_succeed(quorum, target="prod/api")
+    record = await trust_of(quorum)
+    assert (record["score"], record["total_approvals"], record["last_approver"]) == (2, 2, "alice")
+    assert "trust.raised" in await audit_events(quorum, first)
+
+    rejected = await create(quorum)
+    assert rejected["trust_score"] == 2 and rejected["action_pattern"] == PATTERN
+    await tap(quorum, await card(quorum, rejected["id"]), BOB, REJECT)
+    record = await trust_of(quorum)
+    assert (record["score"], record["total_rejections"], record["last_rejecter"]) == (0, 1, "bob")
+    rows = await db_rows(
+        quorum,
+        "SELECT detail->>'reason' AS reason FROM audit_log WHERE event = 'trust.reset' "
+        "AND approval_id = $1::uuid",
+        rejected["id"],
+    )
+    assert [r["reason"] for r in rows] == ["rejected"]
+
+    await approve_and_succeed(quorum)
+    failed = await create(quorum)
+    await tap(quorum, await card(quorum, failed["id"]), ALICE)
+    status, _ = await quorum.api(
+        "POST", f"/api/v1/approvals/{failed['id']}/result", {"success": False, "detail": "boom"}
+    )
+    assert status == 200
+    assert (await trust_of(quorum))["score"] == 0
+
+
+async def test_pattern_masks_ids_and_client_pattern_wins(quorum: Harness) -> None:
+    a = await create(quorum, action="delete", target="nginx-frontend-7f9c4d")
+    b = await create(quorum, action="delete", target="pod-1", action_pattern="delete:pods")
+    assert a["action_pattern"] == "delete:nginx-frontend-*"
+    assert b["action_pattern"] == "delete:pods"
+
+
+async def test_trust_lowers_a_threshold_by_one(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(engine_policy(policy={"high": {"trust_lowers_at": 1}}))
+    first = await create(h, risk_level="high")
+    msg = await card(h, first["id"])
+    await tap(h, msg, ALICE)
+    await tap(h, msg, BOB)
+    await h.api("POST", f"/api/v1/approvals/{first['id']}/result", {"success": True})
+
+    second = await create(h, risk_level="high")
+    assert (second["trust_score"], second["required_approvals"]) == (1, 1)
+    msg = await card_where(h, second["id"], lambda m: "one approval less" in m["text"])
+    answer = await tap(h, msg, ALICE)
+    assert "Approved" in answer["text"], answer
+
+
+AUTO = {
+    "auto_approve": [
+        {"name": "routine", "actions": ["restart deployment"], "max_risk": "medium"},
+    ],
+    "deny": [{"name": "no-db", "targets": ["prod/db*"]}],
+}
+
+
+async def test_auto_approval_and_revoke(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(engine_policy(**AUTO))
+    req = await create(h, risk_level="medium")
+    assert (req["status"], req["auto_rule"], req["reason"]) == (
+        "approved",
+        "routine",
+        "auto-approved by rule routine (trust 0)",
+    )
+    token = req["approval_token"]
+    msg = await card_where(h, req["id"], lambda m: "auto-approved by rule" in m["text"])
+    assert "🤖 auto-approved by rule <b>routine</b> (trust 0)" in msg["text"] or (
+        "🤖 auto-approved by rule routine (trust 0)" in msg["text"]
+    )
+    assert [b["text"] for b in msg["reply_markup"]["inline_keyboard"][0]] == ["⛔ Revoke"]
+
+    refused = await tap(h, msg, CAROL, "⛔ Revoke")
+    assert "Only approvers" in refused["text"], refused
+    answer = await tap(h, msg, ALICE, "⛔ Revoke")
+    assert "Revoked" in answer["text"], answer
+    status, body = await h.api("POST", "/api/v1/tokens/redeem", {"token": token})
+    assert (status, body["error"]["code"]) == (409, "revoked"), body
+    events = await audit_events(h, req["id"])
+    assert {"approval.auto_approved", "approval.revoked", "trust.reset"} <= set(events)
+    await card_where(h, req["id"], lambda m: "Revoked" in m["text"] and not m.get("reply_markup"))
+
+
+async def test_deny_wins_over_auto_approve(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(engine_policy(**AUTO))
+    req = await create(h, target="prod/db-main", risk_level="low")
+    assert (req["status"], req["deny_rule"]) == ("pending", "no-db")
+    assert req["reason"] == "deny rule no-db matched: needs 1 more"
+    await card_where(h, req["id"], lambda m: "deny rule" in m["text"])
+    answer = await tap(h, await card(h, req["id"]), ALICE, APPROVE)
+    assert "Approved" in answer["text"]
+    # Above the rule's max_risk: votes as usual.
+    high = await create(h, risk_level="high")
+    assert high["status"] == "pending" and high["auto_rule"] is None
+
+
+async def test_trust_in_chat_and_reset_by_button(quorum: Harness) -> None:
+    await approve_and_succeed(quorum)
+    await quorum.emu.send_text(CHAT, ALICE, "/trust")
+
+    async def listing() -> dict[str, Any] | None:
+        for m in await quorum.bot_messages():
+            if "Trust</b> of team" in m["text"] or "Trust of team" in m["text"]:
+                return m
+        return None
+
+    msg = await quorum.wait_for(listing)
+    assert PATTERN in msg["text"]
+    button = msg["reply_markup"]["inline_keyboard"][0][0]["text"]
+    refused = await tap(quorum, msg, CAROL, button)
+    assert "approvers" in refused["text"]
+    answer = await tap(quorum, msg, BOB, button)
+    assert "reset to 0" in answer["text"], answer
+    assert (await trust_of(quorum))["score"] == 0
+    rows = await db_rows(
+        quorum,
+        "SELECT actor, detail->>'reason' AS reason FROM audit_log WHERE event = 'trust.reset'",
+    )
+    assert [(r["actor"], r["reason"]) for r in rows] == [("bob", "by_hand")]
+
+
+async def test_trust_api_pages_and_resets(quorum: Harness) -> None:
+    await approve_and_succeed(quorum)
+    await approve_and_succeed(quorum, target="prod/web")
+    status, page = await quorum.api("GET", "/api/v1/trust?limit=1")
+    assert status == 200 and len(page["trust"]) == 1 and page["next"]
+    status, rest = await quorum.api("GET", f"/api/v1/trust?limit=1&cursor={page['next']}")
+    assert status == 200 and rest["next"] is None
+    assert [page["trust"][0]["pattern"], rest["trust"][0]["pattern"]] == [
+        PATTERN,
+        "restart deployment:prod/web",
+    ]
+    status, reset = await quorum.api("POST", f"/api/v1/trust/{quote(PATTERN, safe='')}/reset")
+    assert (status, reset["score"], reset["total_approvals"]) == (200, 0, 1), reset
+    status, missing = await quorum.api("POST", "/api/v1/trust/nothing-here/reset")
+    assert (status, missing["error"]["code"]) == (404, "not_found")
+    status, bad = await quorum.api("GET", "/api/v1/trust?limit=0")
+    assert status == 422, bad
+    status, bad = await quorum.api("GET", "/api/v1/trust?cursor=%%%")
+    assert status == 422, bad
