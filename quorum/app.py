@@ -23,6 +23,7 @@ import handlers.approvals
 import handlers.chats
 import handlers.commands
 import handlers.health
+import handlers.questions
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
 from bot.inbound import Inbound, prune_updates
@@ -83,6 +84,7 @@ def make_dispatcher() -> Dispatcher:
     per update) is left out."""
     dp = Dispatcher(disable_fsm=True)
     dp.include_routers(
+        handlers.questions.make_router(),
         handlers.approvals.make_router(),
         handlers.alerts.make_router(),
         handlers.chats.make_router(),
