@@ -24,6 +24,7 @@ import handlers.chats
 import handlers.commands
 import handlers.health
 import handlers.policy
+import handlers.questions
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
 from bot.inbound import Inbound, prune_updates
@@ -84,6 +85,7 @@ def make_dispatcher() -> Dispatcher:
     per update) is left out."""
     dp = Dispatcher(disable_fsm=True)
     dp.include_routers(
+        handlers.questions.make_router(),
         handlers.approvals.make_router(),
         handlers.policy.make_router(),
         handlers.alerts.make_router(),

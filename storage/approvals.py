@@ -67,6 +67,7 @@ class RequestRecord:
     break_glass_reason: str | None = None
     revoked_at: datetime | None = None
     revoked_by: str | None = None
+    reason: str | None = None  # the requester's reason, given by ForceReply (bot.questions)
 
     @property
     def pending(self) -> bool:

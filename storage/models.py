@@ -131,6 +131,7 @@ class ApprovalRequest(Base):
     # (at most once per interval after cards_rendered_at; Telegram paces the edits anyway).
     cards_due_at: Mapped[datetime | None]
     cards_rendered_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 class TrustRecord(Base):
@@ -168,6 +169,8 @@ class Vote(Base):
     chat_id: Mapped[int | None] = mapped_column(BigInteger)
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _now()
+    # Given after the tap, by a ForceReply answer (bot.approvals.reasons), never in the vote.
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 class TelegramMessage(Base):
@@ -204,6 +207,36 @@ class TelegramMessage(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     sent_at: Mapped[datetime | None]
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)  # a forum topic
+    reply_to: Mapped[int | None] = mapped_column(BigInteger)  # a Telegram message id
+
+
+class Question(Base):
+    """A question put to one person by ForceReply; their reply goes to the handler of `kind`."""
+
+    __tablename__ = "questions"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    message_row_id: Mapped[int] = mapped_column(
+        ForeignKey("telegram_messages.id", ondelete="CASCADE"), unique=True
+    )
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    asked_telegram_id: Mapped[int] = mapped_column(BigInteger)
+    subject: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None]
+    answer: Mapped[str | None] = mapped_column(Text)
+
+
+class PrivateChat(Base):
+    """Whether the bot may write to a person: Telegram refuses until they open the chat."""
+
+    __tablename__ = "private_chats"
+    __table_args__ = (CheckConstraint("state IN ('open', 'not_started', 'blocked')", name="state"),)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    state: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = _now()
 
 
 class OutboxItem(Base):

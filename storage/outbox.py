@@ -107,8 +107,9 @@ _SYNC_OF_M = """
 """
 _PUT_AND_SYNC = f"""
     WITH m AS (
-        INSERT INTO telegram_messages (chat_id, purpose, text, reply_markup, approval_id, alert_id)
-        VALUES ($4, $5, $6, $7::jsonb, $8, $9)
+        INSERT INTO telegram_messages
+            (chat_id, purpose, text, reply_markup, approval_id, alert_id, thread_id, reply_to)
+        VALUES ($4, $5, $6, $7::jsonb, $8, $9, $10, $11)
         RETURNING id, chat_id
     ){_SYNC_OF_M}"""  # noqa: S608 (fixed fragments of our own)
 _EDIT_AND_SYNC = f"""
@@ -130,8 +131,12 @@ async def put_message(
     priority: Priority,
     approval_id: uuid.UUID | None = None,
     alert_id: int | None = None,
+    thread_id: int | None = None,
+    reply_to: int | None = None,
 ) -> int:
-    """Create a bot message (a card) and queue its first send; returns telegram_messages.id."""
+    """Create a bot message (a card) and queue its first send; returns telegram_messages.id.
+
+    `thread_id` posts it in a forum topic, `reply_to` (a Telegram message id) as a reply."""
     msg_id: int = await (await raw(session)).fetchval(
         _PUT_AND_SYNC,
         int(priority),
@@ -143,6 +148,8 @@ async def put_message(
         json.dumps(reply_markup),
         approval_id,
         alert_id,
+        thread_id,
+        reply_to,
     )
     return msg_id
 
@@ -243,6 +250,8 @@ class SyncTarget:
     sent_version: int
     sent_text: str | None
     sent_markup: dict[str, Any] | None
+    thread_id: int | None = None
+    reply_to: int | None = None
 
     @property
     def up_to_date(self) -> bool:
@@ -355,7 +364,7 @@ _UNSETTLED = f"""
 
 _TARGETS = """
     SELECT id, chat_id, message_id, text, reply_markup, version, sent_version, sent_text,
-           sent_markup
+           sent_markup, thread_id, reply_to
       FROM telegram_messages WHERE id = ANY($1::bigint[])
 """
 
@@ -537,6 +546,42 @@ async def dead_letter(session: AsyncSession, row_id: int, instance: str, error: 
             .values(status="failed", last_error=error)
         )
     return True
+
+
+async def refused(session: AsyncSession, row_id: int, instance: str, error: str) -> bool:
+    """Telegram refused the row for good (a person who never opened or blocked the private
+    chat): it is finished, with the reason, and never sent again. Not a dead letter: nothing
+    is wrong with Quorum, and the caller audits it."""
+    result = (
+        await session.execute(
+            update(OutboxItem)
+            .where(_mine(row_id, instance))
+            .values(
+                status="done",
+                done_at=func.now(),
+                claimed_until=None,
+                attempts=OutboxItem.attempts + 1,
+                last_error=error,
+            )
+            .returning(OutboxItem.telegram_message_id)
+        )
+    ).first()
+    if result is None:
+        return False
+    if result.telegram_message_id is not None:
+        await session.execute(
+            update(TelegramMessage)
+            .where(TelegramMessage.id == result.telegram_message_id)
+            .values(status="failed", last_error=error)
+        )
+    return True
+
+
+async def leave_topic(session: AsyncSession, message_row_id: int) -> None:
+    """The message's forum topic is closed or gone: it lives in the General topic from now on."""
+    await session.execute(
+        update(TelegramMessage).where(TelegramMessage.id == message_row_id).values(thread_id=None)
+    )
 
 
 async def move_to_chat(

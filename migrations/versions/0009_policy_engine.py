@@ -1,7 +1,7 @@
 """Policy engine: trust records per action pattern, and what a request was judged with.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0010
 Create Date: 2026-11-27
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0006"
+down_revision: str | None = "0010"  # "0006" on its own; after flow's 0010 here
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

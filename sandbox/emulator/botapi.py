@@ -14,7 +14,7 @@ from sandbox.emulator.errors import JSON, ApiError, too_many_requests
 from sandbox.emulator.faults import NOT_MODIFIED, QUERY_TOO_OLD
 from sandbox.emulator.html import parse_html
 from sandbox.emulator.limits import Limits
-from sandbox.emulator.params import get_bool, get_float, get_int, get_json, get_str
+from sandbox.emulator.params import get_bool, get_float, get_int, get_json, get_opt_int, get_str
 from sandbox.emulator.state import Bot, Chat, Message, Webhook, forbidden
 from sandbox.emulator.updates import Updates, wants_update
 
@@ -72,12 +72,47 @@ def _validate_button(button: Any) -> None:
         raise ApiError(400, "Bad Request: BUTTON_URL_INVALID")
 
 
-def validate_markup(raw: Any) -> JSON | None:
-    """A reply_markup as Telegram checks it (inline keyboards in detail), or None."""
+_BAD_MARKUP = "Bad Request: can't parse reply keyboard markup JSON object"
+# tdlib keeps at most this many characters of a ForceReply placeholder (the docs say 1-64).
+MAX_PLACEHOLDER = 64
+
+
+def _field_error(name: str, kind: str) -> ApiError:
+    return ApiError(400, f'{_BAD_MARKUP}: Field "{name}" must be of type {kind}')
+
+
+def _force_reply(raw: JSON) -> JSON:
+    """A ForceReply as the Bot API server reads it: booleans checked, the placeholder a
+    string, cut to 64 characters as tdlib does."""
+    if not isinstance(raw["force_reply"], bool):
+        raise _field_error("force_reply", "Boolean")
+    if not raw["force_reply"]:
+        raise ApiError(400, _BAD_MARKUP)
+    out: JSON = {"force_reply": True}
+    if "selective" in raw:
+        if not isinstance(raw["selective"], bool):
+            raise _field_error("selective", "Boolean")
+        out["selective"] = raw["selective"]
+    placeholder = raw.get("input_field_placeholder")
+    if placeholder is not None:
+        if not isinstance(placeholder, str):
+            raise _field_error("input_field_placeholder", "String")
+        if placeholder.strip():
+            out["input_field_placeholder"] = placeholder[:MAX_PLACEHOLDER]
+    return out
+
+
+def validate_markup(raw: Any, *, inline_only: bool = False) -> JSON | None:
+    """A reply_markup as Telegram checks it (inline keyboards and ForceReply in detail), or
+    None. Edits take only inline keyboards (`inline_only`)."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object")
+        raise ApiError(400, _BAD_MARKUP)
+    if inline_only and raw and "inline_keyboard" not in raw:
+        raise ApiError(400, "Bad Request: inline keyboard expected")
+    if "force_reply" in raw:
+        return _force_reply(raw)
     if "inline_keyboard" not in raw:
         return raw
     rows = raw["inline_keyboard"]
@@ -89,6 +124,30 @@ def validate_markup(raw: Any) -> JSON | None:
         for button in row:
             _validate_button(button)
     return raw
+
+
+def _placement(params: JSON) -> tuple[int | None, int | None, bool]:
+    """sendMessage's topic and reply: `message_thread_id`, then `reply_parameters` (or the
+    older `reply_to_message_id` / `allow_sending_without_reply`)."""
+    thread_id = get_opt_int(params, "message_thread_id")
+    reply = get_json(params, "reply_parameters")
+    if reply is not None:
+        if not isinstance(reply, dict):
+            raise ApiError(400, "Bad Request: can't parse reply parameters JSON object")
+        if reply.get("chat_id") is not None and get_int(reply, "chat_id") != get_int(
+            params, "chat_id"
+        ):
+            raise ApiError(400, "Bad Request: message to be replied not found")
+        return (
+            thread_id,
+            get_int(reply, "message_id"),
+            bool(reply.get("allow_sending_without_reply")),
+        )
+    return (
+        thread_id,
+        get_opt_int(params, "reply_to_message_id"),
+        get_bool(params, "allow_sending_without_reply"),
+    )
 
 
 def parse_text(params: JSON, key: str = "text") -> tuple[str, list[JSON] | None]:
@@ -215,13 +274,16 @@ class BotApi(Updates):
         chat = self._check_chat(bot, get_int(params, "chat_id"))
         text, entities = parse_text(params)
         markup = validate_markup(get_json(params, "reply_markup"))
+        thread_id, reply_to = self._place(chat, *_placement(params))
         self._charge(bot, chat)
-        msg = self._store_message(chat, bot.id, text, entities, markup)
+        msg = self._store_message(
+            chat, bot.id, text, entities, markup, thread_id=thread_id, reply_to=reply_to
+        )
         return self._message_json(msg)
 
     async def _m_edit_message_text(self, bot: Bot, params: JSON) -> Any:
         text, entities = parse_text(params)
-        markup = validate_markup(get_json(params, "reply_markup"))
+        markup = validate_markup(get_json(params, "reply_markup"), inline_only=True)
         if params.get("inline_message_id"):
             return True
         chat, msg = self._find_message(bot, params, "edit")
@@ -234,7 +296,7 @@ class BotApi(Updates):
         return self._message_json(msg)
 
     async def _m_edit_message_reply_markup(self, bot: Bot, params: JSON) -> Any:
-        markup = validate_markup(get_json(params, "reply_markup"))
+        markup = validate_markup(get_json(params, "reply_markup"), inline_only=True)
         if params.get("inline_message_id"):
             return True
         chat, msg = self._find_message(bot, params, "edit")

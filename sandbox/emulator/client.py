@@ -109,8 +109,11 @@ class EmulatorClient:
         *,
         title: str | None = None,
         members: list[int] | None = None,
+        is_forum: bool = False,
     ) -> JSON:
         body: JSON = {"id": chat_id, "type": chat_type, "members": members or []}
+        if is_forum:
+            body["is_forum"] = True
         if title is not None:
             body["title"] = title
         return cast(JSON, await self._request("POST", "/chats", body))
@@ -118,9 +121,49 @@ class EmulatorClient:
     async def chat(self, chat_id: int) -> JSON:
         return cast(JSON, await self._request("GET", f"/chats/{chat_id}"))
 
-    async def send_text(self, chat_id: int, from_id: int, text: str) -> SendResult:
-        body = {"from_id": from_id, "text": text}
+    async def send_text(
+        self,
+        chat_id: int,
+        from_id: int,
+        text: str,
+        *,
+        message_thread_id: int | None = None,
+        reply_to_message_id: int | None = None,
+    ) -> SendResult:
+        """The user posts `text` (in a forum topic, or as a reply to a message)."""
+        body: JSON = {"from_id": from_id, "text": text}
+        if message_thread_id is not None:
+            body["message_thread_id"] = message_thread_id
+        if reply_to_message_id is not None:
+            body["reply_to_message_id"] = reply_to_message_id
         return cast(SendResult, await self._request("POST", f"/chats/{chat_id}/send", body))
+
+    async def reply(self, chat_id: int, message_id: int, from_id: int, text: str) -> SendResult:
+        """The user replies to a message (answers a ForceReply question)."""
+        body: JSON = {"from_id": from_id, "text": text}
+        path = f"/chats/{chat_id}/messages/{message_id}/reply"
+        return cast(SendResult, await self._request("POST", path, body))
+
+    async def create_topic(
+        self, chat_id: int, name: str, *, from_id: int | None = None, icon_color: int | None = None
+    ) -> int:
+        """A member creates a forum topic; returns its message_thread_id."""
+        body: JSON = {"name": name}
+        if from_id is not None:
+            body["from_id"] = from_id
+        if icon_color is not None:
+            body["icon_color"] = icon_color
+        result = await self._request("POST", f"/chats/{chat_id}/topics", body)
+        return int(result["message_thread_id"])
+
+    async def close_topic(self, chat_id: int, thread_id: int) -> None:
+        await self._request("POST", f"/chats/{chat_id}/topics/{thread_id}/close", {})
+
+    async def reopen_topic(self, chat_id: int, thread_id: int) -> None:
+        await self._request("POST", f"/chats/{chat_id}/topics/{thread_id}/reopen", {})
+
+    async def delete_topic(self, chat_id: int, thread_id: int) -> None:
+        await self._request("POST", f"/chats/{chat_id}/topics/{thread_id}/delete", {})
 
     async def tap(
         self,

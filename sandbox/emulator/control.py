@@ -12,12 +12,12 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from sandbox.emulator.botapi import BotApi
 from sandbox.emulator.errors import JSON, ApiError, ControlError
 from sandbox.emulator.faults import FAULT_KINDS, FaultRule
 from sandbox.emulator.html import utf16_len
 from sandbox.emulator.limits import Limits
 from sandbox.emulator.state import Bot, CallbackQuery, Chat
+from sandbox.emulator.topics import Topics
 from sandbox.emulator.updates import TOKEN_RE
 
 _ControlHandler = Callable[[web.Request, JSON], Awaitable[Any]]
@@ -93,7 +93,7 @@ def _member(bot: Bot, status: str) -> JSON:
     return out
 
 
-class Control(BotApi):
+class Control(Topics):
     """Control routes: ``_c_<name>(request, body) -> JSON``, wrapped by `_ctl`."""
 
     _initial_limits: tuple[bool, Limits]
@@ -110,6 +110,8 @@ class Control(BotApi):
         r.add_post(f"{c}/chats", self._ctl(self._c_chats))
         r.add_get(f"{c}/chats/{{chat_id}}", self._ctl(self._c_get_chat))
         r.add_post(f"{c}/chats/{{chat_id}}/send", self._ctl(self._c_send))
+        r.add_post(f"{c}/chats/{{chat_id}}/messages/{{message_id}}/reply", self._ctl(self._c_reply))
+        self._add_topic_routes(r, self._ctl, c)
         r.add_post(f"{c}/chats/{{chat_id}}/messages/{{message_id}}/tap", self._ctl(self._c_tap))
         r.add_post(f"{c}/chats/{{chat_id}}/tap", self._ctl(self._c_tap_newest))
         r.add_post(f"{c}/taps", self._ctl(self._c_taps))
@@ -206,7 +208,13 @@ class Control(BotApi):
         members = [int(m) for m in body.get("members") or []]
         for uid in members:
             self._user(uid)
-        chat = self._add_chat(int(body["id"]), str(body["type"]), body.get("title"), members)
+        chat = self._add_chat(
+            int(body["id"]),
+            str(body["type"]),
+            body.get("title"),
+            members,
+            is_forum=bool(body.get("is_forum", False)),
+        )
         return chat.api
 
     async def _c_get_chat(self, request: web.Request, body: JSON) -> Any:
@@ -217,6 +225,7 @@ class Control(BotApi):
             "bot_status": {str(k): v for k, v in chat.bot_status.items()},
             "migrated_to": chat.migrated_to,
             "migrated_from": chat.migrated_from,
+            "topics": [{**t.to_api(), "closed": t.closed} for t in chat.topics.values()],
         }
 
     # ------------------------------------------------------------------ acting as users
@@ -224,9 +233,23 @@ class Control(BotApi):
     async def _c_send(self, request: web.Request, body: JSON) -> Any:
         return self._send_as_user(self._ctl_chat(request), body)
 
+    async def _c_reply(self, request: web.Request, body: JSON) -> Any:
+        """The user answers a message (a ForceReply question): `reply_to_message` is set."""
+        reply_to = int(request.match_info["message_id"])
+        return self._send_as_user(
+            self._ctl_chat(request), {**body, "reply_to_message_id": reply_to}
+        )
+
     def _send_as_user(self, chat: Chat, body: JSON) -> JSON:
         from_id = int(body["from_id"])
         text = str(body["text"])
+        thread = body.get("message_thread_id")
+        reply = body.get("reply_to_message_id")
+        thread_id, reply_to = self._place(
+            chat,
+            int(thread) if thread is not None else None,
+            int(reply) if reply is not None else None,
+        )
         self._user(from_id)
         chat.members.add(from_id)
         if chat.type == "private":
@@ -235,7 +258,9 @@ class Control(BotApi):
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0]
             entities.append({"type": "bot_command", "offset": 0, "length": utf16_len(command)})
-        msg = self._store_message(chat, from_id, text, entities or None)
+        msg = self._store_message(
+            chat, from_id, text, entities or None, thread_id=thread_id, reply_to=reply_to
+        )
         ids = self._broadcast({"message": self._message_json(msg)}, body.get("bot_id"))
         return {
             "update_id": ids[0] if ids else None,
@@ -409,6 +434,8 @@ class Control(BotApi):
                 "edit_date": m.edit_date,
                 "deleted": m.deleted,
                 "date": m.date,
+                "message_thread_id": m.thread_id,
+                "reply_to_message_id": m.reply_to,
                 **m.extra,
             }
             for m in chat.messages.values()

@@ -40,8 +40,14 @@ class TelegramEmulator(Control):
     GET    /_emulator/config                            -> {enforce_limits, limits}
     POST   /_emulator/bots                              {token, username?, first_name?} -> bot
     POST   /_emulator/users                             {id, first_name, username?, is_bot?}
-    POST   /_emulator/chats                             {id, type, title?, members?[ids]}
-    POST   /_emulator/chats/{chat_id}/send              {from_id, text} -> {update_id, message_id}
+    POST   /_emulator/chats                             {id, type, title?, members?[ids],
+                                                        is_forum?}
+    POST   /_emulator/chats/{chat_id}/send              {from_id, text, message_thread_id?,
+                                                        reply_to_message_id?}
+                                                        -> {update_id, message_id}
+    POST   /_emulator/chats/{chat_id}/messages/{mid}/reply {from_id, text} -> the same
+    POST   /_emulator/chats/{chat_id}/topics            {name, icon_color?, from_id?} -> topic
+    POST   /_emulator/chats/{chat_id}/topics/{tid}/close (also /reopen, /delete) {from_id?}
     POST   /_emulator/chats/{chat_id}/messages/{mid}/tap {from_id, callback_data? | button_text?
                                                         | row+col?, wait?} -> {update_id,
                                                         callback_query_id, answer?}
@@ -68,7 +74,8 @@ class TelegramEmulator(Control):
     ``seq > since`` are returned.
 
     The class is assembled from one mixin per concern, each building on the one before:
-    `World` (state.py), `Updates` (updates.py), `BotApi` (botapi.py), `Control` (control.py).
+    `World` (state.py), `Updates` (updates.py), `BotApi` (botapi.py), `Topics` (topics.py),
+    `Control` (control.py).
     """
 
     def __init__(
@@ -98,7 +105,10 @@ class TelegramEmulator(Control):
         self.message_update_max_age = message_update_max_age
         self.callback_answer_timeout = callback_answer_timeout
         self._call_log_size = call_log_size
-        self._methods: dict[str, tuple[str, Handler]] = self._bot_api_methods()
+        self._methods: dict[str, tuple[str, Handler]] = {
+            **self._bot_api_methods(),
+            **self._topic_methods(),
+        }
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closing = asyncio.Event()

@@ -40,6 +40,26 @@ class Message:
     edits: int = 0
     deleted: bool = False
     extra: JSON = field(default_factory=dict)
+    thread_id: int | None = None
+    reply_to: int | None = None
+
+
+# The six colours Telegram allows for a topic icon (createForumTopic's icon_color).
+TOPIC_COLORS = frozenset({7322096, 16766590, 13338331, 9367192, 16749490, 16478047})
+THREAD_NOT_FOUND = "Bad Request: message thread not found"
+
+
+@dataclass
+class Topic:
+    """A forum topic: its id is the message id of the service message that created it."""
+
+    id: int
+    name: str
+    icon_color: int
+    closed: bool = False
+
+    def to_api(self) -> JSON:
+        return {"message_thread_id": self.id, "name": self.name, "icon_color": self.icon_color}
 
 
 @dataclass
@@ -54,6 +74,8 @@ class Chat:
     next_message_id: int = 1
     messages: dict[int, Message] = field(default_factory=dict)
     api: JSON = field(default_factory=dict)
+    is_forum: bool = False
+    topics: dict[int, Topic] = field(default_factory=dict)
 
     def status_of(self, bot_id: int) -> str:
         # A bot cannot open a private chat: until the user writes to it, it may not send there.
@@ -195,10 +217,19 @@ class World:
             user = self._add_user(uid, f"User {uid}", None, False)
         return user
 
-    def _add_chat(self, cid: int, ctype: str, title: str | None, members: Iterable[int]) -> Chat:
+    def _add_chat(
+        self,
+        cid: int,
+        ctype: str,
+        title: str | None,
+        members: Iterable[int],
+        is_forum: bool = False,
+    ) -> Chat:
         if ctype not in {"private", "group", "supergroup", "channel"}:
             raise ControlError(400, f"unknown chat type {ctype!r}")
-        chat = Chat(id=cid, type=ctype, title=title, members=set(members))
+        if is_forum and ctype != "supergroup":
+            raise ControlError(400, "only a supergroup can be a forum")
+        chat = Chat(id=cid, type=ctype, title=title, members=set(members), is_forum=is_forum)
         self._refresh_chat_api(chat)
         self.chats[cid] = chat
         return chat
@@ -212,6 +243,8 @@ class World:
                 api["username"] = user.username
         else:
             api["title"] = chat.title or f"Chat {chat.id}"
+        if chat.is_forum:
+            api["is_forum"] = True
         chat.api = api
 
     def _check_chat(self, bot: Bot, chat_id: int) -> Chat:
@@ -226,16 +259,25 @@ class World:
             raise forbidden(chat, status)
         return chat
 
-    def _message_json(self, msg: Message) -> JSON:
+    def _message_json(self, msg: Message, *, nested: bool = False) -> JSON:
         chat = self.chats[msg.chat_id]
         out: JSON = {"message_id": msg.message_id, "date": msg.date, "chat": chat.api}
+        if msg.thread_id is not None:
+            out["message_thread_id"] = msg.thread_id
+            out["is_topic_message"] = True
+        replied = chat.messages.get(msg.reply_to) if msg.reply_to is not None else None
+        # Telegram nests one level: the replied-to message comes without its own reply.
+        if replied is not None and not replied.deleted and not nested:
+            out["reply_to_message"] = self._message_json(replied, nested=True)
         if msg.from_id is not None:
             out["from"] = self._user(msg.from_id).to_api()
         if msg.text is not None:
             out["text"] = msg.text
         if msg.entities:
             out["entities"] = msg.entities
-        if msg.reply_markup is not None:
+        # Message.reply_markup is only ever an inline keyboard: a ForceReply or reply keyboard
+        # is shown to users but never returned (the control API still lists it).
+        if msg.reply_markup is not None and "inline_keyboard" in msg.reply_markup:
             out["reply_markup"] = msg.reply_markup
         if msg.edit_date is not None:
             out["edit_date"] = msg.edit_date
@@ -251,6 +293,8 @@ class World:
         entities: list[JSON] | None = None,
         reply_markup: JSON | None = None,
         extra: JSON | None = None,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
     ) -> Message:
         mid = chat.next_message_id
         chat.next_message_id += 1
@@ -263,9 +307,33 @@ class World:
             entities=entities,
             reply_markup=reply_markup,
             extra=extra or {},
+            thread_id=thread_id,
+            reply_to=reply_to,
         )
         chat.messages[mid] = msg
         return msg
+
+    def _place(
+        self, chat: Chat, thread_id: int | None, reply_to: int | None, without_reply: bool = False
+    ) -> tuple[int | None, int | None]:
+        """Where a new message goes: its topic and the message it replies to, or Telegram's
+        error. A reply without a topic lands in the topic of the message it answers."""
+        if reply_to is not None:
+            replied = chat.messages.get(reply_to)
+            if replied is None or replied.deleted:
+                if not without_reply:
+                    raise ApiError(400, "Bad Request: message to be replied not found")
+                reply_to = None
+            elif thread_id is None:
+                thread_id = replied.thread_id
+        if thread_id is None:
+            return None, reply_to
+        topic = chat.topics.get(thread_id) if chat.is_forum else None
+        if topic is None:
+            raise ApiError(400, THREAD_NOT_FOUND)
+        if topic.closed:
+            raise ApiError(400, "Bad Request: TOPIC_CLOSED")
+        return thread_id, reply_to
 
     def _new_supergroup_id(self, old_id: int) -> int:
         base = abs(old_id) % 10_000_000_000

@@ -23,7 +23,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.types import ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from aiohttp import web
 
 from sandbox.emulator import EmulatorClient, EmulatorError, Limits, TelegramEmulator
@@ -979,3 +979,118 @@ async def test_two_bots_share_chats_with_separate_updates_and_budgets(
             await bot.edit_message_text("x", chat_id=GROUP, message_id=m.message_id)
     finally:
         await other.session.close()
+
+
+# --------------------------------------------------------------------------- replies and topics
+
+FORUM = -1002
+
+
+async def test_force_reply_is_validated_and_the_answer_carries_reply_to_message(
+    bot: Bot, emulator_url: Emu
+) -> None:
+    url, emu = emulator_url
+    question = await bot.send_message(
+        GROUP,
+        "@alice why?",
+        reply_markup=ForceReply(selective=True, input_field_placeholder="p" * 80),
+    )
+    [stored] = [m for m in await emu.messages(GROUP) if m["message_id"] == question.message_id]
+    assert stored["reply_markup"] == {
+        "force_reply": True,
+        "selective": True,
+        "input_field_placeholder": "p" * 64,
+    }
+    path = f"/bot{TOKEN}/sendMessage"
+    for markup, needle in [
+        ({"force_reply": "yes"}, 'Field \\"force_reply\\" must be of type Boolean'),
+        ({"force_reply": False}, "can't parse reply keyboard markup"),
+        ({"force_reply": True, "selective": 1}, 'Field \\"selective\\"'),
+        ({"force_reply": True, "input_field_placeholder": 5}, "must be of type String"),
+    ]:
+        status, body = await raw_call(
+            url, path, json={"chat_id": GROUP, "text": "x", "reply_markup": markup}
+        )
+        assert status == 400 and needle.replace("\\", "") in body["description"], body
+    # An edit takes only an inline keyboard.
+    edit = {"chat_id": GROUP, "message_id": question.message_id, "text": "y"}
+    status, body = await raw_call(
+        url, f"/bot{TOKEN}/editMessageText", json={**edit, "reply_markup": {"force_reply": True}}
+    )
+    assert status == 400 and "inline keyboard expected" in body["description"]
+    answered = await emu.reply(GROUP, question.message_id, ALICE, "wrong cluster")
+    updates = await bot.get_updates()
+    [message] = [u.message for u in updates if u.message and u.message.text == "wrong cluster"]
+    assert message.message_id == answered["message_id"]
+    assert message.reply_to_message is not None
+    assert message.reply_to_message.message_id == question.message_id
+    assert message.reply_to_message.text == "@alice why?"
+    assert message.reply_to_message.reply_to_message is None
+
+
+async def test_bot_replies_and_a_missing_message_to_reply_to(bot: Bot, emulator_url: Emu) -> None:
+    _, emu = emulator_url
+    sent = await emu.send_text(GROUP, ALICE, "deploy?")
+    answer = await bot.send_message(
+        GROUP, "on it", reply_parameters=ReplyParameters(message_id=sent["message_id"])
+    )
+    assert answer.reply_to_message is not None
+    assert answer.reply_to_message.message_id == sent["message_id"]
+    with pytest.raises(TelegramBadRequest, match="message to be replied not found"):
+        await bot.send_message(GROUP, "x", reply_parameters=ReplyParameters(message_id=999))
+    lenient = ReplyParameters(message_id=999, allow_sending_without_reply=True)
+    plain = await bot.send_message(GROUP, "x", reply_parameters=lenient)
+    assert plain.reply_to_message is None
+
+
+async def test_forum_topics_threads_and_their_errors(bot: Bot, emulator_url: Emu) -> None:
+    _, emu = emulator_url
+    await emu.configure(enforce_limits=False)
+    await emu.add_chat(FORUM, "supergroup", title="Ops forum", members=[ALICE], is_forum=True)
+    assert (await bot.get_chat(FORUM)).is_forum is True
+    topic = await bot.create_forum_topic(FORUM, "deploys")
+    user_topic = await emu.create_topic(FORUM, "alerts", from_id=ALICE)
+    assert user_topic != topic.message_thread_id
+    in_topic = await bot.send_message(FORUM, "card", message_thread_id=topic.message_thread_id)
+    assert in_topic.message_thread_id == topic.message_thread_id
+    assert in_topic.is_topic_message is True
+    general = await bot.send_message(FORUM, "general")
+    assert general.message_thread_id is None and not general.is_topic_message
+    # A reply without a thread lands in the topic of the message it answers.
+    reply = await bot.send_message(
+        FORUM, "reply", reply_parameters=ReplyParameters(message_id=in_topic.message_id)
+    )
+    assert reply.message_thread_id == topic.message_thread_id
+    sent = await emu.send_text(FORUM, ALICE, "hi", message_thread_id=user_topic)
+    updates = await bot.get_updates()
+    [msg] = [u.message for u in updates if u.message and u.message.text == "hi"]
+    assert msg.message_id == sent["message_id"] and msg.message_thread_id == user_topic
+    created = [u.message for u in updates if u.message and u.message.forum_topic_created]
+    assert [m.forum_topic_created.name for m in created if m.forum_topic_created] == ["alerts"]
+
+    await bot.close_forum_topic(FORUM, topic.message_thread_id)
+    with pytest.raises(TelegramBadRequest, match="TOPIC_CLOSED"):
+        await bot.send_message(FORUM, "x", message_thread_id=topic.message_thread_id)
+    with pytest.raises(TelegramBadRequest, match="TOPIC_NOT_MODIFIED"):
+        await bot.close_forum_topic(FORUM, topic.message_thread_id)
+    with pytest.raises(EmulatorError, match="TOPIC_CLOSED"):
+        await emu.send_text(FORUM, ALICE, "x", message_thread_id=topic.message_thread_id)
+    await bot.reopen_forum_topic(FORUM, topic.message_thread_id)
+    await bot.send_message(FORUM, "open again", message_thread_id=topic.message_thread_id)
+
+    await emu.delete_topic(FORUM, topic.message_thread_id)
+    with pytest.raises(TelegramBadRequest, match="message thread not found"):
+        await bot.send_message(FORUM, "x", message_thread_id=topic.message_thread_id)
+    with pytest.raises(TelegramBadRequest, match="message to edit not found"):
+        await bot.edit_message_text("y", chat_id=FORUM, message_id=in_topic.message_id)
+    with pytest.raises(TelegramBadRequest, match="message thread not found"):
+        await bot.send_message(GROUP, "x", message_thread_id=5)
+    with pytest.raises(TelegramBadRequest, match="not a forum"):
+        await bot.create_forum_topic(GROUP, "x")
+    with pytest.raises(TelegramBadRequest, match="TOPIC_TITLE_EMPTY"):
+        await bot.create_forum_topic(FORUM, " ")
+    state = await emu.chat(FORUM)
+    assert [t["name"] for t in state["topics"]] == ["alerts"]
+    listed = {m["message_id"]: m for m in await emu.messages(FORUM)}
+    assert listed[reply.message_id]["reply_to_message_id"] == in_topic.message_id
+    assert listed[reply.message_id]["deleted"] is True
