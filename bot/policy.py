@@ -122,6 +122,8 @@ class RuleModel(_Strict):
     trust_lowers_at: int | None = Field(default=None, ge=1, le=1_000_000)
     # Lets trust lower the critical level too (ignored elsewhere).
     allow_critical: bool = False
+    # "private": an approval counts once its voter confirms it in a private chat (60 s).
+    step_up: Literal["private"] | None = None
 
 
 class MatcherModel(_Strict):
@@ -340,6 +342,7 @@ def build_team(name: str, model: TeamModel) -> Team:
                 frozenset(m.required_roles),
                 m.trust_lowers_at,
                 m.allow_critical,
+                m.step_up,
             )
     return Team(
         name=name,

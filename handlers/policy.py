@@ -13,6 +13,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import errors, trust
+from bot.approvals import stepup
 from bot.approvals.revoke import revoke_by_button
 from bot.buttons import PolicyAction, TrustReset
 from bot.rules import PATTERN_MAX
@@ -51,17 +52,28 @@ async def policy_button(
     query: CallbackQuery, callback_data: PolicyAction, session: AsyncSession, runtime: Runtime
 ) -> AnswerCallbackQuery:
     msg = query.message
-    if msg is None or callback_data.act != "rv":
+    if msg is None or callback_data.act not in ("rv", "ok", "no"):
         return query.answer("This button is not valid.", show_alert=True)
     try:
-        toast = await revoke_by_button(
-            runtime,
-            session,
-            ref=callback_data.ref,
-            tag=callback_data.tag,
-            chat_id=msg.chat.id,
-            user_id=query.from_user.id,
-        )
+        if callback_data.act == "rv":
+            toast = await revoke_by_button(
+                runtime,
+                session,
+                ref=callback_data.ref,
+                tag=callback_data.tag,
+                chat_id=msg.chat.id,
+                user_id=query.from_user.id,
+            )
+        else:
+            toast = await stepup.answer(
+                runtime,
+                session,
+                ref=callback_data.ref,
+                act=callback_data.act,
+                tag=callback_data.tag,
+                chat_id=msg.chat.id,
+                user_id=query.from_user.id,
+            )
     except errors.Refused as exc:
         return query.answer(exc.message[:200], show_alert=True)
     return query.answer(toast[:200])

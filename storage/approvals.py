@@ -81,6 +81,7 @@ class VoteRecord:
     voter_name: str
     decision: str
     created_at: datetime
+    confirmed_at: datetime | None = None  # a step-up approval's confirmation
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,13 +349,16 @@ async def votes_for(
             Vote.voter_name,
             Vote.decision,
             Vote.created_at,
+            Vote.confirmed_at,
         )
         .where(Vote.request_id.in_(request_ids))
         .order_by(Vote.id)
     )
     for r in rows:
         out[r.request_id].append(
-            VoteRecord(r.id, r.voter_telegram_id, r.voter_name, r.decision, r.created_at)
+            VoteRecord(
+                r.id, r.voter_telegram_id, r.voter_name, r.decision, r.created_at, r.confirmed_at
+            )
         )
     return out
 

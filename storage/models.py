@@ -171,6 +171,8 @@ class Vote(Base):
     created_at: Mapped[datetime] = _now()
     # Given after the tap, by a ForceReply answer (bot.approvals.reasons), never in the vote.
     reason: Mapped[str | None] = mapped_column(Text)
+    # Under a level's step_up: when the voter confirmed this approval in a private chat.
+    confirmed_at: Mapped[datetime | None]
 
 
 class TelegramMessage(Base):

@@ -190,11 +190,14 @@ def _vote_lines(
         f" · <b>Rejects:</b> {len(outcome.rejects)}/{outcome.reject_threshold}"
     ]
     ignored = set(outcome.ignored)
+    unconfirmed = set(outcome.unconfirmed)
     for v in votes[:MAX_VOTE_LINES]:
         mark = "✅" if v.decision == APPROVE else "❌"
         who = clip(v.voter_name, 40)
         if v.voter_telegram_id in ignored:
             lines.append(f"{mark} <s>{who}</s> (does not count)")
+        elif v.voter_telegram_id in unconfirmed:
+            lines.append(f"⏳ {who} · awaiting confirmation")
         else:
             lines.append(f"{mark} {who} · {esc(fmt_time(v.created_at, tz))}")
     if len(votes) > MAX_VOTE_LINES:

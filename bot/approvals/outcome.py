@@ -21,17 +21,21 @@ def outcome_of(
     *,
     glass: GlassAsk | None = None,
     intake: bool = False,
+    confirmed: frozenset[int] | None = None,
 ) -> Outcome:
     """The request judged by bot.rules.decide under its team's current policy, with the
-    trust score it was created with."""
+    trust score it was created with. `confirmed`: the voters whose step-up approval is
+    confirmed, when `votes` do not say (a tap reads them separately, only under step-up)."""
     team = rt.team(req.team_id)
     if team is None:
         # The team left the policy file: the request keeps the thresholds it was created with.
         rule = Rule(req.required_approvals, req.reject_threshold, 0, None)
         team = Team("?", (), {}, dict.fromkeys(RiskLevel, rule))
     ballots = [Ballot(v.voter_telegram_id, v.decision) for v in votes]
+    if confirmed is None:
+        confirmed = frozenset(v.voter_telegram_id for v in votes if v.confirmed_at is not None)
     outcome = decide(
-        req, team, req.trust_score, ballots, frozenset(), now, glass=glass, intake=intake
+        req, team, req.trust_score, ballots, confirmed, now, glass=glass, intake=intake
     )
     if req.pending:
         return outcome

@@ -29,6 +29,7 @@ _REQUEST_COLUMNS: tuple[tuple[str, Any, dict[str, Any]], ...] = (
 def upgrade() -> None:
     for name, type_, kw in _REQUEST_COLUMNS:
         op.add_column("approval_requests", sa.Column(name, type_, **kw))
+    op.add_column("votes", sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "trust_records",
         sa.Column("team_id", sa.Integer(), nullable=False),
@@ -58,5 +59,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("trust_records")
+    op.drop_column("votes", "confirmed_at")
     for name, _type, _kw in reversed(_REQUEST_COLUMNS):
         op.drop_column("approval_requests", name)

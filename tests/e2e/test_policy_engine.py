@@ -181,3 +181,98 @@ async def test_trust_api_pages_and_resets(quorum: Harness) -> None:
     assert status == 422, bad
     status, bad = await quorum.api("GET", "/api/v1/trust?cursor=%%%")
     assert status == 422, bad
+
+
+STEP_UP = {"policy": {"critical": {"required_approvals": 2, "step_up": "private"}}}
+
+
+async def private_state(h: Harness, user: int) -> str | None:
+    rows = await db_rows(h, "SELECT state FROM private_chats WHERE telegram_id = $1", user)
+    return rows[0]["state"] if rows else None
+
+
+async def open_private(h: Harness, user: int) -> None:
+    await h.emu.start_bot(user)
+
+    async def opened() -> bool:
+        return await private_state(h, user) == "open"
+
+    await h.wait_for(opened)
+
+
+async def confirmation(h: Harness, user: int, request_id: str) -> dict[str, Any]:
+    async def find() -> dict[str, Any] | None:
+        for m in await h.bot_messages(user):
+            if request_id in m["text"] and "Confirm your approval" in m["text"]:
+                return m
+        return None
+
+    found: dict[str, Any] = await h.wait_for(find)
+    return found
+
+
+async def test_step_up_counts_a_vote_once_confirmed_in_private(
+    make_quorum: QuorumFactory,
+) -> None:
+    h = await make_quorum(engine_policy(**STEP_UP))
+    req = await create(h, risk_level="critical")
+    msg = await card(h, req["id"])
+    refused = await tap(h, msg, ALICE)
+    assert "press Start" in refused["text"] and "@quorum_test_bot" in refused["text"], refused
+    assert (await h.api("GET", f"/api/v1/approvals/{req['id']}"))[1]["votes"] == []
+
+    await open_private(h, ALICE)
+    answer = await tap(h, msg, ALICE)
+    assert "private chat" in answer["text"], answer
+    await card_where(h, req["id"], lambda m: "alice · awaiting confirmation" in m["text"])
+    _, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
+    assert (got["approvals"], got["reason"]) == (0, "awaiting confirmation of alice"), got
+
+    ask = await confirmation(h, ALICE, req["id"])
+    assert "restart deployment" in ask["text"] and "prod/api" in ask["text"]
+    done = await tap(h, ask, ALICE, "✅ Confirm", chat=ALICE)
+    assert "Confirmed (1/2 approvals)" in done["text"], done
+
+    await open_private(h, BOB)
+    await tap(h, msg, BOB)
+    done = await tap(h, await confirmation(h, BOB, req["id"]), BOB, "✅ Confirm", chat=BOB)
+    assert "approved" in done["text"], done
+    status, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
+    assert status == 200 and got["status"] == "approved" and got["approval_token"]
+    events = await audit_events(h, req["id"])
+    assert events.count("vote.confirmed") == 2 and "vote.refused" in events
+
+
+async def test_step_up_cancel_withdraws_and_rejects_need_no_confirmation(
+    make_quorum: QuorumFactory,
+) -> None:
+    h = await make_quorum(engine_policy(**STEP_UP))
+    req = await create(h, risk_level="critical")
+    msg = await card(h, req["id"])
+    await open_private(h, ALICE)
+    await tap(h, msg, ALICE)
+    done = await tap(h, await confirmation(h, ALICE, req["id"]), ALICE, "✖ Cancel", chat=ALICE)
+    assert "withdrawn" in done["text"], done
+    assert (await h.api("GET", f"/api/v1/approvals/{req['id']}"))[1]["votes"] == []
+    answer = await tap(h, msg, BOB, REJECT)  # BOB never started the bot: no step-up to reject
+    assert "Rejected" in answer["text"], answer
+
+
+async def test_step_up_confirmation_expires_after_60_seconds(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(engine_policy(**STEP_UP))
+    req = await create(h, risk_level="critical")
+    msg = await card(h, req["id"])
+    await open_private(h, ALICE)
+    await tap(h, msg, ALICE)
+    ask = await confirmation(h, ALICE, req["id"])
+    # The vote as if tapped 61 s ago (the window is measured by the database's clock).
+    await db_rows(
+        h,
+        "UPDATE votes SET created_at = now() - interval '61 seconds' "
+        "WHERE request_id = $1::uuid RETURNING id",
+        req["id"],
+    )
+    late = await tap(h, ask, ALICE, "✅ Confirm", chat=ALICE)
+    assert "Too late" in late["text"], late
+    again = await tap(h, msg, ALICE)
+    assert "private chat" in again["text"], again
