@@ -315,6 +315,7 @@ async def redeem_token(request: web.Request) -> web.Response:
             "risk_level": r.risk_level,
             "approvers": list(done.approvers),
             "jti": str(done.jti),
+            "break_glass": done.break_glass,
         }
     )
 

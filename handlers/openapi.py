@@ -272,6 +272,7 @@ _REDEEMED = {
         "risk_level": {"type": "string"},
         "approvers": {"type": "array", "items": {"type": "integer"}},
         "jti": {"type": "string", "format": "uuid"},
+        "break_glass": {"type": "boolean", "description": "approved by one person's break-glass"},
     },
 }
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import errors, trust
-from bot.approvals import stepup
+from bot.approvals import breakglass, stepup
 from bot.approvals.revoke import revoke_by_button
 from bot.buttons import PolicyAction, TrustReset
 from bot.rules import PATTERN_MAX
@@ -52,10 +52,31 @@ async def policy_button(
     query: CallbackQuery, callback_data: PolicyAction, session: AsyncSession, runtime: Runtime
 ) -> AnswerCallbackQuery:
     msg = query.message
-    if msg is None or callback_data.act not in ("rv", "ok", "no"):
+    if msg is None or callback_data.act not in ("rv", "ok", "no", "bg", "ak", "dp"):
         return query.answer("This button is not valid.", show_alert=True)
+    act = callback_data.act
     try:
-        if callback_data.act == "rv":
+        if act == "bg":
+            toast = await breakglass.start_by_button(
+                runtime,
+                session,
+                ref=callback_data.ref,
+                tag=callback_data.tag,
+                chat_id=msg.chat.id,
+                message_id=msg.message_id,
+                user_id=query.from_user.id,
+            )
+        elif act in ("ak", "dp"):
+            toast = await breakglass.review_by_button(
+                runtime,
+                session,
+                ref=callback_data.ref,
+                act=act,
+                tag=callback_data.tag,
+                chat_id=msg.chat.id,
+                user_id=query.from_user.id,
+            )
+        elif act == "rv":
             toast = await revoke_by_button(
                 runtime,
                 session,

@@ -67,6 +67,8 @@ class RequestRecord:
     break_glass_reason: str | None = None
     revoked_at: datetime | None = None
     revoked_by: str | None = None
+    review_status: str | None = None
+    review_message_row: int | None = None
     reason: str | None = None  # the requester's reason, given by ForceReply (bot.questions)
 
     @property

@@ -127,6 +127,9 @@ class ApprovalRequest(Base):
     break_glass_reason: Mapped[str | None] = mapped_column(Text)
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(Text)
+    # After a break-glass: the review ("open", "acknowledged", "disputed") and its message.
+    review_status: Mapped[str | None] = mapped_column(String(16))
+    review_message_row: Mapped[int | None] = mapped_column(BigInteger)
     # Votes do not render the cards: they set cards_due_at, and the card worker re-renders
     # (at most once per interval after cards_rendered_at; Telegram paces the edits anyway).
     cards_due_at: Mapped[datetime | None]
@@ -151,6 +154,20 @@ class TrustRecord(Base):
     last_rejected_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+
+class BreakGlassReview(Base):
+    """An approver's verdict on a break-glass afterwards: acknowledged or disputed."""
+
+    __tablename__ = "break_glass_reviews"
+    __table_args__ = (CheckConstraint("verdict IN ('ack','dispute')", name="verdict"),)
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("approval_requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    voter_telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    voter_name: Mapped[str] = mapped_column(String(128))
+    verdict: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = _now()
 
 
 class Vote(Base):

@@ -267,4 +267,8 @@ def card_markup(rt: Runtime, req: repo.RequestRecord, chat_id: int) -> dict[str,
         return None
     approve = rt.signer.approval_button(req.id, "a", chat_id)
     reject = rt.signer.approval_button(req.id, "r", chat_id)
-    return keyboard([[("✅ Approve", approve), ("❌ Reject", reject)]])
+    rows = [[("✅ Approve", approve), ("❌ Reject", reject)]]
+    team = rt.team(req.team_id)
+    if team is not None and team.break_glass is not None:
+        rows.append([("🚨 Break glass", rt.signer.policy_button(req.id, "bg", chat_id))])
+    return keyboard(rows)

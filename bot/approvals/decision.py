@@ -83,6 +83,7 @@ async def _mint_token(
         risk_level=req.risk_level,
         request_expires_at=req.expires_at,
         now=now,
+        break_glass=req.break_glass_reason is not None,
     )
     added = await tokens_repo.add_token(
         session,

@@ -30,6 +30,7 @@ class Redeemed:
     request: repo.RequestRecord
     approvers: tuple[int, ...]
     jti: uuid.UUID
+    break_glass: bool = False
 
 
 async def redeem_token(
@@ -78,7 +79,7 @@ async def redeem_token(
             gate="redis" if fresh is False else "postgresql",
         )
         raise TokenReplayed("this token was already redeemed")
-    return Redeemed(req, claims.approvers, claims.jti)
+    return Redeemed(req, claims.approvers, claims.jti, claims.break_glass)
 
 
 async def _audit(rt: Runtime, event: str, *, actor: str, **fields: Any) -> None:

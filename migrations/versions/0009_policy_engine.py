@@ -23,6 +23,8 @@ _REQUEST_COLUMNS: tuple[tuple[str, Any, dict[str, Any]], ...] = (
     ("break_glass_reason", sa.Text(), {}),
     ("revoked_at", sa.DateTime(timezone=True), {}),
     ("revoked_by", sa.Text(), {}),
+    ("review_status", sa.String(16), {}),
+    ("review_message_row", sa.BigInteger(), {}),
 )
 
 
@@ -30,6 +32,24 @@ def upgrade() -> None:
     for name, type_, kw in _REQUEST_COLUMNS:
         op.add_column("approval_requests", sa.Column(name, type_, **kw))
     op.add_column("votes", sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "break_glass_reviews",
+        sa.Column("request_id", sa.Uuid(), nullable=False),
+        sa.Column("voter_telegram_id", sa.BigInteger(), nullable=False),
+        sa.Column("voter_name", sa.String(128), nullable=False),
+        sa.Column("verdict", sa.String(8), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.CheckConstraint("verdict IN ('ack','dispute')", name="ck_break_glass_reviews_verdict"),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["approval_requests.id"],
+            name="fk_break_glass_reviews_request_id_approval_requests",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("request_id", "voter_telegram_id", name="pk_break_glass_reviews"),
+    )
     op.create_table(
         "trust_records",
         sa.Column("team_id", sa.Integer(), nullable=False),
@@ -59,6 +79,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("trust_records")
+    op.drop_table("break_glass_reviews")
     op.drop_column("votes", "confirmed_at")
     for name, _type, _kw in reversed(_REQUEST_COLUMNS):
         op.drop_column("approval_requests", name)

@@ -7,7 +7,17 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.e2e.flows import APPROVE, REJECT, audit_events, card, card_where, create, tap
-from tests.support import ALICE, BOB, CAROL, CHAT, Harness, QuorumFactory, db_rows, policy_data
+from tests.support import (
+    ALICE,
+    BOB,
+    CAROL,
+    CHAT,
+    DAVE,
+    Harness,
+    QuorumFactory,
+    db_rows,
+    policy_data,
+)
 
 PATTERN = "restart deployment:prod/api"
 
@@ -276,3 +286,69 @@ async def test_step_up_confirmation_expires_after_60_seconds(make_quorum: Quorum
     assert "Too late" in late["text"], late
     again = await tap(h, msg, ALICE)
     assert "private chat" in again["text"], again
+
+
+GLASS = {"break_glass": {"roles": ["lead"], "require_reason": True, "max_per_day": 1}}
+
+
+async def question_for(h: Harness, user_name: str) -> dict[str, Any]:
+    async def find() -> dict[str, Any] | None:
+        for m in await h.bot_messages():
+            if "Why break the glass" in m["text"] and user_name in m["text"]:
+                return m
+        return None
+
+    found: dict[str, Any] = await h.wait_for(find)
+    return found
+
+
+async def test_break_glass_with_reason_review_and_daily_limit(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(engine_policy(**GLASS))
+    await open_private(h, ALICE)
+    req = await create(h, risk_level="critical")
+    msg = await card(h, req["id"])
+    assert msg["reply_markup"]["inline_keyboard"][1][0]["text"] == "🚨 Break glass"
+    refused = await tap(h, msg, ALICE, "🚨 Break glass")
+    assert "needs the role lead" in refused["text"], refused
+
+    asked = await tap(h, msg, BOB, "🚨 Break glass")
+    assert "reason" in asked["text"], asked
+    question = await question_for(h, "bob")
+    assert question["reply_markup"]["force_reply"] is True
+    await h.emu.reply(CHAT, question["message_id"], BOB, "payments down, vendor outage")
+
+    async def approved() -> dict[str, Any] | None:
+        _, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
+        return got if got["status"] == "approved" else None
+
+    got = await h.wait_for(approved)
+    assert got["break_glass"] is True and got["decided_by"] == [{"id": BOB, "name": "bob"}]
+    claims = h.app.runtime.tokens.verify(got["approval_token"])
+    assert claims.break_glass is True
+    status, redeemed = await h.api(
+        "POST", "/api/v1/tokens/redeem", {"token": got["approval_token"]}
+    )
+    assert (status, redeemed["break_glass"]) == (200, True)
+
+    loud = await h.wait_for(lambda: _text_in(h, CHAT, "BREAK GLASS"))
+    assert "payments down, vendor outage" in loud["text"]
+    await h.wait_for(lambda: _text_in(h, ALICE, "BREAK GLASS"))  # the other approvers, privately
+    review = await h.wait_for(lambda: _text_in(h, CHAT, "Review the break-glass"))
+    own = await tap(h, review, BOB, "👍 Acknowledge")
+    assert "others review" in own["text"], own
+    await tap(h, review, ALICE, "👍 Acknowledge")
+    await tap(h, review, DAVE, "👍 Acknowledge")
+    await h.wait_for(lambda: _text_in(h, CHAT, "Break-glass acknowledged"))
+    events = await audit_events(h, req["id"])
+    assert {"approval.break_glass", "token.issued", "break_glass.acknowledged"} <= set(events)
+
+    second = await create(h, risk_level="critical", target="prod/other")
+    over = await tap(h, await card(h, second["id"]), BOB, "🚨 Break glass")
+    assert "max_per_day" in over["text"], over
+
+
+async def _text_in(h: Harness, chat: int, needle: str) -> dict[str, Any] | None:
+    for m in await h.bot_messages(chat):
+        if needle in m["text"]:
+            return m
+    return None
