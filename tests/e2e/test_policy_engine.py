@@ -140,6 +140,9 @@ async def test_deny_wins_over_auto_approve(make_quorum: QuorumFactory) -> None:
     assert (req["status"], req["deny_rule"]) == ("pending", "no-db")
     assert req["reason"] == "deny rule no-db matched: needs 1 more"
     await card_where(h, req["id"], lambda m: "deny rule" in m["text"])
+    await h.emu.send_text(CHAT, ALICE, "/pending")
+    listing = await h.wait_for(lambda: _text_in(h, CHAT, "Open requests"))
+    assert "deny rule no-db matched: needs 1 more" in listing["text"], listing
     answer = await tap(h, await card(h, req["id"]), ALICE, APPROVE)
     assert "Approved" in answer["text"]
     # Above the rule's max_risk: votes as usual.
