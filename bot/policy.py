@@ -122,8 +122,9 @@ class RuleModel(_Strict):
     trust_lowers_at: int | None = Field(default=None, ge=1, le=1_000_000)
     # Lets trust lower the critical level too (ignored elsewhere).
     allow_critical: bool = False
-    # "private": an approval counts once its voter confirms it in a private chat (60 s).
-    step_up: Literal["private"] | None = None
+    # "private": an approval counts once its voter confirms it in a private chat (60 s);
+    # "totp": with the code of the authenticator they enrolled (/enroll).
+    step_up: Literal["private", "totp"] | None = None
 
 
 class MatcherModel(_Strict):

@@ -13,7 +13,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import errors, trust
-from bot.approvals import breakglass, stepup
+from bot.approvals import breakglass, stepup, totp_stepup
 from bot.approvals.revoke import revoke_by_button
 from bot.buttons import PolicyAction, TrustReset
 from bot.rules import PATTERN_MAX
@@ -31,6 +31,14 @@ async def show_trust(message: Message, session: AsyncSession, runtime: Runtime) 
     await enqueue_text(
         session, message.chat.id, text, reply_to=message.message_id, reply_markup=markup
     )
+
+
+async def enroll_totp(message: Message, session: AsyncSession, runtime: Runtime) -> None:
+    sender = message.from_user
+    if sender is None or message.sender_chat is not None:
+        return
+    text = await totp_stepup.enroll(runtime, session, sender.id, message.chat.type)
+    await enqueue_text(session, message.chat.id, text, reply_to=message.message_id)
 
 
 async def reset_trust_button(
@@ -104,6 +112,7 @@ def make_router() -> Router:
     """This module's Telegram handlers; a fresh router per app (a router has one parent)."""
     router = Router(name=__name__)
     router.message.register(show_trust, Command("trust"))
+    router.message.register(enroll_totp, Command("enroll"))
     router.callback_query.register(reset_trust_button, TrustReset.filter())
     router.callback_query.register(policy_button, PolicyAction.filter())
     return router

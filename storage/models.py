@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -167,6 +168,18 @@ class BreakGlassReview(Base):
     voter_telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     voter_name: Mapped[str] = mapped_column(String(128))
     verdict: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = _now()
+
+
+class TotpSecret(Base):
+    """An approver's TOTP secret for step-up, sealed (bot.totp), and its wrong-code lock."""
+
+    __tablename__ = "totp_secrets"
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kid: Mapped[str] = mapped_column(String(16))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    locked_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = _now()
 
 

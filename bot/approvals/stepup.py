@@ -8,7 +8,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import private
+from bot import private, questions
+from bot.approvals import totp_stepup
 from bot.approvals.decision import after_decision, decided_by
 from bot.approvals.outcome import outcome_of
 from bot.approvals.publish import refresh_cards
@@ -21,6 +22,7 @@ from bot.votes import APPROVE, Decision
 from storage import approvals as repo
 from storage import audit
 from storage import confirmations as store
+from storage.outbox import enqueue_text
 
 CONFIRM_SECONDS = 60
 
@@ -29,13 +31,12 @@ class StepUpUnreachable(Refused):
     code = "step_up_unreachable"
 
 
-def needs_step_up(rt: Runtime, req: repo.RequestRecord, decision: str) -> bool:
+def step_up_of(rt: Runtime, req: repo.RequestRecord, decision: str) -> str | None:
+    """The level's step_up for this vote: approvals only (a rejection is the safe way)."""
     team = rt.team(req.team_id)
-    return (
-        decision == APPROVE
-        and team is not None
-        and team.rule(RiskLevel(req.risk_level)).step_up is not None
-    )
+    if decision != APPROVE or team is None:
+        return None
+    return team.rule(RiskLevel(req.risk_level)).step_up
 
 
 async def before_vote(
@@ -46,9 +47,19 @@ async def before_vote(
     Refuses (audited) a voter the bot cannot write to privately, before the vote is stored,
     and withdraws their own approval left unconfirmed past its window, so the tap counts anew.
     """
-    if not needs_step_up(rt, req, decision):
+    step_up = step_up_of(rt, req, decision)
+    if step_up is None:
         return None
+    why = None
     if not await private.reachable(session, user_id):
+        name = f"@{rt.bot_username}" if rt.bot_username else "the bot"
+        why = (
+            f"This approval needs a confirmation in private: open {name}, press Start, "
+            "then tap Approve again."
+        )
+    elif step_up == "totp":
+        why = await totp_stepup.refusal(rt, session, user_id)
+    if why is not None:
         await audit.record(
             session,
             "vote.refused",
@@ -57,17 +68,16 @@ async def before_vote(
             approval_id=req.id,
             reason="step_up_unreachable",
         )
-        name = f"@{rt.bot_username}" if rt.bot_username else "the bot"
-        raise StepUpUnreachable(
-            f"This approval needs a confirmation in private: open {name}, press Start, "
-            "then tap Approve again."
-        )
+        raise StepUpUnreachable(why)
     await store.withdraw_stale(session, req.id, user_id, CONFIRM_SECONDS)
     return await store.confirmed_voters(session, req.id)
 
 
 async def ask(rt: Runtime, session: AsyncSession, req: repo.RequestRecord, user_id: int) -> None:
-    """The private question with Confirm / Cancel (queued in this transaction)."""
+    """The private question: Confirm / Cancel, or the TOTP code (queued in this transaction)."""
+    if step_up_of(rt, req, APPROVE) == "totp":
+        await totp_stepup.ask_code(session, req, user_id, CONFIRM_SECONDS)
+        return
     text = (
         f"🔐 Confirm your approval of <code>{clip(req.action, 200)}</code> on "
         f"<code>{clip(req.target, 200)}</code>? (risk <b>{esc(req.risk_level.upper())}</b>; "
@@ -111,12 +121,41 @@ async def answer(
     req, now = locked
     if not req.pending or now >= req.expires_at:
         raise RequestClosed(f"This request is already {'expired' if req.pending else req.status}.")
+    if act != "ok" and act != "no":
+        raise ForgedButton()
     if act == "no":
         if await store.withdraw(session, req.id, user_id):
             await _audit(session, "vote.withdrawn", req, user_id)
             await _refresh(rt, session, req, now)
             return "Cancelled: your approval was withdrawn."
         return "Nothing to cancel."
+    if step_up_of(rt, req, APPROVE) == "totp":
+        raise Refused("This approval needs the code of your authenticator, not a button.")
+    return await _confirm(rt, session, req, now, user_id)
+
+
+@questions.on_answer(totp_stepup.KIND)
+async def code_given(rt: Runtime, session: AsyncSession, answer: questions.Answer) -> None:
+    """A reply with a TOTP code: checked, then the approval confirmed like Confirm."""
+    request_id = totp_stepup.request_of(answer)
+    locked = await repo.lock(session, request_id)
+    try:
+        if locked is None or not locked[0].pending or locked[1] >= locked[0].expires_at:
+            raise RequestClosed("This request is closed.")
+        await totp_stepup.check_code(rt, session, answer.user_id, answer.text)
+        toast = await _confirm(rt, session, locked[0], locked[1], answer.user_id)
+    except totp_stepup.WrongCode as exc:
+        toast = exc.message
+        if not exc.locked and locked is not None:
+            await totp_stepup.ask_code(session, locked[0], answer.user_id, CONFIRM_SECONDS)
+    except Refused as exc:
+        toast = exc.message
+    await enqueue_text(session, answer.chat_id, esc(toast), reply_to=answer.message_id)
+
+
+async def _confirm(
+    rt: Runtime, session: AsyncSession, req: repo.RequestRecord, now: datetime, user_id: int
+) -> str:
     done = await store.confirm(session, req.id, user_id, CONFIRM_SECONDS)
     if done == "late":
         await _audit(session, "vote.withdrawn", req, user_id, reason="late")

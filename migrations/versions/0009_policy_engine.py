@@ -51,6 +51,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("request_id", "voter_telegram_id", name="pk_break_glass_reviews"),
     )
     op.create_table(
+        "totp_secrets",
+        sa.Column("telegram_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("kid", sa.String(16), nullable=False),
+        sa.Column("sealed", sa.LargeBinary(), nullable=False),
+        sa.Column("failures", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("telegram_id", name="pk_totp_secrets"),
+    )
+    op.create_table(
         "trust_records",
         sa.Column("team_id", sa.Integer(), nullable=False),
         sa.Column("pattern", sa.Text(), nullable=False),
@@ -79,6 +91,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("trust_records")
+    op.drop_table("totp_secrets")
     op.drop_table("break_glass_reviews")
     op.drop_column("votes", "confirmed_at")
     for name, _type, _kw in reversed(_REQUEST_COLUMNS):

@@ -3,9 +3,13 @@ with deny-wins and ⛔ Revoke, /trust with its reset button, and the trust API."
 
 from __future__ import annotations
 
+import base64
+import html
+import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
+from bot.totp import code_at
 from tests.e2e.flows import APPROVE, REJECT, audit_events, card, card_where, create, tap
 from tests.support import (
     ALICE,
@@ -355,3 +359,66 @@ async def _text_in(h: Harness, chat: int, needle: str) -> dict[str, Any] | None:
         if needle in m["text"]:
             return m
     return None
+
+
+TOTP_POLICY = {"policy": {"critical": {"required_approvals": 1, "step_up": "totp"}}}
+
+
+async def enrolled_secret(h: Harness, user: int) -> bytes:
+    await h.emu.send_text(user, user, "/enroll")
+    msg = await h.wait_for(lambda: _text_in(h, user, "otpauth://"))
+    uri = html.unescape(msg["text"].split("\n")[-1])
+    b32 = parse_qs(urlsplit(uri).query)["secret"][0]
+    return base64.b32decode(b32 + "=" * (-len(b32) % 8))
+
+
+async def code_questions(h: Harness, user: int) -> list[dict[str, Any]]:
+    return [m for m in await h.bot_messages(user) if "6-digit code" in m["text"]]
+
+
+async def answer_code(h: Harness, user: int, code: str, asked: int) -> None:
+    """Reply `code` to the `asked`-th code question (1-based), once it is there."""
+
+    async def ready() -> list[dict[str, Any]] | None:
+        found = await code_questions(h, user)
+        return found if len(found) >= asked else None
+
+    question = (await h.wait_for(ready, timeout=30))[asked - 1]
+    await h.emu.reply(user, question["message_id"], user, code)
+
+
+async def test_totp_step_up_enrol_confirm_and_lock(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum(engine_policy(**TOTP_POLICY))
+    await open_private(h, ALICE)
+    req = await create(h, risk_level="critical")
+    msg = await card(h, req["id"])
+    refused = await tap(h, msg, ALICE)
+    assert "/enroll" in refused["text"], refused
+
+    secret = await enrolled_secret(h, ALICE)
+    answer = await tap(h, msg, ALICE)
+    assert "private chat" in answer["text"], answer
+    now = int(time.time()) // 30
+    wrong = next(
+        c for c in ("000000", "111111") if c not in {code_at(secret, now + d) for d in (-1, 0, 1)}
+    )
+    await answer_code(h, ALICE, wrong, 1)
+    await h.wait_for(lambda: _text_in(h, ALICE, "Wrong code (4 tries left)"))
+    await answer_code(h, ALICE, code_at(secret, int(time.time()) // 30), 2)
+
+    async def approved() -> bool:
+        _, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
+        return bool(got["status"] == "approved")
+
+    await h.wait_for(approved)
+
+    second = await create(h, risk_level="critical", target="prod/other")
+    await tap(h, await card(h, second["id"]), ALICE)
+    for asked in range(3, 8):
+        await answer_code(h, ALICE, wrong, asked)
+    await h.wait_for(lambda: _text_in(h, ALICE, "locked for 15 minutes"))
+    third = await create(h, risk_level="critical", target="prod/third")
+    locked = await tap(h, await card(h, third["id"]), ALICE)
+    assert "locked" in locked["text"], locked
+    events = await audit_events(h)
+    assert events.count("step_up.failed") == 5 and events.count("step_up.locked") == 1
