@@ -19,7 +19,7 @@ HELP = (
     "executor gets a single-use signed token. Alerts arrive as one living card each, with "
     "Acknowledge, Silence and Resolve.\n\n"
     "Commands: /pending, /status &lt;id, or its first 8 characters&gt;, /whoami, /alerts, "
-    "/silences, /unsilence &lt;id&gt;, /help"
+    "/silences, /unsilence &lt;id&gt;, /trust, /enroll (in private: TOTP step-up), /help"
 )
 
 

@@ -31,25 +31,32 @@ class StepUpUnreachable(Refused):
     code = "step_up_unreachable"
 
 
-def step_up_of(rt: Runtime, req: repo.RequestRecord, decision: str) -> str | None:
-    """The level's step_up for this vote: approvals only (a rejection is the safe way)."""
+def step_up_of(rt: Runtime, req: repo.RequestRecord) -> str | None:
+    """The request's level's step_up, if any."""
     team = rt.team(req.team_id)
-    if decision != APPROVE or team is None:
-        return None
-    return team.rule(RiskLevel(req.risk_level)).step_up
+    return None if team is None else team.rule(RiskLevel(req.risk_level)).step_up
 
 
 async def before_vote(
     rt: Runtime, session: AsyncSession, req: repo.RequestRecord, decision: str, user_id: int
 ) -> frozenset[int] | None:
-    """For an approval under step-up: the voters who confirmed so far (None otherwise).
-
-    Refuses (audited) a voter the bot cannot write to privately, before the vote is stored,
-    and withdraws their own approval left unconfirmed past its window, so the tap counts anew.
-    """
-    step_up = step_up_of(rt, req, decision)
+    """Under step-up, the voters who confirmed so far (a tap's votes do not say); None on
+    other levels. Only approvals need a confirmation (a rejection is the safe way): one is
+    refused (audited) before it is stored if the bot cannot ask its voter privately, and
+    the voter's own approval left unconfirmed past its window is withdrawn, so the tap
+    counts anew."""
+    step_up = step_up_of(rt, req)
     if step_up is None:
         return None
+    if decision == APPROVE:
+        await _require_reachable(rt, session, req, user_id, step_up)
+        await store.withdraw_stale(session, req.id, user_id, CONFIRM_SECONDS)
+    return await store.confirmed_voters(session, req.id)
+
+
+async def _require_reachable(
+    rt: Runtime, session: AsyncSession, req: repo.RequestRecord, user_id: int, step_up: str
+) -> None:
     why = None
     if not await private.reachable(session, user_id):
         name = f"@{rt.bot_username}" if rt.bot_username else "the bot"
@@ -69,13 +76,11 @@ async def before_vote(
             reason="step_up_unreachable",
         )
         raise StepUpUnreachable(why)
-    await store.withdraw_stale(session, req.id, user_id, CONFIRM_SECONDS)
-    return await store.confirmed_voters(session, req.id)
 
 
 async def ask(rt: Runtime, session: AsyncSession, req: repo.RequestRecord, user_id: int) -> None:
     """The private question: Confirm / Cancel, or the TOTP code (queued in this transaction)."""
-    if step_up_of(rt, req, APPROVE) == "totp":
+    if step_up_of(rt, req) == "totp":
         await totp_stepup.ask_code(session, req, user_id, CONFIRM_SECONDS)
         return
     text = (
@@ -129,7 +134,7 @@ async def answer(
             await _refresh(rt, session, req, now)
             return "Cancelled: your approval was withdrawn."
         return "Nothing to cancel."
-    if step_up_of(rt, req, APPROVE) == "totp":
+    if step_up_of(rt, req) == "totp":
         raise Refused("This approval needs the code of your authenticator, not a button.")
     return await _confirm(rt, session, req, now, user_id)
 

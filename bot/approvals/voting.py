@@ -119,7 +119,7 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
         if toast is not None:
             return VoteResult(req.id, outcome.decision, toast)
     # The cards show this vote once the card worker re-renders them (add_vote scheduled it).
-    if confirmed is not None:
+    if confirmed is not None and decision == APPROVE:
         await ask(rt, session, req, tap.user_id)
         return VoteResult(req.id, Decision.PENDING, "🔐 Confirm it in your private chat with me.")
     mark = "✅ Approval" if decision == APPROVE else "❌ Rejection"
