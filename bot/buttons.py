@@ -41,6 +41,17 @@ class DeclareIncident(CallbackData, prefix="di"):
     tag: str
 
 
+class TrustReset(CallbackData, prefix="tr"):
+    ref: str  # the first 12 bytes of the pattern's SHA-256, base64url (patterns can be long)
+    tag: str
+
+
+class PolicyAction(CallbackData, prefix="pe"):
+    ref: str  # the request id
+    act: str  # "rv" revoke an auto-approval
+    tag: str
+
+
 def uuid_ref(value: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(value.bytes).rstrip(b"=").decode()
 
@@ -86,6 +97,13 @@ class ButtonSigner:
     def approval_button(self, request_id: uuid.UUID, vote: str, chat_id: int) -> str:
         ref = uuid_ref(request_id)
         return ApprovalVote(ref=ref, vote=vote, tag=self.tag("ap", ref, vote, chat_id)).pack()
+
+    def trust_button(self, ref: str, chat_id: int) -> str:
+        return TrustReset(ref=ref, tag=self.tag("tr", ref, "0", chat_id)).pack()
+
+    def policy_button(self, request_id: uuid.UUID, act: str, chat_id: int) -> str:
+        ref = uuid_ref(request_id)
+        return PolicyAction(ref=ref, act=act, tag=self.tag("pe", ref, act, chat_id)).pack()
 
     def alert_button(self, alert_id: int, act: str, chat_id: int) -> str:
         ref = str(alert_id)

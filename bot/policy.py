@@ -12,10 +12,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.callback_urls import CallbackPrefix, parse_prefix
-from bot.settings import ConfigError
+from bot.hours import Hours, parse_hours
+from bot.settings import ConfigError, known_zone
 
 
 class RiskLevel(StrEnum):
@@ -24,6 +32,8 @@ class RiskLevel(StrEnum):
     HIGH = "high"
     CRITICAL = "critical"
 
+
+RISK_ORDER = {level: i for i, level in enumerate(RiskLevel)}
 
 # Low and medium are the original "standard" level (one approval); high and critical the
 # "critical" level (two distinct approvers).
@@ -53,6 +63,7 @@ Scope = Literal[
     "alerts:write",
     "incidents:read",  # list and get incidents, their timelines and postmortem drafts
     "incidents:write",  # declare incidents, change their status and commander
+    "trust:reset",  # reset an action pattern's trust score to 0
 ]
 SCOPES: tuple[str, ...] = get_args(Scope)
 ALL_SCOPES = frozenset(SCOPES)
@@ -109,6 +120,48 @@ class RuleModel(_Strict):
     escalate_after_seconds: int | None = Field(default=None, ge=30)
     # Roles of which at least one approver must be among the approvals (empty: any approver).
     required_roles: tuple[str, ...] = ()
+    # One approval less once the request's action pattern has this trust score.
+    trust_lowers_at: int | None = Field(default=None, ge=1, le=1_000_000)
+    # Lets trust lower the critical level too (ignored elsewhere).
+    allow_critical: bool = False
+    # "private": an approval counts once its voter confirms it in a private chat (60 s);
+    # "totp": with the code of the authenticator they enrolled (/enroll).
+    step_up: Literal["private", "totp"] | None = None
+
+
+class MatcherModel(_Strict):
+    """What an auto_approve or deny rule matches: globs, requesters, hours of the week."""
+
+    name: str = Field(min_length=1, max_length=64)
+    actions: tuple[str, ...] = ("*",)
+    targets: tuple[str, ...] = ("*",)
+    requesters: tuple[str | int, ...] = ()  # policy names, requested_by values or ids
+    hours: str | None = None
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_hours(v)
+        return v
+
+
+class AutoApproveModel(MatcherModel):
+    max_risk: RiskLevel = RiskLevel.LOW
+    allow_critical: bool = False
+    min_trust_score: int = Field(default=0, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _critical(self) -> AutoApproveModel:
+        if self.max_risk is RiskLevel.CRITICAL and not self.allow_critical:
+            raise ValueError(f"rule {self.name!r}: max_risk = critical needs allow_critical = true")
+        return self
+
+
+class BreakGlassModel(_Strict):
+    roles: tuple[str, ...] = Field(min_length=1)
+    require_reason: bool = True
+    max_per_day: int = Field(default=3, ge=1, le=1000)
 
 
 class TeamModel(_Strict):
@@ -125,6 +178,11 @@ class TeamModel(_Strict):
     )
     # Alerts whose values of these labels match an open incident's attach to it.
     incident_group_by: tuple[str, ...] = ("service",)
+    timezone: str | None = None  # the team's hours; unset: the policy's
+    trust_key: Literal["action", "action+target"] = "action+target"
+    auto_approve: tuple[AutoApproveModel, ...] = ()
+    deny: tuple[MatcherModel, ...] = ()
+    break_glass: BreakGlassModel | None = None
 
     @field_validator("approvers")
     @classmethod
@@ -133,6 +191,28 @@ class TeamModel(_Strict):
         if len(ids) != len(set(ids)):
             raise ValueError("an approver telegram_id appears twice")
         return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None and not known_zone(v):
+            raise ValueError(f"unknown timezone {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self) -> TeamModel:
+        """Refuse what contradicts itself: a break-glass role no approver holds (a typo would
+        leave nobody able to use it), two rules under one name (the audit log names them)."""
+        held = {role for a in self.approvers for role in a.roles}
+        if self.break_glass is not None:
+            unknown = sorted(set(self.break_glass.roles) - held)
+            if unknown:
+                raise ValueError(f"break_glass.roles: no approver holds {', '.join(unknown)}")
+        names = [r.name for r in (*self.auto_approve, *self.deny)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"rule name {', '.join(twice)} appears twice")
+        return self
 
 
 class PolicyModel(_Strict):
@@ -163,6 +243,30 @@ class Rule:
     ttl_seconds: int
     escalate_after_seconds: int | None
     required_roles: frozenset[str] = frozenset()
+    trust_lowers_at: int | None = None
+    allow_critical: bool = False  # trust may lower this level even if it is critical
+    step_up: str | None = None  # "private": an approval counts once confirmed in private
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """An auto_approve (max_risk set) or deny rule."""
+
+    name: str
+    actions: tuple[str, ...] = ("*",)
+    targets: tuple[str, ...] = ("*",)
+    requesters: frozenset[str] = frozenset()  # casefolded names and ids as text; empty: any
+    hours: Hours | None = None
+    max_risk: RiskLevel | None = None
+    allow_critical: bool = False
+    min_trust_score: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlass:
+    roles: frozenset[str]
+    require_reason: bool = True
+    max_per_day: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +281,11 @@ class Team:
     max_pending: int = DEFAULT_MAX_PENDING
     alert_group_by: tuple[str, ...] = ("alertname",)
     incident_group_by: tuple[str, ...] = ("service",)
+    timezone: str | None = None
+    trust_key: str = "action+target"
+    auto_approve: tuple[Matcher, ...] = ()
+    deny: tuple[Matcher, ...] = ()
+    break_glass: BreakGlass | None = None
 
     def rule(self, level: RiskLevel) -> Rule:
         return self.rules[level]
@@ -242,6 +351,9 @@ def build_team(name: str, model: TeamModel) -> Team:
                 m.ttl_seconds,
                 m.escalate_after_seconds,
                 frozenset(m.required_roles),
+                m.trust_lowers_at,
+                m.allow_critical,
+                m.step_up,
             )
     return Team(
         name=name,
@@ -266,6 +378,31 @@ def build_team(name: str, model: TeamModel) -> Team:
         max_pending=model.max_pending,
         alert_group_by=model.alert_group_by,
         incident_group_by=model.incident_group_by,
+        timezone=model.timezone,
+        trust_key=model.trust_key,
+        auto_approve=tuple(_matcher(m) for m in model.auto_approve),
+        deny=tuple(_matcher(m) for m in model.deny),
+        break_glass=None
+        if model.break_glass is None
+        else BreakGlass(
+            frozenset(model.break_glass.roles),
+            model.break_glass.require_reason,
+            model.break_glass.max_per_day,
+        ),
+    )
+
+
+def _matcher(m: MatcherModel) -> Matcher:
+    auto = m if isinstance(m, AutoApproveModel) else None
+    return Matcher(
+        name=m.name,
+        actions=m.actions,
+        targets=m.targets,
+        requesters=frozenset(str(r).strip().casefold() for r in m.requesters),
+        hours=parse_hours(m.hours) if m.hours is not None else None,
+        max_risk=auto.max_risk if auto else None,
+        allow_critical=auto.allow_critical if auto else False,
+        min_trust_score=auto.min_trust_score if auto else 0,
     )
 
 
@@ -305,7 +442,10 @@ def parse_policy(data: dict[str, Any], source: str = "<memory>") -> Policy:
     for name, team_model in model.teams.items():
         for key, msg in prefix_problems(team_model) + scope_problems(team_model):
             raise ConfigError(f"policy file {source}: teams.{name}.{key}: {msg}")
-    teams = {name: build_team(name, m) for name, m in model.teams.items()}
+    teams = {
+        name: build_team(name, m.model_copy(update={"timezone": m.timezone or model.timezone}))
+        for name, m in model.teams.items()
+    }
     index: dict[int, str] = {}
     for team in teams.values():
         for chat_id in team.chat_ids:

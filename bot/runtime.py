@@ -17,6 +17,7 @@ from bot.policy import Policy, Team
 from bot.rate_limits import CreationLimits
 from bot.settings import Settings
 from bot.tokens import TokenService
+from bot.totp import Sealer
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Runtime:
     tokens: TokenService = field(init=False)
     zone: ZoneInfo = field(init=False)
     creation_limits: CreationLimits = field(init=False)
+    sealer: Sealer = field(init=False)
 
     def __post_init__(self) -> None:
         self.signer = ButtonSigner(
@@ -49,6 +51,10 @@ class Runtime:
         self.tokens = TokenService(self.settings)
         self.zone = ZoneInfo(self.policy.timezone) if self.policy.timezone else self.settings.zone
         self.creation_limits = CreationLimits(self.redis)
+        self.sealer = Sealer(
+            self.settings.token_secret.get_secret_value(),
+            [old.get_secret_value() for old in self.settings.token_previous_secrets],
+        )
 
     def team_name(self, team_id: int) -> str | None:
         for name, tid in self.team_ids.items():

@@ -92,6 +92,7 @@ class Claims:
     approvers: tuple[int, ...]
     risk_level: str
     expires_at: datetime
+    break_glass: bool = False
 
 
 class TokenService:
@@ -124,6 +125,7 @@ class TokenService:
         risk_level: str,
         request_expires_at: datetime,
         now: datetime | None = None,
+        break_glass: bool = False,
     ) -> Minted:
         now = now or datetime.now(UTC)
         expires = min(now + self.ttl, request_expires_at)
@@ -142,6 +144,8 @@ class TokenService:
             "approvers": approvers,
             "risk_level": risk_level,
         }
+        if break_glass:
+            claims["break_glass"] = True  # approved by one person's emergency, not a quorum
         token = jwt.encode(
             claims,
             self._signing_key,
@@ -220,6 +224,7 @@ def _claims(data: Mapping[str, Any]) -> Claims:
             approvers=tuple(approvers),
             risk_level=data["risk_level"],
             expires_at=datetime.fromtimestamp(exp, UTC),
+            break_glass=data.get("break_glass") is True,
         )
     except (ValueError, TypeError, OverflowError, OSError) as exc:
         raise InvalidToken(f"token claim has the wrong shape ({exc})") from None

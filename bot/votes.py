@@ -54,6 +54,14 @@ class Outcome:
     # Eligible approvers who have not voted yet, in policy order; once only a required role is
     # missing, just those holding one (nobody else can move the request any more).
     waiting: tuple[int, ...] = ()
+    # What bot.rules.decide adds: why, in words, and which rule or person decided it.
+    reason: str = ""
+    auto_rule: str | None = None  # the auto_approve rule that approved it
+    deny_rule: str | None = None  # the deny rule that keeps it for human votes
+    trust: int = 0  # the action pattern's trust score it was judged with
+    lowered: bool = False  # trust took one approval off the level's count
+    glass_by: int | None = None  # the approver who broke the glass
+    unconfirmed: tuple[int, ...] = ()  # approvals awaiting their step-up confirmation
 
     @property
     def decided(self) -> bool:
@@ -61,6 +69,8 @@ class Outcome:
 
     @property
     def deciders(self) -> tuple[int, ...]:
+        if self.glass_by is not None:
+            return (self.glass_by,)
         if self.decision is Decision.APPROVED:
             return self.approvals
         if self.decision is Decision.REJECTED:
@@ -115,15 +125,18 @@ def tally(
     approvers: Mapping[int, Approver],
     votes: Iterable[Ballot],
     now: datetime,
+    *,
+    lower_by: int = 0,
 ) -> Outcome:
     """Count the votes of a pending request against the CURRENT policy.
 
     `approvers` is the team's approver list as it is now: a vote by someone since removed no
     longer counts, and the requester's vote never does. The stricter of the stored and the
-    current approval count applies, so editing the policy can never weaken a pending request.
+    current approval count applies, so editing the policy can never weaken a pending request
+    (only trust may, by `lower_by`, and never below one approval).
     Expiry wins over everything: at or past expires_at nothing can be decided any more.
     """
-    required = max(request.required_approvals, rule.required_approvals)
+    required = max(1, max(request.required_approvals, rule.required_approvals) - lower_by)
     reject_threshold = request.reject_threshold
     asked = requesters(request, approvers)
     seen, approvals, rejects, ignored = _sort_ballots(votes, asked, approvers)

@@ -157,6 +157,13 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
         "result": None
         if r.result_at is None
         else {"success": r.result_success, "detail": r.result_detail, "at": _time(r.result_at)},
+        "reason": d.outcome.reason,
+        "action_pattern": r.action_pattern,
+        "trust_score": r.trust_score,
+        "auto_rule": r.auto_rule,
+        "deny_rule": d.outcome.deny_rule,
+        "break_glass": r.break_glass_reason is not None,
+        "revoked_at": _time(r.revoked_at),
     }
     if r.status == "approved" and d.token is not None:
         out["approval_token"] = d.token.token
@@ -193,6 +200,7 @@ async def create_approval(request: web.Request) -> web.Response:
         dry_run_checks=body.dry_run_checks,
         expires_in=body.expires_in,
         callback_url=body.callback_url,
+        action_pattern=body.action_pattern,
     )
     req, created = await approvals.create_request(
         rt,
@@ -290,6 +298,7 @@ async def redeem_token(request: web.Request) -> web.Response:
             "risk_level": r.risk_level,
             "approvers": list(done.approvers),
             "jti": str(done.jti),
+            "break_glass": done.break_glass,
         }
     )
 

@@ -7,7 +7,7 @@ from aiogram.filters import Filter
 from aiogram.types import ChatMemberUpdated, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import chats
+from bot import chats, private
 
 _GONE = {"left", "kicked"}
 
@@ -28,6 +28,12 @@ class MigratedFrom(Filter):
 
 async def track_membership(event: ChatMemberUpdated, session: AsyncSession) -> None:
     status = event.new_chat_member.status
+    if event.chat.type == "private":  # the person blocked (or unblocked) the bot
+        if status in _GONE:
+            await private.blocked(session, event.chat.id)
+        else:
+            await private.opened(session, event.chat.id)
+        return
     if status in _GONE:
         await chats.bot_removed(session, event.chat.id, reason=f"my_chat_member:{status}")
     else:

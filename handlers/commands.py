@@ -20,7 +20,7 @@ HELP = (
     "Acknowledge, Silence and Resolve.\n\n"
     "Commands: /pending, /status &lt;id, or its first 8 characters&gt;, /whoami, /alerts, "
     "/silences, /unsilence &lt;id&gt;, /incident P0-P3 title, /incidents, /note [id] text, "
-    "/timeline [id], /help"
+    "/timeline [id], /trust, /enroll (in private: TOTP step-up), /help"
 )
 
 

@@ -97,6 +97,13 @@ class CreateApproval(_Body):
     expires_in: int | None = Field(
         default=None, ge=60, le=30 * 86400, description="seconds; capped by the policy's ttl"
     )
+    action_pattern: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="the pattern this request's trust is kept under; unset: derived by the "
+        "team's trust_key (the action, or action:target with ids and numbers masked to *)",
+    )
     callback_url: str | None = Field(
         default=None,
         max_length=2048,
@@ -227,6 +234,38 @@ _APPROVAL = {
         },
         "token_expires_at": {"type": "string", "format": "date-time"},
         "token_redeemed": {"type": "boolean"},
+        "reason": {"type": "string", "description": "why it stands as it does, in words"},
+        "action_pattern": {"type": ["string", "null"]},
+        "trust_score": {"type": "integer", "description": "the pattern's score at creation"},
+        "auto_rule": {"type": ["string", "null"]},
+        "deny_rule": {"type": ["string", "null"]},
+        "break_glass": {"type": "boolean"},
+        "revoked_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+
+_TRUST = {
+    "type": "object",
+    "required": ["pattern", "score"],
+    "properties": {
+        "pattern": {"type": "string"},
+        "score": {"type": "integer"},
+        "total_approvals": {"type": "integer"},
+        "total_rejections": {"type": "integer"},
+        "last_approver": {"type": ["string", "null"]},
+        "last_approved_at": {"type": ["string", "null"], "format": "date-time"},
+        "last_rejecter": {"type": ["string", "null"]},
+        "last_rejected_at": {"type": ["string", "null"], "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+}
+
+_TRUST_PAGE = {
+    "type": "object",
+    "required": ["trust", "next"],
+    "properties": {
+        "trust": {"type": "array", "items": {"$ref": "#/components/schemas/Trust"}},
+        "next": {"type": ["string", "null"], "description": "cursor for the next page"},
     },
 }
 
@@ -240,6 +279,7 @@ _REDEEMED = {
         "risk_level": {"type": "string"},
         "approvers": {"type": "array", "items": {"type": "integer"}},
         "jti": {"type": "string", "format": "uuid"},
+        "break_glass": {"type": "boolean", "description": "approved by one person's break-glass"},
     },
 }
 
@@ -379,6 +419,8 @@ OPERATION_SCOPES: dict[str, Scope] = {
     "ingestAlertmanager": "alerts:write",
     "ingestGrafana": "alerts:write",
     **INCIDENT_SCOPES,
+    "listTrust": "approvals:read",
+    "resetTrust": "trust:reset",
 }
 
 _SECURITY_TEXT = (
@@ -482,6 +524,41 @@ def _approval_paths(common: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _trust_paths() -> dict[str, Any]:
+    """Trust per action pattern: the list, and a reset by hand."""
+    return {
+        f"{API}/trust": {
+            "get": {
+                "operationId": "listTrust",
+                "summary": "This team's action patterns and their trust, by pattern",
+                "parameters": _LIST_PARAMS[1:],
+                "responses": {
+                    "200": _json(_ref("TrustPage"), "a page of at most `limit` patterns"),
+                    **_errors(401, 422, 503),
+                },
+            }
+        },
+        f"{API}/trust/{{pattern}}/reset": {
+            "post": {
+                "operationId": "resetTrust",
+                "summary": "Reset one pattern's score to 0 (audited)",
+                "parameters": [
+                    {
+                        "name": "pattern",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref("Trust"), "reset"),
+                    **_errors(401, 404, 422, 503),
+                },
+            }
+        },
+    }
+
+
 def _token_and_alert_paths(common: dict[str, Any]) -> dict[str, Any]:
     """Redeeming a token, the alert intakes, and this document."""
     return {
@@ -538,6 +615,8 @@ def document() -> dict[str, Any]:
         Redeemed=_REDEEMED,
         AlertsIngested=_INGESTED,
         **INCIDENT_SCHEMAS,
+        Trust=_TRUST,
+        TrustPage=_TRUST_PAGE,
     )
     common = _errors(400, 401, 413, 415, 422, 503)
     return {
@@ -557,6 +636,7 @@ def document() -> dict[str, Any]:
         "paths": _scoped(
             {
                 **_approval_paths(common),
+                **_trust_paths(),
                 **incident_paths(_json, _errors, _body, common),
                 **_token_and_alert_paths(common),
             }

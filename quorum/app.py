@@ -25,6 +25,8 @@ import handlers.commands
 import handlers.health
 import handlers.incident_chat
 import handlers.incidents
+import handlers.policy
+import handlers.questions
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
 from bot.inbound import Inbound, prune_updates
@@ -85,7 +87,9 @@ def make_dispatcher() -> Dispatcher:
     per update) is left out."""
     dp = Dispatcher(disable_fsm=True)
     dp.include_routers(
+        handlers.questions.make_router(),
         handlers.approvals.make_router(),
+        handlers.policy.make_router(),
         handlers.alerts.make_router(),
         handlers.incident_chat.make_router(),
         handlers.chats.make_router(),
@@ -323,6 +327,7 @@ class Quorum:
         own_listener = self.settings.metrics_port is not None
         app.add_routes(handlers.health.public_routes if own_listener else handlers.health.router)
         app.add_routes(handlers.approvals.routes)
+        app.add_routes(handlers.policy.routes)
         app.add_routes(handlers.alerts.routes)
         app.add_routes(handlers.incidents.routes)
         return app

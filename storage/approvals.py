@@ -61,6 +61,15 @@ class RequestRecord:
     updated_at: datetime
     expires_at: datetime
     decided_at: datetime | None
+    action_pattern: str | None = None
+    trust_score: int = 0
+    auto_rule: str | None = None
+    break_glass_reason: str | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    review_status: str | None = None
+    review_message_row: int | None = None
+    reason: str | None = None  # the requester's reason, given by ForceReply (bot.questions)
 
     @property
     def pending(self) -> bool:
@@ -74,6 +83,7 @@ class VoteRecord:
     voter_name: str
     decision: str
     created_at: datetime
+    confirmed_at: datetime | None = None  # a step-up approval's confirmation
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,13 +351,16 @@ async def votes_for(
             Vote.voter_name,
             Vote.decision,
             Vote.created_at,
+            Vote.confirmed_at,
         )
         .where(Vote.request_id.in_(request_ids))
         .order_by(Vote.id)
     )
     for r in rows:
         out[r.request_id].append(
-            VoteRecord(r.id, r.voter_telegram_id, r.voter_name, r.decision, r.created_at)
+            VoteRecord(
+                r.id, r.voter_telegram_id, r.voter_name, r.decision, r.created_at, r.confirmed_at
+            )
         )
     return out
 
@@ -380,6 +393,43 @@ async def transition(
         require_live,
     )
     return _request_raw(row) if row else None
+
+
+async def mark_policy(
+    session: AsyncSession,
+    request_id: uuid.UUID,
+    *,
+    auto_rule: str | None = None,
+    break_glass_reason: str | None = None,
+) -> RequestRecord:
+    """Note on a just-decided request which auto_approve rule or break-glass decided it."""
+    row = (
+        await session.execute(
+            update(_R)
+            .where(_R.c.id == request_id)
+            .values(auto_rule=auto_rule, break_glass_reason=break_glass_reason)
+            .returning(*_COLUMNS)
+        )
+    ).one()
+    return _request(row)
+
+
+async def revoke(session: AsyncSession, request_id: uuid.UUID, actor: str) -> RequestRecord | None:
+    """Revoke an auto-approved request once; None if it is not one, or already revoked."""
+    row = (
+        await session.execute(
+            update(_R)
+            .where(
+                _R.c.id == request_id,
+                _R.c.status == "approved",
+                _R.c.auto_rule.is_not(None),
+                _R.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=func.now(), revoked_by=actor, updated_at=func.now())
+            .returning(*_COLUMNS)
+        )
+    ).first()
+    return _request(row) if row else None
 
 
 async def set_result(

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -119,10 +120,67 @@ class ApprovalRequest(Base):
     updated_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime]
     decided_at: Mapped[datetime | None]
+    # The policy engine: the trust pattern and its score when the request was made, the
+    # auto_approve rule that approved it, a break-glass reason, and a revocation.
+    action_pattern: Mapped[str | None] = mapped_column(Text)
+    trust_score: Mapped[int] = mapped_column(Integer, server_default="0")
+    auto_rule: Mapped[str | None] = mapped_column(String(64))
+    break_glass_reason: Mapped[str | None] = mapped_column(Text)
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(Text)
+    # After a break-glass: the review ("open", "acknowledged", "disputed") and its message.
+    review_status: Mapped[str | None] = mapped_column(String(16))
+    review_message_row: Mapped[int | None] = mapped_column(BigInteger)
     # Votes do not render the cards: they set cards_due_at, and the card worker re-renders
     # (at most once per interval after cards_rendered_at; Telegram paces the edits anyway).
     cards_due_at: Mapped[datetime | None]
     cards_rendered_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class TrustRecord(Base):
+    """Per team and action pattern: approvals that went well in a row, and the totals."""
+
+    __tablename__ = "trust_records"
+    team_id: Mapped[int] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    pattern: Mapped[str] = mapped_column(Text, primary_key=True)
+    score: Mapped[int] = mapped_column(Integer, server_default="0")
+    total_approvals: Mapped[int] = mapped_column(Integer, server_default="0")
+    total_rejections: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_approver: Mapped[str | None] = mapped_column(Text)
+    last_approved_at: Mapped[datetime | None]
+    last_rejecter: Mapped[str | None] = mapped_column(Text)
+    last_rejected_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class BreakGlassReview(Base):
+    """An approver's verdict on a break-glass afterwards: acknowledged or disputed."""
+
+    __tablename__ = "break_glass_reviews"
+    __table_args__ = (CheckConstraint("verdict IN ('ack','dispute')", name="verdict"),)
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("approval_requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    voter_telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    voter_name: Mapped[str] = mapped_column(String(128))
+    verdict: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = _now()
+
+
+class TotpSecret(Base):
+    """An approver's TOTP secret for step-up, sealed (bot.totp), and its wrong-code lock."""
+
+    __tablename__ = "totp_secrets"
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kid: Mapped[str] = mapped_column(String(16))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
 
 
 class Vote(Base):
@@ -141,6 +199,10 @@ class Vote(Base):
     chat_id: Mapped[int | None] = mapped_column(BigInteger)
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _now()
+    # Given after the tap, by a ForceReply answer (bot.approvals.reasons), never in the vote.
+    reason: Mapped[str | None] = mapped_column(Text)
+    # Under a level's step_up: when the voter confirmed this approval in a private chat.
+    confirmed_at: Mapped[datetime | None]
 
 
 class TelegramMessage(Base):
@@ -177,6 +239,36 @@ class TelegramMessage(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     sent_at: Mapped[datetime | None]
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)  # a forum topic
+    reply_to: Mapped[int | None] = mapped_column(BigInteger)  # a Telegram message id
+
+
+class Question(Base):
+    """A question put to one person by ForceReply; their reply goes to the handler of `kind`."""
+
+    __tablename__ = "questions"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    message_row_id: Mapped[int] = mapped_column(
+        ForeignKey("telegram_messages.id", ondelete="CASCADE"), unique=True
+    )
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    asked_telegram_id: Mapped[int] = mapped_column(BigInteger)
+    subject: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None]
+    answer: Mapped[str | None] = mapped_column(Text)
+
+
+class PrivateChat(Base):
+    """Whether the bot may write to a person: Telegram refuses until they open the chat."""
+
+    __tablename__ = "private_chats"
+    __table_args__ = (CheckConstraint("state IN ('open', 'not_started', 'blocked')", name="state"),)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    state: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = _now()
 
 
 class OutboxItem(Base):

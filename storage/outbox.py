@@ -110,8 +110,9 @@ _SYNC_OF_M = """
 """
 _PUT_AND_SYNC = f"""
     WITH m AS (
-        INSERT INTO telegram_messages (chat_id, purpose, text, reply_markup, approval_id, alert_id)
-        VALUES ($4, $5, $6, $7::jsonb, $8, $9)
+        INSERT INTO telegram_messages
+            (chat_id, purpose, text, reply_markup, approval_id, alert_id, thread_id, reply_to)
+        VALUES ($4, $5, $6, $7::jsonb, $8, $9, $10, $11)
         RETURNING id, chat_id
     ){_SYNC_OF_M}"""  # noqa: S608 (fixed fragments of our own)
 _EDIT_AND_SYNC = f"""
@@ -133,8 +134,12 @@ async def put_message(
     priority: Priority,
     approval_id: uuid.UUID | None = None,
     alert_id: int | None = None,
+    thread_id: int | None = None,
+    reply_to: int | None = None,
 ) -> int:
-    """Create a bot message (a card) and queue its first send; returns telegram_messages.id."""
+    """Create a bot message (a card) and queue its first send; returns telegram_messages.id.
+
+    `thread_id` posts it in a forum topic, `reply_to` (a Telegram message id) as a reply."""
     msg_id: int = await (await raw(session)).fetchval(
         _PUT_AND_SYNC,
         int(priority),
@@ -146,6 +151,8 @@ async def put_message(
         json.dumps(reply_markup),
         approval_id,
         alert_id,
+        thread_id,
+        reply_to,
     )
     return msg_id
 
@@ -212,8 +219,9 @@ async def enqueue_text(
     priority: Priority = Priority.REPLY,
     kind: str = "reply",
     reply_to: int | None = None,
+    reply_markup: dict[str, Any] | None = None,
 ) -> int:
-    """Queue a plain HTML message (a command's reply, an escalation)."""
+    """Queue a plain HTML message (a command's reply, an escalation), buttons if given."""
     payload: dict[str, Any] = {
         "chat_id": chat_id,
         "text": text_html,
@@ -222,6 +230,8 @@ async def enqueue_text(
     }
     if reply_to is not None:
         payload["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
+    if reply_markup is not None:
+        payload["reply_markup"] = reply_markup
     return await enqueue_call(
         session, "sendMessage", payload, chat_id=chat_id, priority=priority, kind=kind
     )
@@ -243,6 +253,8 @@ class SyncTarget:
     sent_version: int
     sent_text: str | None
     sent_markup: dict[str, Any] | None
+    thread_id: int | None = None
+    reply_to: int | None = None
 
     @property
     def up_to_date(self) -> bool:
@@ -355,7 +367,7 @@ _UNSETTLED = f"""
 
 _TARGETS = """
     SELECT id, chat_id, message_id, text, reply_markup, version, sent_version, sent_text,
-           sent_markup
+           sent_markup, thread_id, reply_to
       FROM telegram_messages WHERE id = ANY($1::bigint[])
 """
 
@@ -537,6 +549,42 @@ async def dead_letter(session: AsyncSession, row_id: int, instance: str, error: 
             .values(status="failed", last_error=error)
         )
     return True
+
+
+async def refused(session: AsyncSession, row_id: int, instance: str, error: str) -> bool:
+    """Telegram refused the row for good (a person who never opened or blocked the private
+    chat): it is finished, with the reason, and never sent again. Not a dead letter: nothing
+    is wrong with Quorum, and the caller audits it."""
+    result = (
+        await session.execute(
+            update(OutboxItem)
+            .where(_mine(row_id, instance))
+            .values(
+                status="done",
+                done_at=func.now(),
+                claimed_until=None,
+                attempts=OutboxItem.attempts + 1,
+                last_error=error,
+            )
+            .returning(OutboxItem.telegram_message_id)
+        )
+    ).first()
+    if result is None:
+        return False
+    if result.telegram_message_id is not None:
+        await session.execute(
+            update(TelegramMessage)
+            .where(TelegramMessage.id == result.telegram_message_id)
+            .values(status="failed", last_error=error)
+        )
+    return True
+
+
+async def leave_topic(session: AsyncSession, message_row_id: int) -> None:
+    """The message's forum topic is closed or gone: it lives in the General topic from now on."""
+    await session.execute(
+        update(TelegramMessage).where(TelegramMessage.id == message_row_id).values(thread_id=None)
+    )
 
 
 async def move_to_chat(

@@ -87,6 +87,7 @@ def render_card(
         lines = [
             *_request_lines(req, tz, limits, closed_by),
             *_vote_lines(votes, outcome, tz, waiting if req.pending else ()),
+            *policy_lines(req, outcome, tz),
             *_closing_lines(req, tz, alert_line),
         ]
         text_html = "\n".join(lines)
@@ -178,11 +179,14 @@ def _vote_lines(
         f" · <b>Rejects:</b> {len(outcome.rejects)}/{outcome.reject_threshold}"
     ]
     ignored = set(outcome.ignored)
+    unconfirmed = set(outcome.unconfirmed)
     for v in votes[:MAX_VOTE_LINES]:
         mark = "✅" if v.decision == APPROVE else "❌"
         who = clip(v.voter_name, 40)
         if v.voter_telegram_id in ignored:
             lines.append(f"{mark} <s>{who}</s> (does not count)")
+        elif v.voter_telegram_id in unconfirmed:
+            lines.append(f"⏳ {who} · awaiting confirmation")
         else:
             lines.append(f"{mark} {who} · {esc(fmt_time(v.created_at, tz))}")
     if len(votes) > MAX_VOTE_LINES:
@@ -191,6 +195,29 @@ def _vote_lines(
         names = ", ".join(clip(n, 40) for n in waiting[:MAX_WAITING_NAMES])
         extra = len(waiting) - MAX_WAITING_NAMES
         lines.append(f"<b>Waiting for:</b> {names}{f' +{extra} more' if extra > 0 else ''}")
+    return lines
+
+
+def policy_lines(req: repo.RequestRecord, outcome: Outcome, tz: ZoneInfo) -> list[str]:
+    """What the policy engine did or waits for: a rule, trust, break-glass, a revocation."""
+    lines = []
+    if req.auto_rule is not None:
+        lines.append(
+            f"🤖 auto-approved by rule <b>{clip(req.auto_rule, 64)}</b> (trust {req.trust_score})"
+        )
+    if req.break_glass_reason is not None:
+        lines.append(f"🚨 <b>Break glass</b>: {clip(req.break_glass_reason, 300)}")
+    if req.revoked_at is not None:
+        who = clip(req.revoked_by or "?", 80)
+        lines.append(f"⛔ <b>Revoked</b> by {who} at {esc(fmt_time(req.revoked_at, tz))}")
+    if not req.pending:
+        return lines
+    if outcome.deny_rule is not None:
+        lines.append(f"🛑 deny rule <b>{clip(outcome.deny_rule, 64)}</b>: needs human votes")
+    if outcome.lowered:
+        lines.append(f"🤝 trust {outcome.trust}: one approval less")
+    if outcome.unconfirmed:
+        lines.append(f"⏳ awaiting confirmation: {plural(len(outcome.unconfirmed), 'voter')}")
     return lines
 
 
@@ -221,9 +248,16 @@ def _closing_lines(req: repo.RequestRecord, tz: ZoneInfo, alert_line: str | None
 
 
 def card_markup(rt: Runtime, req: repo.RequestRecord, chat_id: int) -> dict[str, Any] | None:
-    """Approve and Reject buttons, signed for this chat; none once the request is closed."""
+    """Approve and Reject buttons, signed for this chat; once closed, only an auto-approval's
+    Revoke (until it is revoked)."""
+    if req.status == "approved" and req.auto_rule is not None and req.revoked_at is None:
+        return keyboard([[("⛔ Revoke", rt.signer.policy_button(req.id, "rv", chat_id))]])
     if not req.pending:
         return None
     approve = rt.signer.approval_button(req.id, "a", chat_id)
     reject = rt.signer.approval_button(req.id, "r", chat_id)
-    return keyboard([[("✅ Approve", approve), ("❌ Reject", reject)]])
+    rows = [[("✅ Approve", approve), ("❌ Reject", reject)]]
+    team = rt.team(req.team_id)
+    if team is not None and team.break_glass is not None:
+        rows.append([("🚨 Break glass", rt.signer.policy_button(req.id, "bg", chat_id))])
+    return keyboard(rows)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.approvals.publish import notify_alerts, refresh_cards
 from bot.runtime import Runtime
 from bot.tokens import payload_sha256
+from bot.trust import on_decision
 from storage import approvals as repo
 from storage import audit
 from storage import incidents as incident_timeline
@@ -70,6 +71,7 @@ async def after_decision(
             actor=actor,
             actor_telegram_id=actor_telegram_id,
         )
+    await on_decision(session, req)
     token = await _mint_token(rt, session, req, now) if req.status == "approved" else None
     if req.callback_url:
         await _queue_callback(session, req, req.callback_url, token)
@@ -93,6 +95,7 @@ async def _mint_token(
         risk_level=req.risk_level,
         request_expires_at=req.expires_at,
         now=now,
+        break_glass=req.break_glass_reason is not None,
     )
     added = await tokens_repo.add_token(
         session,

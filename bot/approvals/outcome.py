@@ -3,24 +3,55 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
-from bot.policy import RiskLevel, Rule
+from bot.policy import RiskLevel, Rule, Team
+from bot.rules import GlassAsk, decide
 from bot.runtime import Runtime
-from bot.votes import Ballot, Outcome, tally
+from bot.votes import Ballot, Outcome
 from storage import approvals as repo
 
 
 def outcome_of(
-    rt: Runtime, req: repo.RequestRecord, votes: Sequence[repo.VoteRecord], now: datetime
+    rt: Runtime,
+    req: repo.RequestRecord,
+    votes: Sequence[repo.VoteRecord],
+    now: datetime,
+    *,
+    glass: GlassAsk | None = None,
+    intake: bool = False,
+    confirmed: frozenset[int] | None = None,
 ) -> Outcome:
+    """The request judged by bot.rules.decide under its team's current policy, with the
+    trust score it was created with. `confirmed`: the voters whose step-up approval is
+    confirmed, when `votes` do not say (a tap reads them separately, only under step-up)."""
     team = rt.team(req.team_id)
-    rule = team.rule(RiskLevel(req.risk_level)) if team else None
-    if rule is None:
+    if team is None:
         # The team left the policy file: the request keeps the thresholds it was created with.
         rule = Rule(req.required_approvals, req.reject_threshold, 0, None)
+        team = Team("?", (), {}, dict.fromkeys(RiskLevel, rule))
     ballots = [Ballot(v.voter_telegram_id, v.decision) for v in votes]
-    return tally(req, rule, team.approvers if team else {}, ballots, now)
+    if confirmed is None:
+        confirmed = frozenset(v.voter_telegram_id for v in votes if v.confirmed_at is not None)
+    outcome = decide(
+        req, team, req.trust_score, ballots, confirmed, now, glass=glass, intake=intake
+    )
+    if req.pending:
+        return outcome
+    return replace(outcome, reason=closed_reason(req))
+
+
+def closed_reason(req: repo.RequestRecord) -> str:
+    """How a closed request was decided, from what was stored when it was."""
+    if req.revoked_at is not None:
+        return f"revoked by {req.revoked_by}"
+    if req.auto_rule is not None:
+        return f"auto-approved by rule {req.auto_rule} (trust {req.trust_score})"
+    names = ", ".join(str(d.get("name", d.get("id"))) for d in req.decided_by or [])
+    if req.break_glass_reason is not None:
+        return f"break-glass by {names}"
+    return f"{req.status} by {names}" if names else req.status
 
 
 def waiting_names(rt: Runtime, req: repo.RequestRecord, outcome: Outcome) -> list[str]:

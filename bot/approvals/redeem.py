@@ -31,6 +31,7 @@ class Redeemed:
     request: repo.RequestRecord
     approvers: tuple[int, ...]
     jti: uuid.UUID
+    break_glass: bool = False
 
 
 async def redeem_token(
@@ -79,7 +80,7 @@ async def redeem_token(
             gate="redis" if fresh is False else "postgresql",
         )
         raise TokenReplayed("this token was already redeemed")
-    return Redeemed(req, claims.approvers, claims.jti)
+    return Redeemed(req, claims.approvers, claims.jti, claims.break_glass)
 
 
 async def _audit(rt: Runtime, event: str, *, actor: str, **fields: Any) -> None:
@@ -108,6 +109,17 @@ async def _approved_request(
         problem = "token does not match the approved request"
     elif req.status != "approved":
         problem = f"request is {req.status}"
+    elif req.revoked_at is not None:
+        await _audit(
+            rt,
+            "token.invalid",
+            actor=actor,
+            team_id=team_id,
+            approval_id=req.id,
+            reason="revoked",
+            jti=str(claims.jti),
+        )
+        raise Conflict(f"the approval was revoked by {req.revoked_by}", code="revoked")
     if problem is not None or req is None:
         await _audit(
             rt,
@@ -173,6 +185,9 @@ async def _consume(
     try:
         async with transaction(rt.sessions) as session:
             locked = await repo.lock(session, req.id)
+            if locked is not None and locked[0].revoked_at is not None:
+                # Revoked between the first look and this lock: the lock orders the two.
+                raise Conflict("the approval was revoked", code="revoked")
             if locked is not None and locked[1] < min(claims.expires_at, locked[0].expires_at):
                 first = await tokens_repo.redeem(session, claims.jti, req.id, actor)
             if first:

@@ -20,12 +20,15 @@ from bot.approvals.publish import notify_alerts, post_cards, refresh_cards
 from bot.callback_urls import callback_url_problem
 from bot.errors import Conflict, Invalid, NotFound, TooManyPending, UnreachableQuorum
 from bot.policy import APPROVAL_LEVEL, RiskLevel, Rule, Team
+from bot.rules import trust_pattern
 from bot.runtime import Runtime
-from bot.votes import Outcome, reach, unreachable_reason
+from bot.trust import on_result
+from bot.votes import Decision, Outcome, reach, unreachable_reason
 from storage import approvals as repo
 from storage import audit
 from storage import incidents as incident_timeline
 from storage import tokens as tokens_repo
+from storage import trust as trust_repo
 from storage.db import transaction
 
 STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")
@@ -49,6 +52,7 @@ class NewRequest:
     dry_run_checks: list[Any] | None = None
     expires_in: int | None = None
     callback_url: str | None = None
+    action_pattern: str | None = None  # the trust pattern; unset: the team's trust_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +100,53 @@ async def create_request(
                 if merged is not None:
                     return merged, False
             await _check_pending_cap(session, team, team_id)
-            created = await _insert(session, team_id, new, rule, idempotency_key, body_sha256)
+            pattern = new.action_pattern or trust_pattern(team.trust_key, new.action, new.target)
+            score = await trust_repo.score(session, team_id, pattern)
+            created = await _insert(
+                session, team_id, new, rule, idempotency_key, body_sha256, (pattern, score)
+            )
             if created is None:
                 continue  # lost a race on the key or the fingerprint: look again
+            created = await _auto_approve(rt, session, created)
             await post_cards(rt, session, created)
             await notify_alerts(rt, session, created)
             return created, True
     raise Conflict("the request kept changing concurrently; retry", code="conflict")
+
+
+async def _auto_approve(
+    rt: Runtime, session: AsyncSession, created: repo.RequestRecord
+) -> repo.RequestRecord:
+    """The new request approved at once if an auto_approve rule (and no deny rule) takes it:
+    its token minted and the rule audited with the score, in the creating transaction."""
+    outcome = outcome_of(rt, created, [], created.created_at, intake=True)
+    if outcome.deny_rule is not None:
+        await audit.record(
+            session,
+            "approval.deny_matched",
+            team_id=created.team_id,
+            approval_id=created.id,
+            rule=outcome.deny_rule,
+        )
+    if outcome.decision is not Decision.APPROVED or outcome.auto_rule is None:
+        return created
+    approved = await repo.transition(session, created.id, "approved", decided_by=[])
+    if approved is None:
+        return created
+    approved = await repo.mark_policy(session, created.id, auto_rule=outcome.auto_rule)
+    await audit.record(
+        session,
+        "approval.auto_approved",
+        actor=f"rule {outcome.auto_rule}",
+        team_id=created.team_id,
+        approval_id=created.id,
+        rule=outcome.auto_rule,
+        trust_score=outcome.trust,
+        pattern=(created.action_pattern or "")[:200],
+    )
+    now = approved.decided_at or approved.created_at
+    await after_decision(rt, session, approved, [], now, [], actor=f"rule {outcome.auto_rule}")
+    return approved
 
 
 def _require_reachable(team: Team, rule: Rule, new: NewRequest) -> None:
@@ -189,6 +233,7 @@ async def _insert(
     rule: Rule,
     idempotency_key: str | None,
     body_sha256: str | None,
+    trust: tuple[str, int],
 ) -> repo.RequestRecord | None:
     """The new row, audited; None if a concurrent request took its key or fingerprint."""
     ttl = min(new.expires_in or rule.ttl_seconds, rule.ttl_seconds)
@@ -213,6 +258,8 @@ async def _insert(
             "idempotency_key": idempotency_key,
             "body_sha256": body_sha256,
             "callback_url": new.callback_url,
+            "action_pattern": trust[0],
+            "trust_score": trust[1],
         },
         ttl,
     )
@@ -388,6 +435,7 @@ async def report_result(
                 f"{req.action[:200]} on {req.target[:200]} {outcome}: {detail[:200]}".rstrip(": "),
                 actor=actor[:200],
             )
+        await on_result(session, updated, actor)
         votes = (await repo.votes_for(session, [req.id]))[req.id]
         await refresh_cards(rt, session, updated, votes, now)
         return (await details_of(rt, session, [updated], now))[0]

@@ -60,7 +60,7 @@ async def pending_text(rt: Runtime, session: AsyncSession, chat_id: int) -> str:
             title = f'<a href="{href(link)}">{title}</a>'
         lines.append(
             f"• {RISK_BADGE.get(r.risk_level, '')} {title} · "
-            f"{len(d.outcome.approvals)}/{d.outcome.required} · "
+            f"{len(d.outcome.approvals)}/{d.outcome.required} · {clip(d.outcome.reason, 120)} · "
             f"expires {esc(fmt_time(r.expires_at, tz))}\n  <code>{r.id}</code>"
         )
     if len(items) > MAX_LISTED:

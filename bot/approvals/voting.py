@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.approvals.decision import after_decision, decided_by
 from bot.approvals.outcome import outcome_of
+from bot.approvals.stepup import ask, before_vote
 from bot.buttons import ref_uuid
 from bot.errors import (
     AlreadyVoted,
@@ -88,6 +89,7 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
     ctx, decision = await _genuine_card(rt, session, tap)
     req = ctx.request
     approver = await _eligible_voter(rt, session, tap, ctx)
+    confirmed = await before_vote(rt, session, req, decision, tap.user_id)
     inserted, votes = await repo.add_vote(
         session,
         req.id,
@@ -110,13 +112,16 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
             team_id=req.team_id,
             approval_id=req.id,
         )
-    outcome = outcome_of(rt, req, votes, ctx.db_now)
+    outcome = outcome_of(rt, req, votes, ctx.db_now, confirmed=confirmed)
     rt.metrics.votes.labels(decision).inc()
     if outcome.decision in (Decision.APPROVED, Decision.REJECTED):
         toast = await _decide(rt, session, tap, ctx, votes, outcome, approver)
         if toast is not None:
             return VoteResult(req.id, outcome.decision, toast)
     # The cards show this vote once the card worker re-renders them (add_vote scheduled it).
+    if confirmed is not None and decision == APPROVE:
+        await ask(rt, session, req, tap.user_id)
+        return VoteResult(req.id, Decision.PENDING, "🔐 Confirm it in your private chat with me.")
     mark = "✅ Approval" if decision == APPROVE else "❌ Rejection"
     return VoteResult(
         req.id,

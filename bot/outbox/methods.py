@@ -8,6 +8,7 @@ from typing import Any, cast
 import aiogram.methods
 from aiogram.methods import TelegramMethod
 from aiogram.methods.base import Response
+from aiogram.types import ForceReply, InlineKeyboardMarkup
 
 from bot.rendering import fit_html, fit_plain
 
@@ -47,3 +48,22 @@ def hold_response_type(method: TelegramMethod[Any]) -> None:
     """Keep the answer's Response[T] model alive (see _RESPONSE_TYPES)."""
     if type(method) not in _RESPONSE_TYPES:
         _RESPONSE_TYPES[type(method)] = cast(Any, Response)[method.__returning__]
+
+
+def reply_markup_model(raw: dict[str, Any] | None) -> InlineKeyboardMarkup | ForceReply | None:
+    """A stored reply_markup as aiogram's model: an inline keyboard, or a ForceReply."""
+    if not raw:
+        return None
+    if raw.get("force_reply"):
+        return ForceReply.model_validate(raw)
+    return InlineKeyboardMarkup.model_validate(raw)
+
+
+def inline_only(markup: InlineKeyboardMarkup | ForceReply | None) -> InlineKeyboardMarkup | None:
+    # An edit takes only an inline keyboard; a question's ForceReply stays as it was sent.
+    return markup if isinstance(markup, InlineKeyboardMarkup) else None
+
+
+def topic_gone(description: str) -> bool:
+    """Telegram's answers for a forum topic that was deleted or closed."""
+    return "message thread not found" in description or "topic_closed" in description

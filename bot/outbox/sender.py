@@ -22,12 +22,20 @@ from aiogram.exceptions import (
     TelegramServerError,
 )
 from aiogram.methods import EditMessageReplyMarkup, EditMessageText, SendMessage, TelegramMethod
-from aiogram.types import InlineKeyboardMarkup, Message
+from aiogram.types import Message, ReplyParameters
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from bot import chats
-from bot.outbox.methods import build_method, fit_payload, hold_response_type, sanitize
+from bot import chats, private
+from bot.outbox.methods import (
+    build_method,
+    fit_payload,
+    hold_response_type,
+    inline_only,
+    reply_markup_model,
+    sanitize,
+    topic_gone,
+)
 from bot.outbox.pacing import UNPACED, Pacer, reraise_if_cancelled
 from bot.rendering import fit_html
 from bot.runtime import Runtime
@@ -63,13 +71,14 @@ class SyncSent:
 
 @dataclass(frozen=True)
 class Outcome:
-    action: Literal["done", "release", "retry", "dead", "removed", "migrated"]
+    action: Literal["done", "release", "retry", "dead", "removed", "migrated", "refused"]
     delay: float = 0.0
     error: str | None = None
     sync: SyncSent | None = None
     chat_id: int | None = None
     new_chat_id: int | None = None
     forget_message: bool = False  # the card is gone from Telegram: post it again
+    left_topic: int | None = None  # the forum topic it was sent outside of (closed or gone)
 
 
 @dataclass
@@ -305,6 +314,10 @@ class Sender:
         except TelegramMigrateToChat as exc:
             return Outcome("migrated", chat_id=chat_id, new_chat_id=exc.migrate_to_chat_id)
         except TelegramForbiddenError as exc:
+            if chat_id is not None and chat_id > 0:
+                # A person's private chat: not opened, or the bot blocked. Retrying cannot
+                # help; it is recorded (bot.private) and the row is finished.
+                return Outcome("refused", chat_id=chat_id, error=self._err(exc))
             return Outcome("removed", chat_id=chat_id, error=self._err(exc))
         except TelegramBadRequest as exc:
             return Outcome("dead", error=self._err(exc))
@@ -381,19 +394,29 @@ class Sender:
         sent = SyncSent(t.id, None, t.version, t.text, t.reply_markup)
         if t.up_to_date:
             return Outcome("done", sync=sent)  # 'message is not modified' avoided
-        markup = InlineKeyboardMarkup.model_validate(t.reply_markup) if t.reply_markup else None
+        markup = reply_markup_model(t.reply_markup)
         text = fit_html(t.text)
         message_id = t.message_id
+        thread_id = t.thread_id
         first = True
         while True:
             method: TelegramMethod[Any]
             if message_id is None:
                 method = SendMessage(
-                    chat_id=t.chat_id, text=text, parse_mode="HTML", reply_markup=markup
+                    chat_id=t.chat_id,
+                    text=text,
+                    parse_mode="HTML",
+                    reply_markup=markup,
+                    message_thread_id=thread_id,
+                    reply_parameters=(
+                        ReplyParameters(message_id=t.reply_to, allow_sending_without_reply=True)
+                        if t.reply_to is not None
+                        else None
+                    ),
                 )
             elif t.sent_text == t.text:
                 method = EditMessageReplyMarkup(
-                    chat_id=t.chat_id, message_id=message_id, reply_markup=markup
+                    chat_id=t.chat_id, message_id=message_id, reply_markup=inline_only(markup)
                 )
             else:
                 method = EditMessageText(
@@ -401,7 +424,7 @@ class Sender:
                     message_id=message_id,
                     text=text,
                     parse_mode="HTML",
-                    reply_markup=markup,
+                    reply_markup=inline_only(markup),
                 )
             try:
                 result = await self._call(row, t.chat_id, method, first)
@@ -418,6 +441,14 @@ class Sender:
                     )
                     message_id, first = None, False
                     continue
+                if message_id is None and thread_id is not None and topic_gone(desc):
+                    log.info(
+                        "topic %s of chat %s closed or gone; posting in General",
+                        thread_id,
+                        t.chat_id,
+                    )
+                    thread_id, first = None, False
+                    continue
                 raise
             if isinstance(result, Outcome):
                 if message_id is None and t.message_id is not None:
@@ -427,6 +458,7 @@ class Sender:
             new_id = result.message_id if isinstance(result, Message) else None
             return Outcome(
                 "done",
+                left_topic=t.thread_id if thread_id != t.thread_id else None,
                 sync=SyncSent(
                     t.id,
                     new_id if message_id is None else None,
@@ -488,6 +520,8 @@ class Sender:
                     sent_text=s.text,
                     sent_markup=s.markup,
                 )
+                if outcome.left_topic is not None:
+                    await self._note_topic_left(session, row, s, outcome.left_topic)
             if not await store.complete(session, row.id, me):
                 log.warning("outbox row %s: claim lost before completion", row.id)
             return action
@@ -509,6 +543,12 @@ class Sender:
                 await store.release(session, row.id, me, delay_seconds=0, error=outcome.error)
                 return action
             action = "dead"  # not a chat we hold rows for
+        if action == "refused" and outcome.chat_id is not None:
+            if await store.refused(session, row.id, me, outcome.error or "403"):
+                await private.refused(
+                    session, outcome.chat_id, error=outcome.error or "403", outbox_id=row.id
+                )
+            return action
         if action == "migrated" and outcome.chat_id is not None and outcome.new_chat_id:
             await chats.chat_migrated(session, outcome.chat_id, outcome.new_chat_id)
             await store.move_to_chat(session, row.id, outcome.chat_id, outcome.new_chat_id)
@@ -527,6 +567,29 @@ class Sender:
                 error=error,
             )
         return "dead"
+
+    async def _note_topic_left(
+        self, session: Any, row: store.ClaimedRow, sent: SyncSent, thread_id: int
+    ) -> None:
+        """The message went to General because its topic is closed or gone: keep it there,
+        say so under it, and audit it."""
+        chat_id = row.target.chat_id if row.target is not None else row.chat_id
+        await store.leave_topic(session, sent.message_row_id)
+        await audit.record(
+            session,
+            "topic.fallback",
+            chat_id=chat_id,
+            thread_id=thread_id,
+            message_row_id=sent.message_row_id,
+        )
+        if chat_id is not None:
+            await store.enqueue_text(
+                session,
+                chat_id,
+                f"ℹ️ Topic {thread_id} is closed or deleted, so this was posted in General. "
+                "Point the route's thread_id at an open topic in the policy.",
+                reply_to=sent.message_id,
+            )
 
     def _after(self, row: store.ClaimedRow, outcome: Outcome, action: str) -> None:
         m = self.rt.metrics
@@ -547,6 +610,12 @@ class Sender:
                 row.chat_id,
                 outcome.error,
                 extra={"chat_id": row.chat_id},
+            )
+        elif action == "refused":
+            log.info(
+                "private chat %s refused (not started or blocked); recorded, not retried",
+                outcome.chat_id,
+                extra={"chat_id": outcome.chat_id},
             )
         elif action == "removed":
             log.warning(

@@ -291,3 +291,58 @@ def test_loading_reports_every_refused_setting(monkeypatch: pytest.MonkeyPatch) 
     # The refused token fell back to none: "required" is not reported a second time.
     merged = combined(problems, check(s, None))
     assert [p.where for p in merged] == [*(p.where for p in problems), "QUORUM_TOKEN_SECRET"]
+
+
+@pytest.mark.parametrize(
+    ("team", "where", "message"),
+    [
+        (
+            {"auto_approve": [{"name": "all", "max_risk": "critical"}]},
+            "teams.platform.auto_approve.0",
+            "max_risk = critical needs allow_critical = true",
+        ),
+        (
+            {"break_glass": {"roles": ["captain"]}},
+            "teams.platform",
+            "break_glass.roles: no approver holds captain",
+        ),
+        (
+            {"deny": [{"name": "weekend", "hours": "Sat-Sun"}]},
+            "teams.platform.deny.0.hours",
+            "malformed hours 'Sat-Sun'",
+        ),
+        (
+            {"auto_approve": [{"name": "night", "hours": "Mon 22:00-06:00"}]},
+            "teams.platform.auto_approve.0.hours",
+            "must end after it starts",
+        ),
+        (
+            {"policy": {"critical": {"step_up": "sms"}}},
+            "teams.platform.policy.critical.step_up",
+            "private",
+        ),
+    ],
+    ids=["critical-auto", "unknown-role", "malformed-hours", "window-backwards", "step-up"],
+)
+def test_check_config_refuses_contradictory_rules(
+    team: dict[str, Any], where: str, message: str
+) -> None:
+    problems = check(settings(), policy(**team))
+    assert [(p.level, p.where.removeprefix("policy file policy.toml: ")) for p in problems] == [
+        (ERROR, where)
+    ]
+    assert message in problems[0].message
+
+
+def test_check_config_accepts_the_policy_engine_keys() -> None:
+    team = {
+        "timezone": "Europe/Berlin",
+        "trust_key": "action",
+        "auto_approve": [
+            {"name": "routine", "actions": ["restart *"], "hours": "Mon-Fri 09:00-18:00"}
+        ],
+        "deny": [{"name": "no-db", "targets": ["prod/db*"]}],
+        "break_glass": {"roles": ["lead"], "max_per_day": 3},
+        "policy": {"high": {"trust_lowers_at": 10}, "critical": {"step_up": "private"}},
+    }
+    assert check(settings(), policy(**team)) == []
