@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from bot.callback_urls import CallbackPrefix, parse_prefix
 from bot.settings import ConfigError
@@ -107,6 +108,23 @@ class RuleModel(_Strict):
     escalate_after_seconds: int | None = Field(default=None, ge=30)
     # Roles of which at least one approver must be among the approvals (empty: any approver).
     required_roles: tuple[str, ...] = ()
+    # Requests must say why (`reason`); the reason must match the pattern (re.search, so
+    # anchor it: "^(OPS|INC)-[0-9]+" asks for a ticket id first).
+    require_reason: StrictBool = False
+    reason_pattern: str | None = Field(default=None, min_length=1, max_length=500)
+    # A rejection counts at once, but the decision callback waits (at most 10 minutes) for
+    # the rejecter's reason, and the card says "reason pending" meanwhile.
+    require_reject_reason: StrictBool = False
+
+    @field_validator("reason_pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
 
 
 class TeamModel(_Strict):
@@ -155,6 +173,9 @@ class Rule:
     ttl_seconds: int
     escalate_after_seconds: int | None
     required_roles: frozenset[str] = frozenset()
+    require_reason: bool = False
+    reason_pattern: re.Pattern[str] | None = None
+    require_reject_reason: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +253,9 @@ def build_team(name: str, model: TeamModel) -> Team:
                 m.ttl_seconds,
                 m.escalate_after_seconds,
                 frozenset(m.required_roles),
+                m.require_reason,
+                re.compile(m.reason_pattern) if m.reason_pattern is not None else None,
+                m.require_reject_reason,
             )
     return Team(
         name=name,

@@ -125,6 +125,7 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
         "action": r.action,
         "target": r.target,
         "description": r.description,
+        "reason": r.reason,
         "risk_level": r.risk_level,
         "required_approvals": d.outcome.required,
         "reject_threshold": d.outcome.reject_threshold,
@@ -149,6 +150,7 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
                 "voter_telegram_id": v.voter_telegram_id,
                 "voter_name": v.voter_name,
                 "decision": v.decision,
+                "reason": v.reason,
                 "at": _time(v.created_at),
                 "counted": v.voter_telegram_id not in ignored,
             }
@@ -193,6 +195,7 @@ async def create_approval(request: web.Request) -> web.Response:
         dry_run_checks=body.dry_run_checks,
         expires_in=body.expires_in,
         callback_url=body.callback_url,
+        reason=body.reason,
     )
     req, created = await approvals.create_request(
         rt,

@@ -61,6 +61,7 @@ class RequestRecord:
     updated_at: datetime
     expires_at: datetime
     decided_at: datetime | None
+    reason: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -74,6 +75,8 @@ class VoteRecord:
     voter_name: str
     decision: str
     created_at: datetime
+    # Given after the tap by a ForceReply answer; the vote statement itself never reads it.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,13 +344,14 @@ async def votes_for(
             Vote.voter_name,
             Vote.decision,
             Vote.created_at,
+            Vote.reason,
         )
         .where(Vote.request_id.in_(request_ids))
         .order_by(Vote.id)
     )
     for r in rows:
         out[r.request_id].append(
-            VoteRecord(r.id, r.voter_telegram_id, r.voter_name, r.decision, r.created_at)
+            VoteRecord(r.id, r.voter_telegram_id, r.voter_name, r.decision, r.created_at, r.reason)
         )
     return out
 
@@ -533,3 +537,14 @@ async def closing_actor(session: AsyncSession, approval_id: uuid.UUID, event: st
             .limit(1)
         ),
     )
+
+
+async def set_vote_reason(session: AsyncSession, vote_id: int, reason: str) -> bool:
+    """Store a voter's reason once, in its own statement after the vote (never part of it)."""
+    result = await session.execute(
+        update(Vote)
+        .where(Vote.id == vote_id, Vote.reason.is_(None))
+        .values(reason=reason)
+        .returning(Vote.id)
+    )
+    return result.first() is not None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -90,14 +91,16 @@ def render_card(
     *,
     waiting: Sequence[str] = (),
     closed_by: str | None = None,
+    awaiting_reason: Collection[int] = (),
 ) -> str:
     """The card's HTML. `waiting` names the eligible approvers yet to vote (see
-    Outcome.waiting); `closed_by` is the audit actor who cancelled the request."""
+    Outcome.waiting); `closed_by` is the audit actor who cancelled the request;
+    `awaiting_reason` the rejecters whose required reason has not come yet."""
     text_html = ""
     for limits in CARD_LIMITS:
         lines = [
             *_request_lines(req, tz, limits, closed_by),
-            *_vote_lines(votes, outcome, tz, waiting if req.pending else ()),
+            *_vote_lines(votes, outcome, tz, waiting if req.pending else (), awaiting_reason),
             *_closing_lines(req, tz, alert_line),
         ]
         text_html = "\n".join(lines)
@@ -127,6 +130,8 @@ def _request_lines(
         f"<b>Action:</b> <code>{clip(req.action, 300)}</code>",
         f"<b>Target:</b> <code>{clip(req.target, 300)}</code>",
     ]
+    if req.reason:
+        lines.append(f"<b>Reason:</b> {clip(req.reason, 300)}")
     if req.description:
         lines.append(f"<blockquote>{clip(req.description, limits.description)}</blockquote>")
 
@@ -180,7 +185,11 @@ def _check_line(check: Any, limit: int) -> str:
 
 
 def _vote_lines(
-    votes: Sequence[repo.VoteRecord], outcome: Outcome, tz: ZoneInfo, waiting: Sequence[str]
+    votes: Sequence[repo.VoteRecord],
+    outcome: Outcome,
+    tz: ZoneInfo,
+    waiting: Sequence[str],
+    awaiting_reason: Collection[int] = (),
 ) -> list[str]:
     """The count, one line per vote (up to MAX_VOTE_LINES), and who has yet to vote."""
     roles = " (needs an approver with a required role)" if outcome.missing_role else ""
@@ -195,6 +204,10 @@ def _vote_lines(
         if v.voter_telegram_id in ignored:
             lines.append(f"{mark} <s>{who}</s> (does not count)")
         else:
+            if v.reason:
+                who += f": {clip(v.reason, 200)}"
+            elif v.voter_telegram_id in awaiting_reason:
+                who += " (reason pending)"
             lines.append(f"{mark} {who} · {esc(fmt_time(v.created_at, tz))}")
     if len(votes) > MAX_VOTE_LINES:
         lines.append(f"… +{plural(len(votes) - MAX_VOTE_LINES, 'more vote')}")
@@ -238,3 +251,18 @@ def card_markup(rt: Runtime, req: repo.RequestRecord, chat_id: int) -> dict[str,
     approve = rt.signer.approval_button(req.id, "a", chat_id)
     reject = rt.signer.approval_button(req.id, "r", chat_id)
     return keyboard([[("✅ Approve", approve), ("❌ Reject", reject)]])
+
+
+def awaiting_reason(
+    required: bool, votes: Sequence[repo.VoteRecord], now: datetime, wait_seconds: float
+) -> frozenset[int]:
+    """Rejecters whose reason the level requires and who may still give it."""
+    if not required:
+        return frozenset()
+    return frozenset(
+        v.voter_telegram_id
+        for v in votes
+        if v.decision != APPROVE
+        and v.reason is None
+        and (now - v.created_at).total_seconds() < wait_seconds
+    )

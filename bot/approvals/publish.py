@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import alerts
-from bot.approvals.card import card_markup, render_card
+from bot.approvals.card import awaiting_reason, card_markup, render_card
 from bot.approvals.outcome import outcome_of, waiting_names
 from bot.policy import RiskLevel
 from bot.runtime import Runtime
@@ -18,6 +18,8 @@ from storage import audit
 from storage.outbox import Priority, edit_message, put_message
 from storage.teams import active_chats
 
+# How long a rejecter's reason is awaited (bot.approvals.reasons asks for it).
+REJECT_REASON_SECONDS = 600
 URGENT_RISKS = frozenset({RiskLevel.HIGH.value, RiskLevel.CRITICAL.value})
 
 
@@ -90,6 +92,8 @@ async def refresh_cards(
     closed_by = None
     if req.status == "cancelled":
         closed_by = await repo.closing_actor(session, req.id, "approval.cancelled")
+    team = rt.team(req.team_id)
+    required = team is not None and team.rule(RiskLevel(req.risk_level)).require_reject_reason
     text_html = render_card(
         req,
         votes,
@@ -98,6 +102,7 @@ async def refresh_cards(
         await alert_line(session, req),
         waiting=waiting_names(rt, req, outcome),
         closed_by=closed_by,
+        awaiting_reason=awaiting_reason(required, votes, now, REJECT_REASON_SECONDS),
     )
     for row_id, chat_id in cards:
         await edit_message(

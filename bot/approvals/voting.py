@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.approvals.decision import after_decision, decided_by
 from bot.approvals.outcome import outcome_of
+from bot.approvals.reasons import ask_reject_reason
 from bot.buttons import ref_uuid
 from bot.errors import (
     AlreadyVoted,
@@ -112,6 +113,8 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
         )
     outcome = outcome_of(rt, req, votes, ctx.db_now)
     rt.metrics.votes.labels(decision).inc()
+    if decision == REJECT:
+        await _ask_why(session, tap, req.id, votes, approver)
     if outcome.decision in (Decision.APPROVED, Decision.REJECTED):
         toast = await _decide(rt, session, tap, ctx, votes, outcome, approver)
         if toast is not None:
@@ -122,6 +125,26 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
         req.id,
         Decision.PENDING,
         f"{mark} recorded ({len(outcome.approvals)}/{outcome.required} approvals).",
+    )
+
+
+async def _ask_why(
+    session: AsyncSession,
+    tap: Tap,
+    request_id: uuid.UUID,
+    votes: list[repo.VoteRecord],
+    approver: Approver,
+) -> None:
+    """After the rejection counted: ask its reason by ForceReply (outside the vote statement)."""
+    mine = next(v for v in votes if v.voter_telegram_id == tap.user_id)
+    await ask_reject_reason(
+        session,
+        approval_id=request_id,
+        vote_id=mine.id,
+        voter_id=tap.user_id,
+        voter_name=approver.name,
+        chat_id=tap.chat_id,
+        card_message_id=tap.message_id,
     )
 
 

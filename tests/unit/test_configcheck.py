@@ -291,3 +291,22 @@ def test_loading_reports_every_refused_setting(monkeypatch: pytest.MonkeyPatch) 
     # The refused token fell back to none: "required" is not reported a second time.
     merged = combined(problems, check(s, None))
     assert [p.where for p in merged] == [*(p.where for p in problems), "QUORUM_TOKEN_SECRET"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ({"reason_pattern": "^(OPS"}, {(ERROR, "teams.platform.policy.high.reason_pattern")}),
+        ({"reason_pattern": ""}, {(ERROR, "teams.platform.policy.high.reason_pattern")}),
+        ({"require_reason": "yes"}, {(ERROR, "teams.platform.policy.high.require_reason")}),
+        (
+            {"require_reject_reason": 2},
+            {(ERROR, "teams.platform.policy.high.require_reject_reason")},
+        ),
+        ({"reason_pattern": "^OPS-"}, {(WARNING, "teams.platform.policy.high.reason_pattern")}),
+        ({"reason_pattern": "^OPS-", "require_reason": True, "require_reject_reason": True}, set()),
+    ],
+    ids=["bad-regex", "empty-regex", "not-a-bool", "reject-not-a-bool", "pattern-alone", "good"],
+)
+def test_reason_keys_are_checked(rule: dict[str, Any], expected: set[Any]) -> None:
+    assert found(check(settings(), policy(policy={"high": rule}))) == expected
