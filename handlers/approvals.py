@@ -49,6 +49,8 @@ async def vote_by_button(
         user_name=query.from_user.username or query.from_user.first_name,
     )
     try:
+        if callback_data.vote == approvals.WITHDRAW:
+            return query.answer(await approvals.withdraw(runtime, session, tap))
         result = await approvals.vote(runtime, session, tap)
     except errors.Refused as exc:
         return query.answer(exc.message[:200], show_alert=exc.show_alert)

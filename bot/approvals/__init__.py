@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.approvals.card import (
     RISK_BADGE,
     STATUS_LINE,
+    WITHDRAW,
     card_link,
     card_markup,
     mention,
@@ -39,6 +40,7 @@ from bot.approvals.voting import (
     VoteResult,
     refuse_malformed,
     vote,
+    withdraw,
 )
 from bot.approvals.workers import (
     CALLBACK_SIGNATURE_HEADER,
@@ -61,6 +63,7 @@ __all__ = [
     "STATUSES",
     "STATUS_LINE",
     "VOTE_CODES",
+    "WITHDRAW",
     "Details",
     "NewRequest",
     "Page",
@@ -97,4 +100,5 @@ __all__ = [
     "status_text",
     "vote",
     "whoami_text",
+    "withdraw",
 ]

@@ -23,7 +23,7 @@ from bot.rendering import (
     visible_length,
 )
 from bot.runtime import Runtime
-from bot.votes import APPROVE, Outcome
+from bot.votes import APPROVE, Outcome, requester_id
 from storage import approvals as repo
 
 RISK_BADGE = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
@@ -92,6 +92,7 @@ def render_card(
     waiting: Sequence[str] = (),
     closed_by: str | None = None,
     awaiting_reason: Collection[int] = (),
+    requester_line: str | None = None,
 ) -> str:
     """The card's HTML. `waiting` names the eligible approvers yet to vote (see
     Outcome.waiting); `closed_by` is the audit actor who cancelled the request;
@@ -102,6 +103,7 @@ def render_card(
             *_request_lines(req, tz, limits, closed_by),
             *_vote_lines(votes, outcome, tz, waiting if req.pending else (), awaiting_reason),
             *_closing_lines(req, tz, alert_line),
+            *([requester_line] if requester_line else []),
         ]
         text_html = "\n".join(lines)
         if visible_length(text_html) <= MAX_TEXT:
@@ -244,13 +246,21 @@ def _closing_lines(req: repo.RequestRecord, tz: ZoneInfo, alert_line: str | None
     return lines
 
 
+WITHDRAW = "w"  # the Withdraw button's action: only the requester may use it
+
+
 def card_markup(rt: Runtime, req: repo.RequestRecord, chat_id: int) -> dict[str, Any] | None:
-    """Approve and Reject buttons, signed for this chat; none once the request is closed."""
+    """Approve and Reject buttons, signed for this chat, and Withdraw when the requester is
+    known; none once the request is closed."""
     if not req.pending:
         return None
     approve = rt.signer.approval_button(req.id, "a", chat_id)
     reject = rt.signer.approval_button(req.id, "r", chat_id)
-    return keyboard([[("✅ Approve", approve), ("❌ Reject", reject)]])
+    rows = [[("✅ Approve", approve), ("❌ Reject", reject)]]
+    team = rt.team(req.team_id)
+    if team is not None and requester_id(req, team.approvers) is not None:
+        rows.append([("🚫 Withdraw", rt.signer.approval_button(req.id, WITHDRAW, chat_id))])
+    return keyboard(rows)
 
 
 def awaiting_reason(

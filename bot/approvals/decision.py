@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.approvals.publish import REJECT_REASON_SECONDS, notify_alerts, refresh_cards
+from bot.approvals.requester import tell_requester
 from bot.policy import RiskLevel
 from bot.runtime import Runtime
 from bot.tokens import payload_sha256
@@ -63,6 +64,7 @@ async def after_decision(
     token = await _mint_token(rt, session, req, now) if req.status == "approved" else None
     if req.callback_url:
         await _queue_callback(rt, session, req, votes, req.callback_url, token)
+    await tell_requester(session, req, rt.team(req.team_id))
     await refresh_cards(rt, session, req, votes, now, cards)
     await notify_alerts(rt, session, req)
     return token

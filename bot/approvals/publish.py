@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import alerts
 from bot.approvals.card import awaiting_reason, card_markup, render_card
 from bot.approvals.outcome import outcome_of, waiting_names
+from bot.approvals.requester import requester_mention
 from bot.policy import RiskLevel
 from bot.runtime import Runtime
 from storage import approvals as repo
@@ -103,6 +104,7 @@ async def refresh_cards(
         waiting=waiting_names(rt, req, outcome),
         closed_by=closed_by,
         awaiting_reason=awaiting_reason(required, votes, now, REJECT_REASON_SECONDS),
+        requester_line=await requester_mention(session, req, team),
     )
     for row_id, chat_id in cards:
         await edit_message(

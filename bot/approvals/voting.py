@@ -17,6 +17,7 @@ from bot.errors import (
     AlreadyVoted,
     ForgedButton,
     NotAnApprover,
+    NotTheRequester,
     Refused,
     RequestClosed,
     RequesterCannotVote,
@@ -24,7 +25,7 @@ from bot.errors import (
 )
 from bot.policy import Approver
 from bot.runtime import Runtime
-from bot.votes import APPROVE, REJECT, Decision, Outcome, requesters
+from bot.votes import APPROVE, REJECT, Decision, Outcome, requester_id, requesters
 from storage import approvals as repo
 from storage import audit
 
@@ -242,6 +243,55 @@ async def _decide(
         if decided.status == "approved"
         else "❌ Rejected."
     )
+
+
+async def withdraw(rt: Runtime, session: AsyncSession, tap: Tap) -> str:
+    """The requester's 🚫 Withdraw: the request is cancelled with them as the actor (audited);
+    anyone else is refused with a toast (and audited)."""
+    request_id = _ref_or_none(tap.ref)
+    if request_id is None or not rt.signer.check("ap", tap.ref, tap.vote, tap.chat_id, tap.tag):
+        raise await _refuse(rt, session, tap, ForgedButton(), "bad_tag")
+    ctx = await repo.lock_for_vote(session, request_id, tap.chat_id, tap.message_id)
+    if ctx is None:
+        raise await _refuse(
+            rt, session, tap, ForgedButton(), "card_mismatch", approval_id=request_id
+        )
+    req = ctx.request
+    team = rt.team(req.team_id)
+    refusal: tuple[Refused, str] | None = None
+    if team is None or requester_id(req, team.approvers) != tap.user_id:
+        refusal = (NotTheRequester("Only the requester can withdraw this request."), "withdraw")
+    elif not req.pending or ctx.db_now >= req.expires_at:
+        refusal = (RequestClosed(f"This request is already {req.status}."), "closed")
+    if refusal is not None:
+        error, reason = refusal
+        raise await _refuse(
+            rt, session, tap, error, reason, team_id=req.team_id, approval_id=req.id
+        )
+    cancelled = await repo.transition(session, req.id, "cancelled", require_live=False)
+    if cancelled is None:
+        raise await _refuse(
+            rt, session, tap, RequestClosed("This request is already closed."), "closed"
+        )
+    votes = (await repo.votes_for(session, [req.id]))[req.id]
+    await after_decision(
+        rt,
+        session,
+        cancelled,
+        votes,
+        ctx.db_now,
+        ctx.cards,
+        actor=req.requested_by[:200],
+        actor_telegram_id=tap.user_id,
+    )
+    return "🚫 Withdrawn: the request is cancelled."
+
+
+def _ref_or_none(ref: str) -> uuid.UUID | None:
+    try:
+        return ref_uuid(ref)
+    except ValueError:
+        return None
 
 
 async def refuse_malformed(
