@@ -115,6 +115,21 @@ class RuleModel(_Strict):
     # A rejection counts at once, but the decision callback waits (at most 10 minutes) for
     # the rejecter's reason, and the card says "reason pending" meanwhile.
     require_reject_reason: StrictBool = False
+    # One warning before expiry ("⏳ expires in N min" and a reply naming who has not voted):
+    # this many seconds before; unset, ten minutes or a fifth of the lifetime if shorter; 0: none.
+    warn_before_seconds: int | None = Field(default=None, ge=0, le=30 * 86400)
+    # Where the warning and the escalation also go: a person's Telegram id (a private
+    # message) or a chat id (a post there), besides the team's chats.
+    escalate_to: tuple[int, ...] = Field(default=(), max_length=20)
+
+    @field_validator("escalate_to")
+    @classmethod
+    def _targets(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(t == 0 or abs(t) >= 2**52 for t in v):
+            raise ValueError("each target is a Telegram user id (> 0) or a chat id (< 0)")
+        if len(set(v)) != len(v):
+            raise ValueError("a target appears twice")
+        return v
 
     @field_validator("reason_pattern")
     @classmethod
@@ -176,6 +191,8 @@ class Rule:
     require_reason: bool = False
     reason_pattern: re.Pattern[str] | None = None
     require_reject_reason: bool = False
+    warn_before_seconds: int | None = None
+    escalate_to: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +273,8 @@ def build_team(name: str, model: TeamModel) -> Team:
                 m.require_reason,
                 re.compile(m.reason_pattern) if m.reason_pattern is not None else None,
                 m.require_reject_reason,
+                m.warn_before_seconds,
+                m.escalate_to,
             )
     return Team(
         name=name,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, tuple_, update
+from sqlalchemy import Interval, Table, func, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,6 +62,7 @@ class RequestRecord:
     expires_at: datetime
     decided_at: datetime | None
     reason: str | None = None
+    warned_at: datetime | None = None
 
     @property
     def pending(self) -> bool:
@@ -469,6 +470,45 @@ async def claim_escalations(
         .order_by(_R.c.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+    )
+    return [_request(r) for r in rows]
+
+
+async def claim_warnings(
+    session: AsyncSession,
+    team_id: int,
+    risk_level: str,
+    warn_seconds: int | None,
+    limit: int = 20,
+) -> list[RequestRecord]:
+    """Pending requests of a level that enter their warning window, marked warned (once),
+    locked; other processes skip them. The window is `warn_seconds` before expiry, or by
+    default ten minutes or a fifth of the request's lifetime, whichever is shorter."""
+    fifth = literal_column(
+        "(approval_requests.expires_at - approval_requests.created_at) / 5", Interval()
+    )
+    window = (
+        func.make_interval(0, 0, 0, 0, 0, 0, float(warn_seconds))
+        if warn_seconds is not None
+        else func.least(func.make_interval(0, 0, 0, 0, 0, 0, 600.0), fifth)
+    )
+    due = (
+        select(_R.c.id)
+        .where(
+            _R.c.team_id == team_id,
+            _R.c.risk_level == risk_level,
+            _R.c.status == "pending",
+            _R.c.warned_at.is_(None),
+            _R.c.expires_at > func.now(),
+            _R.c.expires_at - func.now() <= window,
+        )
+        .order_by(_R.c.expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        update(_R).where(_R.c.id.in_(due)).values(warned_at=func.now()).returning(*_COLUMNS)
     )
     return [_request(r) for r in rows]
 

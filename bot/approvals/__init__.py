@@ -52,6 +52,7 @@ from bot.approvals.workers import (
     refresh_due_cards,
     run_maintenance,
     sign_callback,
+    warn_due,
 )
 
 __all__ = [
@@ -99,6 +100,7 @@ __all__ = [
     "sign_callback",
     "status_text",
     "vote",
+    "warn_due",
     "whoami_text",
     "withdraw",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -229,6 +230,9 @@ def _closing_lines(req: repo.RequestRecord, tz: ZoneInfo, alert_line: str | None
         ttl = fmt_duration((req.expires_at - req.created_at).total_seconds())
         created += f" · <b>expires</b> {esc(fmt_time(req.expires_at, tz))} ({ttl} after creation)"
     lines = [created]
+    if req.pending and req.warned_at is not None:
+        left = max(1, math.ceil((req.expires_at - req.warned_at).total_seconds() / 60))
+        lines.append(f"⏳ <b>expires in {left} min</b>")
     if alert_line:
         lines.append(alert_line)
     if req.status in ("approved", "rejected") and req.decided_by:

@@ -93,3 +93,15 @@ def test_the_callback_waits_only_for_a_required_missing_rejection_reason() -> No
     assert vote_reasons([*given, ballot(1, "approve", 1)]) == [
         {"voter_telegram_id": 2, "voter_name": "u2", "reason": "no"}
     ]
+
+
+def test_warning_and_escalation_keys_load() -> None:
+    data = policy_data()
+    data["teams"]["platform"]["policy"] = {
+        "high": {"warn_before_seconds": 120, "escalate_to": [1003, -1001000000300]}
+    }
+    team = parse_policy(data).team("platform")
+    assert team.rule(RiskLevel.HIGH).warn_before_seconds == 120
+    assert team.rule(RiskLevel.HIGH).escalate_to == (1003, -1001000000300)
+    assert team.rule(RiskLevel.LOW).warn_before_seconds is None
+    assert team.rule(RiskLevel.LOW).escalate_to == ()
