@@ -142,8 +142,25 @@ class RuleModel(_Strict):
         return v
 
 
+class RouteMatchModel(_Strict):
+    """What a route takes; every key given must match (lists: any of them). Empty: all."""
+
+    kind: Literal["approval", "alert"] | None = None
+    risk_level: tuple[RiskLevel, ...] = ()
+    severity: tuple[str, ...] = ()
+    source: tuple[str, ...] = ()
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class RouteModel(_Strict):
+    chat_id: int = Field(lt=0, gt=-(2**52))
+    thread_id: int | None = Field(default=None, gt=0, lt=2**52)  # a forum topic
+    match: RouteMatchModel = Field(default_factory=RouteMatchModel)
+
+
 class TeamModel(_Strict):
     chat_ids: tuple[int, ...] = ()
+    routes: tuple[RouteModel, ...] = ()
     approvers: tuple[ApproverModel, ...] = ()
     api_keys: tuple[ApiKeyModel, ...] = ()
     policy: dict[RiskLevel, RuleModel] = Field(default_factory=dict)
@@ -196,6 +213,19 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """A destination (a chat, maybe one forum topic) for the cards its match takes."""
+
+    chat_id: int
+    thread_id: int | None = None
+    kind: str | None = None
+    risk_levels: frozenset[str] = frozenset()
+    severities: frozenset[str] = frozenset()
+    sources: frozenset[str] = frozenset()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Team:
     name: str
     chat_ids: tuple[int, ...]
@@ -205,6 +235,12 @@ class Team:
     alertmanager_url: str | None = None
     api_keys: tuple[ApiKey, ...] = ()
     max_pending: int = DEFAULT_MAX_PENDING
+    routes: tuple[Route, ...] = ()
+
+    @property
+    def all_chat_ids(self) -> tuple[int, ...]:
+        """Its chats and its routes' chats, each once."""
+        return tuple(dict.fromkeys((*self.chat_ids, *(r.chat_id for r in self.routes))))
 
     def rule(self, level: RiskLevel) -> Rule:
         return self.rules[level]
@@ -297,6 +333,18 @@ def build_team(name: str, model: TeamModel) -> Team:
             for k in model.api_keys
         ),
         max_pending=model.max_pending,
+        routes=tuple(
+            Route(
+                r.chat_id,
+                r.thread_id,
+                r.match.kind,
+                frozenset(level.value for level in r.match.risk_level),
+                frozenset(r.match.severity),
+                frozenset(r.match.source),
+                tuple(sorted(r.match.labels.items())),
+            )
+            for r in model.routes
+        ),
     )
 
 
@@ -346,6 +394,9 @@ def parse_policy(data: dict[str, Any], source: str = "<memory>") -> Policy:
                     f"already belongs to team {index[chat_id]}"
                 )
             index[chat_id] = team.name
+    for team in teams.values():  # a route's chat answers commands for its team too
+        for route in team.routes:
+            index.setdefault(route.chat_id, team.name)
     return Policy(teams=teams, timezone=model.timezone, source=source, _chat_index=index)
 
 

@@ -216,8 +216,10 @@ async def enqueue_text(
     priority: Priority = Priority.REPLY,
     kind: str = "reply",
     reply_to: int | None = None,
+    thread_id: int | None = None,
 ) -> int:
-    """Queue a plain HTML message (a command's reply, an escalation)."""
+    """Queue a plain HTML message (a command's reply, an escalation); `thread_id` posts it in
+    a forum topic (a reply lands in its message's topic anyway)."""
     payload: dict[str, Any] = {
         "chat_id": chat_id,
         "text": text_html,
@@ -226,6 +228,8 @@ async def enqueue_text(
     }
     if reply_to is not None:
         payload["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
+    if thread_id is not None:
+        payload["message_thread_id"] = thread_id
     return await enqueue_call(
         session, "sendMessage", payload, chat_id=chat_id, priority=priority, kind=kind
     )

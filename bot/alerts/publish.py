@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.alerts.card import card_markup, render_card
+from bot.routes import Destination, destinations
 from bot.runtime import Runtime
 from storage import alerts as store
 from storage.alerts import AckRecord, AlertRecord, CardRef, LinkedApproval, SilenceRecord
@@ -50,7 +51,6 @@ async def render_cards(
         return []
     refs = await store.card_refs(session, [a.id for a in alerts])
     context = await _load_context(session, alerts)
-    chats_of: dict[int, list[int]] = {}
     audit_rows: list[dict[str, Any]] = []
     for alert in alerts:
         html = context.render(rt, alert)
@@ -59,9 +59,8 @@ async def render_cards(
             when = (not_before or {}).get(alert.id)
             await _edit_cards(rt, session, alert, cards, html, when)
         elif create_missing and alert.status == "firing" and not alert.silenced:
-            if alert.team_id not in chats_of:
-                chats_of[alert.team_id] = await active_chats(session, alert.team_id)
-            audit_rows += await _send_cards(rt, session, alert, chats_of[alert.team_id], html)
+            where = await _destinations(rt, session, alert)
+            audit_rows += await _send_cards(rt, session, alert, where, html)
     return audit_rows
 
 
@@ -77,12 +76,33 @@ async def _load_context(session: AsyncSession, alerts: Sequence[AlertRecord]) ->
     return _Context(acks=acks, approvals=approvals, silences=silences)
 
 
+async def _destinations(
+    rt: Runtime, session: AsyncSession, alert: AlertRecord
+) -> list[Destination]:
+    team = rt.team(alert.team_id)
+    if team is None:
+        return [(c, None) for c in await active_chats(session, alert.team_id)]
+    return await destinations(
+        session,
+        team,
+        alert.team_id,
+        kind="alert",
+        severity=alert.severity,
+        source=alert.source,
+        labels=alert.labels,
+    )
+
+
 async def _send_cards(
-    rt: Runtime, session: AsyncSession, alert: AlertRecord, chats: list[int], html: str
+    rt: Runtime,
+    session: AsyncSession,
+    alert: AlertRecord,
+    where: list[Destination],
+    html: str,
 ) -> list[dict[str, Any]]:
-    """Queue the alert's first card in each chat; returns their audit rows."""
+    """Queue the alert's first card in each chat (and topic); returns their audit rows."""
     audit_rows = []
-    for chat_id in chats:
+    for chat_id, thread_id in where:
         await put_message(
             session,
             chat_id=chat_id,
@@ -91,6 +111,7 @@ async def _send_cards(
             reply_markup=card_markup(rt.signer, alert, chat_id),
             priority=Priority.ALERT_SEND,
             alert_id=alert.id,
+            thread_id=thread_id,
         )
         audit_rows.append(
             {

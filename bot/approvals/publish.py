@@ -13,6 +13,7 @@ from bot.approvals.card import awaiting_reason, card_markup, render_card
 from bot.approvals.outcome import outcome_of, waiting_names
 from bot.approvals.requester import requester_mention
 from bot.policy import RiskLevel
+from bot.routes import destinations
 from bot.runtime import Runtime
 from storage import approvals as repo
 from storage import audit
@@ -56,7 +57,13 @@ async def post_cards(rt: Runtime, session: AsyncSession, req: repo.RequestRecord
         await alert_line(session, req),
         waiting=waiting_names(rt, req, outcome),
     )
-    for chat_id in await active_chats(session, req.team_id):
+    team = rt.team(req.team_id)
+    where = (
+        await destinations(session, team, req.team_id, kind="approval", risk_level=req.risk_level)
+        if team is not None
+        else [(c, None) for c in await active_chats(session, req.team_id)]
+    )
+    for chat_id, thread_id in where:
         row_id = await put_message(
             session,
             chat_id=chat_id,
@@ -65,6 +72,7 @@ async def post_cards(rt: Runtime, session: AsyncSession, req: repo.RequestRecord
             reply_markup=card_markup(rt, req, chat_id),
             priority=card_priority(req.risk_level),
             approval_id=req.id,
+            thread_id=thread_id,
         )
         await audit.record(
             session,

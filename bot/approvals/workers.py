@@ -193,8 +193,8 @@ async def _post_reminder(
     body: str,
     cards: dict[int, int],
 ) -> None:
-    """The reminder to every active chat of the team, as a reply to the card there."""
-    for chat_id in await active_chats(session, team_id):
+    """The reminder as a reply to each card (so in its forum topic), else to the team's chats."""
+    for chat_id in list(cards) or await active_chats(session, team_id):
         await enqueue_text(
             session,
             chat_id,
