@@ -72,7 +72,10 @@ async def refuse_malformed_button(
 
 
 async def show_pending(message: Message, session: AsyncSession, runtime: Runtime) -> None:
-    text = await approvals.pending_text(runtime, session, message.chat.id)
+    if message.chat.type == "private" and message.from_user is not None:
+        text = await approvals.pending_privately(runtime, session, message.from_user.id)
+    else:
+        text = await approvals.pending_text(runtime, session, message.chat.id)
     await reply(session, message, text)
 
 

@@ -588,3 +588,32 @@ async def set_vote_reason(session: AsyncSession, vote_id: int, reason: str) -> b
         .returning(Vote.id)
     )
     return result.first() is not None
+
+
+async def waiting_for_voter(
+    session: AsyncSession, team_ids: Sequence[int], voter: int, limit: int
+) -> list[RequestRecord]:
+    """Live pending requests of these teams that `voter` has not voted on, soonest expiry
+    first (whether they may vote at all, e.g. as the requester, is the caller's rule)."""
+    voted = select(Vote.id).where(Vote.request_id == _R.c.id, Vote.voter_telegram_id == voter)
+    rows = await session.execute(
+        select(*_COLUMNS)
+        .where(
+            _R.c.team_id.in_(team_ids),
+            _R.c.status == "pending",
+            _R.c.expires_at > func.now(),
+            ~voted.exists(),
+        )
+        .order_by(_R.c.expires_at)
+        .limit(limit)
+    )
+    return [_request(r) for r in rows]
+
+
+async def has_card_in(session: AsyncSession, approval_id: uuid.UUID, chat_id: int) -> bool:
+    found = await session.scalar(
+        select(TelegramMessage.id).where(
+            TelegramMessage.approval_id == approval_id, TelegramMessage.chat_id == chat_id
+        )
+    )
+    return found is not None

@@ -13,6 +13,7 @@ from bot.approvals.card import (
 )
 from bot.approvals.decision import request_hash
 from bot.approvals.outcome import outcome_of
+from bot.approvals.private_votes import pending_privately
 from bot.approvals.publish import refresh_cards
 from bot.approvals.redeem import Redeemed, redeem_token
 from bot.approvals.requests import (
@@ -88,6 +89,7 @@ __all__ = [
     "maintain_once",
     "mention",
     "outcome_of",
+    "pending_privately",
     "pending_text",
     "redeem_token",
     "refresh_cards",

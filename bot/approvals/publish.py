@@ -97,13 +97,53 @@ async def refresh_cards(
         cards = await repo.cards_of(session, req.id)
     if not cards:
         return
+    text_html = await card_html(rt, session, req, votes, now)
+    for row_id, chat_id in cards:
+        await edit_message(
+            session,
+            row_id,
+            text_html=text_html,
+            reply_markup=card_markup(rt, req, chat_id),
+            priority=card_priority(req.risk_level),
+        )
+
+
+async def post_card_to(
+    rt: Runtime,
+    session: AsyncSession,
+    req: repo.RequestRecord,
+    votes: Sequence[repo.VoteRecord],
+    now: datetime,
+    chat_id: int,
+) -> int:
+    """One more card of the request, as it stands now, in `chat_id` (a private chat's
+    /pending): its buttons are signed for that chat and it is refreshed like the others."""
+    return await put_message(
+        session,
+        chat_id=chat_id,
+        purpose="approval_card",
+        text_html=await card_html(rt, session, req, votes, now),
+        reply_markup=card_markup(rt, req, chat_id),
+        priority=card_priority(req.risk_level),
+        approval_id=req.id,
+    )
+
+
+async def card_html(
+    rt: Runtime,
+    session: AsyncSession,
+    req: repo.RequestRecord,
+    votes: Sequence[repo.VoteRecord],
+    now: datetime,
+) -> str:
+    """The card's HTML with everything it shows besides the request and its votes."""
     outcome = outcome_of(rt, req, votes, now)
     closed_by = None
     if req.status == "cancelled":
         closed_by = await repo.closing_actor(session, req.id, "approval.cancelled")
     team = rt.team(req.team_id)
     required = team is not None and team.rule(RiskLevel(req.risk_level)).require_reject_reason
-    text_html = render_card(
+    return render_card(
         req,
         votes,
         outcome,
@@ -114,11 +154,3 @@ async def refresh_cards(
         awaiting_reason=awaiting_reason(required, votes, now, REJECT_REASON_SECONDS),
         requester_line=await requester_mention(session, req, team),
     )
-    for row_id, chat_id in cards:
-        await edit_message(
-            session,
-            row_id,
-            text_html=text_html,
-            reply_markup=card_markup(rt, req, chat_id),
-            priority=card_priority(req.risk_level),
-        )

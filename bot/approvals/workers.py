@@ -194,7 +194,8 @@ async def _post_reminder(
     cards: dict[int, int],
 ) -> None:
     """The reminder as a reply to each card (so in its forum topic), else to the team's chats."""
-    for chat_id in list(cards) or await active_chats(session, team_id):
+    # Group cards only: a card in someone's private chat (/pending there) gets no reminder.
+    for chat_id in [c for c in cards if c < 0] or await active_chats(session, team_id):
         await enqueue_text(
             session,
             chat_id,
