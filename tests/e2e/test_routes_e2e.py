@@ -105,3 +105,24 @@ async def test_a_closed_topic_falls_back_to_general_with_a_note(
     assert "1/2" in (await tap(h, msg, ALICE, APPROVE, chat=FORUM))["text"]
     await h.wait_for(lambda: audit_events_with(h, req["id"], "vote.accepted"))
     await card_where(h, req["id"], lambda m: "Approvals: 1/2" in m["text"], chat=FORUM)
+
+
+async def test_a_route_follows_its_group_when_it_becomes_a_supergroup(
+    make_quorum: QuorumFactory, emu: Any
+) -> None:
+    group = -4000000123
+    await emu.add_chat(group, "group", title="db team", members=[ALICE, BOB])
+    data = policy_data()
+    data["teams"]["platform"]["routes"] = [{"chat_id": group, "match": {"kind": "approval"}}]
+    h = await make_quorum(policy=data)
+    new_id = await h.emu.migrate(group, by_user_id=ALICE)
+
+    async def followed() -> Any:
+        rows = await sql(h, "SELECT migrated_to FROM chats WHERE id = $1", group)
+        return rows and rows[0]["migrated_to"] == new_id
+
+    await h.wait_for(followed)
+    req = await create(h)
+    msg = await card(h, req["id"], chat=new_id)
+    assert "Approved" in (await tap(h, msg, ALICE, APPROVE, chat=new_id))["text"]
+    assert not any(req["id"] in t for t in await texts(h, CHAT))
