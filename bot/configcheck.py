@@ -194,6 +194,15 @@ def _level_problems(where: str, team: Team, level: RiskLevel) -> list[Problem]:
                 f"{len(approvers)} approvers",
             )
         )
+    if rule.reason_pattern is not None and not rule.require_reason:
+        problems.append(
+            Problem(
+                WARNING,
+                f"{where}.reason_pattern",
+                "checked only when a reason is given: set require_reason = true to refuse "
+                "requests without one",
+            )
+        )
     held = {role for a in approvers for role in a.roles}
     if rule.required_roles and not rule.required_roles & held:
         roles = ", ".join(sorted(rule.required_roles))

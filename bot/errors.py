@@ -95,6 +95,10 @@ class RequesterCannotVote(Refused):
     code = "requester_cannot_vote"
 
 
+class NotTheRequester(Refused):
+    code = "not_the_requester"
+
+
 class AlreadyVoted(Refused):
     code = "already_voted"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -128,6 +130,39 @@ class RuleModel(_Strict):
     # "totp": with the code of the authenticator they enrolled (/enroll).
     step_up: Literal["private", "totp"] | None = None
 
+    # Requests must say why (`reason`); the reason must match the pattern (re.search, so
+    # anchor it: "^(OPS|INC)-[0-9]+" asks for a ticket id first).
+    require_reason: StrictBool = False
+    reason_pattern: str | None = Field(default=None, min_length=1, max_length=500)
+    # A rejection counts at once, but the decision callback waits (at most 10 minutes) for
+    # the rejecter's reason, and the card says "reason pending" meanwhile.
+    require_reject_reason: StrictBool = False
+    # One warning before expiry ("⏳ expires in N min" and a reply naming who has not voted):
+    # this many seconds before; unset, ten minutes or a fifth of the lifetime if shorter; 0: none.
+    warn_before_seconds: int | None = Field(default=None, ge=0, le=30 * 86400)
+    # Where the warning and the escalation also go: a person's Telegram id (a private
+    # message) or a chat id (a post there), besides the team's chats.
+    escalate_to: tuple[int, ...] = Field(default=(), max_length=20)
+
+    @field_validator("escalate_to")
+    @classmethod
+    def _targets(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(t == 0 or abs(t) >= 2**52 for t in v):
+            raise ValueError("each target is a Telegram user id (> 0) or a chat id (< 0)")
+        if len(set(v)) != len(v):
+            raise ValueError("a target appears twice")
+        return v
+
+    @field_validator("reason_pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
 
 class MatcherModel(_Strict):
     """What an auto_approve or deny rule matches: globs, requesters, hours of the week."""
@@ -164,8 +199,25 @@ class BreakGlassModel(_Strict):
     max_per_day: int = Field(default=3, ge=1, le=1000)
 
 
+class RouteMatchModel(_Strict):
+    """What a route takes; every key given must match (lists: any of them). Empty: all."""
+
+    kind: Literal["approval", "alert"] | None = None
+    risk_level: tuple[RiskLevel, ...] = ()
+    severity: tuple[str, ...] = ()
+    source: tuple[str, ...] = ()
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class RouteModel(_Strict):
+    chat_id: int = Field(lt=0, gt=-(2**52))
+    thread_id: int | None = Field(default=None, gt=0, lt=2**52)  # a forum topic
+    match: RouteMatchModel = Field(default_factory=RouteMatchModel)
+
+
 class TeamModel(_Strict):
     chat_ids: tuple[int, ...] = ()
+    routes: tuple[RouteModel, ...] = ()
     approvers: tuple[ApproverModel, ...] = ()
     api_keys: tuple[ApiKeyModel, ...] = ()
     policy: dict[RiskLevel, RuleModel] = Field(default_factory=dict)
@@ -247,6 +299,12 @@ class Rule:
     allow_critical: bool = False  # trust may lower this level even if it is critical
     step_up: str | None = None  # "private": an approval counts once confirmed in private
 
+    require_reason: bool = False
+    reason_pattern: re.Pattern[str] | None = None
+    require_reject_reason: bool = False
+    warn_before_seconds: int | None = None
+    escalate_to: tuple[int, ...] = ()
+
 
 @dataclass(frozen=True, slots=True)
 class Matcher:
@@ -270,6 +328,19 @@ class BreakGlass:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """A destination (a chat, maybe one forum topic) for the cards its match takes."""
+
+    chat_id: int
+    thread_id: int | None = None
+    kind: str | None = None
+    risk_levels: frozenset[str] = frozenset()
+    severities: frozenset[str] = frozenset()
+    sources: frozenset[str] = frozenset()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Team:
     name: str
     chat_ids: tuple[int, ...]
@@ -286,6 +357,12 @@ class Team:
     auto_approve: tuple[Matcher, ...] = ()
     deny: tuple[Matcher, ...] = ()
     break_glass: BreakGlass | None = None
+    routes: tuple[Route, ...] = ()
+
+    @property
+    def all_chat_ids(self) -> tuple[int, ...]:
+        """Its chats and its routes' chats, each once."""
+        return tuple(dict.fromkeys((*self.chat_ids, *(r.chat_id for r in self.routes))))
 
     def rule(self, level: RiskLevel) -> Rule:
         return self.rules[level]
@@ -354,6 +431,11 @@ def build_team(name: str, model: TeamModel) -> Team:
                 m.trust_lowers_at,
                 m.allow_critical,
                 m.step_up,
+                m.require_reason,
+                re.compile(m.reason_pattern) if m.reason_pattern is not None else None,
+                m.require_reject_reason,
+                m.warn_before_seconds,
+                m.escalate_to,
             )
     return Team(
         name=name,
@@ -376,6 +458,18 @@ def build_team(name: str, model: TeamModel) -> Team:
             for k in model.api_keys
         ),
         max_pending=model.max_pending,
+        routes=tuple(
+            Route(
+                r.chat_id,
+                r.thread_id,
+                r.match.kind,
+                frozenset(level.value for level in r.match.risk_level),
+                frozenset(r.match.severity),
+                frozenset(r.match.source),
+                tuple(sorted(r.match.labels.items())),
+            )
+            for r in model.routes
+        ),
         alert_group_by=model.alert_group_by,
         incident_group_by=model.incident_group_by,
         timezone=model.timezone,
@@ -455,6 +549,9 @@ def parse_policy(data: dict[str, Any], source: str = "<memory>") -> Policy:
                     f"already belongs to team {index[chat_id]}"
                 )
             index[chat_id] = team.name
+    for team in teams.values():  # a route's chat answers commands for its team too
+        for route in team.routes:
+            index.setdefault(route.chat_id, team.name)
     return Policy(teams=teams, timezone=model.timezone, source=source, _chat_index=index)
 
 

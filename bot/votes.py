@@ -89,6 +89,17 @@ def requesters(request: Subject, approvers: Mapping[int, Approver]) -> frozenset
     return frozenset(ids)
 
 
+def requester_id(request: Subject, approvers: Mapping[int, Approver]) -> int | None:
+    """The one person to tell about the request and let withdraw it: the Telegram id given,
+    else the approver its `requested_by` names; None when neither is known."""
+    if request.requester_telegram_id is not None:
+        return request.requester_telegram_id
+    name = request.requested_by.strip().casefold()
+    return next(
+        (a.telegram_id for a in approvers.values() if a.name.strip().casefold() == name), None
+    )
+
+
 def counts(voter: int, asked: frozenset[int], approvers: Mapping[int, Approver]) -> bool:
     """Whether this person's vote counts: a current approver who did not ask for the request
     (`asked` is `requesters(request, approvers)`)."""

@@ -49,6 +49,8 @@ async def vote_by_button(
         user_name=query.from_user.username or query.from_user.first_name,
     )
     try:
+        if callback_data.vote == approvals.WITHDRAW:
+            return query.answer(await approvals.withdraw(runtime, session, tap))
         result = await approvals.vote(runtime, session, tap)
     except errors.Refused as exc:
         return query.answer(exc.message[:200], show_alert=exc.show_alert)
@@ -70,7 +72,10 @@ async def refuse_malformed_button(
 
 
 async def show_pending(message: Message, session: AsyncSession, runtime: Runtime) -> None:
-    text = await approvals.pending_text(runtime, session, message.chat.id)
+    if message.chat.type == "private" and message.from_user is not None:
+        text = await approvals.pending_privately(runtime, session, message.from_user.id)
+    else:
+        text = await approvals.pending_text(runtime, session, message.chat.id)
     await reply(session, message, text)
 
 
@@ -125,6 +130,7 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
         "action": r.action,
         "target": r.target,
         "description": r.description,
+        "reason": r.reason,
         "risk_level": r.risk_level,
         "required_approvals": d.outcome.required,
         "reject_threshold": d.outcome.reject_threshold,
@@ -149,6 +155,7 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
                 "voter_telegram_id": v.voter_telegram_id,
                 "voter_name": v.voter_name,
                 "decision": v.decision,
+                "reason": v.reason,
                 "at": _time(v.created_at),
                 "counted": v.voter_telegram_id not in ignored,
             }
@@ -157,7 +164,7 @@ def approval_json(rt: Runtime, d: approvals.Details) -> dict[str, Any]:
         "result": None
         if r.result_at is None
         else {"success": r.result_success, "detail": r.result_detail, "at": _time(r.result_at)},
-        "reason": d.outcome.reason,
+        "decision_reason": d.outcome.reason,
         "action_pattern": r.action_pattern,
         "trust_score": r.trust_score,
         "auto_rule": r.auto_rule,
@@ -201,6 +208,7 @@ async def create_approval(request: web.Request) -> web.Response:
         expires_in=body.expires_in,
         callback_url=body.callback_url,
         action_pattern=body.action_pattern,
+        reason=body.reason,
     )
     req, created = await approvals.create_request(
         rt,

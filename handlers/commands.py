@@ -11,6 +11,7 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.runtime import Runtime
+from handlers.replies import reply, topic_of
 from storage.outbox import enqueue_text
 
 HELP = (
@@ -20,7 +21,8 @@ HELP = (
     "Acknowledge, Silence and Resolve.\n\n"
     "Commands: /pending, /status &lt;id, or its first 8 characters&gt;, /whoami, /alerts, "
     "/silences, /unsilence &lt;id&gt;, /incident P0-P3 title, /incidents, /note [id] text, "
-    "/timeline [id], /trust, /enroll (in private: TOTP step-up), /help"
+    "/timeline [id], /trust, /enroll (in private: TOTP step-up), /where (this chat's and "
+    "topic's ids), /help"
 )
 
 
@@ -37,7 +39,25 @@ async def show_help(message: Message, session: AsyncSession, runtime: Runtime) -
         if team
         else f"This chat (<code>{message.chat.id}</code>) is not in the policy file yet."
     )
-    await enqueue_text(session, message.chat.id, f"{HELP}\n\n{who}\n{where}")
+    await enqueue_text(
+        session, message.chat.id, f"{HELP}\n\n{who}\n{where}", thread_id=topic_of(message)
+    )
+
+
+async def show_where(message: Message, session: AsyncSession, runtime: Runtime) -> None:
+    """The chat id and forum topic id, ready to paste into the policy as a route."""
+    thread = topic_of(message)
+    team = runtime.policy.team_for_chat(message.chat.id)
+    name = team.name if team else "NAME"
+    lines = [f"chat id <code>{message.chat.id}</code>"]
+    if thread is not None:
+        lines[0] += f", topic id <code>{thread}</code>"
+    snippet = f"[[teams.{escape(name)}.routes]]\nchat_id = {message.chat.id}"
+    if thread is not None:
+        snippet += f"\nthread_id = {thread}"
+    snippet += '\nmatch = { kind = "approval" }'
+    lines.append(f"<pre>{snippet}</pre>")
+    await reply(session, message, "\n".join(lines))
 
 
 async def refuse_unknown_button(query: CallbackQuery) -> AnswerCallbackQuery:
@@ -52,5 +72,6 @@ def make_router() -> Router:
     router = Router(name=__name__)
     router.message.register(show_help, CommandStart())
     router.message.register(show_help, Command("help"))
+    router.message.register(show_where, Command("where"))
     router.callback_query.register(refuse_unknown_button)
     return router

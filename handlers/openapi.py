@@ -89,6 +89,12 @@ class CreateApproval(_Body):
     requested_by: str = Field(min_length=1, max_length=65536)
     requested_by_telegram_id: int | None = Field(default=None, gt=0, lt=2**52)
     description: str | None = Field(default=None, max_length=65536)
+    reason: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="why it is needed (e.g. a ticket id); the level's require_reason and "
+        "reason_pattern may demand one (422 reason_required / reason_invalid)",
+    )
     fingerprint: str | None = Field(default=None, min_length=1, max_length=256)
     incident_id: str | None = Field(default=None, min_length=1, max_length=256)
     metadata: FreeFormObject | None = None
@@ -190,6 +196,10 @@ _VOTE = {
         "voter_telegram_id": {"type": "integer"},
         "voter_name": {"type": "string"},
         "decision": {"type": "string", "enum": ["approve", "reject"]},
+        "reason": {
+            "type": ["string", "null"],
+            "description": "a rejecter's reason, given by replying to the bot's question",
+        },
         "at": {"type": "string", "format": "date-time"},
         "counted": {"type": "boolean"},
     },
@@ -207,6 +217,7 @@ _APPROVAL = {
         "action": {"type": "string"},
         "target": {"type": "string"},
         "description": {"type": ["string", "null"]},
+        "reason": {"type": ["string", "null"]},
         "risk_level": {"type": "string", "enum": ["low", "medium", "high", "critical"]},
         "required_approvals": {"type": "integer"},
         "reject_threshold": {"type": "integer"},
@@ -234,7 +245,10 @@ _APPROVAL = {
         },
         "token_expires_at": {"type": "string", "format": "date-time"},
         "token_redeemed": {"type": "boolean"},
-        "reason": {"type": "string", "description": "why it stands as it does, in words"},
+        "decision_reason": {
+            "type": "string",
+            "description": "why it stands as it does, in words (the policy engine's decision)",
+        },
         "action_pattern": {"type": ["string", "null"]},
         "trust_score": {"type": "integer", "description": "the pattern's score at creation"},
         "auto_rule": {"type": ["string", "null"]},

@@ -75,6 +75,16 @@ def schema_head() -> str:
     return str(ScriptDirectory.from_config(_alembic_config()).get_current_head())
 
 
+def team_chats(policy: Policy) -> dict[str, tuple[int, ...]]:
+    """Each team's chats to keep in the database: its own, and its routes' chats that are no
+    other team's (a route may post into another team's chat; that chat stays theirs)."""
+    owned = {c for t in policy.teams.values() for c in t.chat_ids}
+    return {
+        name: tuple(c for c in t.all_chat_ids if c in t.chat_ids or c not in owned)
+        for name, t in policy.teams.items()
+    }
+
+
 def make_bot(settings: Settings) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     return Bot(settings.telegram_token.get_secret_value(), session=session)
@@ -205,9 +215,7 @@ class Quorum:
                 s.data_dir,
             )
         async with transaction(rt.sessions) as session:
-            rt.team_ids = await sync_teams(
-                session, {name: t.chat_ids for name, t in self.policy.teams.items()}
-            )
+            rt.team_ids = await sync_teams(session, team_chats(self.policy))
         self.inbound = Inbound(rt, self.dp)
         with suppress(Exception):
             me = await rt.bot.get_me()

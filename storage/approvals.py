@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, tuple_, update
+from sqlalchemy import Interval, Table, func, literal_column, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -70,6 +70,7 @@ class RequestRecord:
     review_status: str | None = None
     review_message_row: int | None = None
     reason: str | None = None  # the requester's reason, given by ForceReply (bot.questions)
+    warned_at: datetime | None = None
 
     @property
     def pending(self) -> bool:
@@ -84,6 +85,8 @@ class VoteRecord:
     decision: str
     created_at: datetime
     confirmed_at: datetime | None = None  # a step-up approval's confirmation
+    # Given after the tap by a ForceReply answer; the vote statement itself never reads it.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +355,7 @@ async def votes_for(
             Vote.decision,
             Vote.created_at,
             Vote.confirmed_at,
+            Vote.reason,
         )
         .where(Vote.request_id.in_(request_ids))
         .order_by(Vote.id)
@@ -359,7 +363,13 @@ async def votes_for(
     for r in rows:
         out[r.request_id].append(
             VoteRecord(
-                r.id, r.voter_telegram_id, r.voter_name, r.decision, r.created_at, r.confirmed_at
+                r.id,
+                r.voter_telegram_id,
+                r.voter_name,
+                r.decision,
+                r.created_at,
+                r.confirmed_at,
+                r.reason,
             )
         )
     return out
@@ -519,6 +529,45 @@ async def claim_escalations(
     return [_request(r) for r in rows]
 
 
+async def claim_warnings(
+    session: AsyncSession,
+    team_id: int,
+    risk_level: str,
+    warn_seconds: int | None,
+    limit: int = 20,
+) -> list[RequestRecord]:
+    """Pending requests of a level that enter their warning window, marked warned (once),
+    locked; other processes skip them. The window is `warn_seconds` before expiry, or by
+    default ten minutes or a fifth of the request's lifetime, whichever is shorter."""
+    fifth = literal_column(
+        "(approval_requests.expires_at - approval_requests.created_at) / 5", Interval()
+    )
+    window = (
+        func.make_interval(0, 0, 0, 0, 0, 0, float(warn_seconds))
+        if warn_seconds is not None
+        else func.least(func.make_interval(0, 0, 0, 0, 0, 0, 600.0), fifth)
+    )
+    due = (
+        select(_R.c.id)
+        .where(
+            _R.c.team_id == team_id,
+            _R.c.risk_level == risk_level,
+            _R.c.status == "pending",
+            _R.c.warned_at.is_(None),
+            _R.c.expires_at > func.now(),
+            _R.c.expires_at - func.now() <= window,
+        )
+        .order_by(_R.c.expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        update(_R).where(_R.c.id.in_(due)).values(warned_at=func.now()).returning(*_COLUMNS)
+    )
+    return [_request(r) for r in rows]
+
+
 async def mark_escalated(session: AsyncSession, request_id: uuid.UUID) -> None:
     await session.execute(update(_R).where(_R.c.id == request_id).values(escalated_at=func.now()))
 
@@ -583,3 +632,43 @@ async def closing_actor(session: AsyncSession, approval_id: uuid.UUID, event: st
             .limit(1)
         ),
     )
+
+
+async def set_vote_reason(session: AsyncSession, vote_id: int, reason: str) -> bool:
+    """Store a voter's reason once, in its own statement after the vote (never part of it)."""
+    result = await session.execute(
+        update(Vote)
+        .where(Vote.id == vote_id, Vote.reason.is_(None))
+        .values(reason=reason)
+        .returning(Vote.id)
+    )
+    return result.first() is not None
+
+
+async def waiting_for_voter(
+    session: AsyncSession, team_ids: Sequence[int], voter: int, limit: int
+) -> list[RequestRecord]:
+    """Live pending requests of these teams that `voter` has not voted on, soonest expiry
+    first (whether they may vote at all, e.g. as the requester, is the caller's rule)."""
+    voted = select(Vote.id).where(Vote.request_id == _R.c.id, Vote.voter_telegram_id == voter)
+    rows = await session.execute(
+        select(*_COLUMNS)
+        .where(
+            _R.c.team_id.in_(team_ids),
+            _R.c.status == "pending",
+            _R.c.expires_at > func.now(),
+            ~voted.exists(),
+        )
+        .order_by(_R.c.expires_at)
+        .limit(limit)
+    )
+    return [_request(r) for r in rows]
+
+
+async def has_card_in(session: AsyncSession, approval_id: uuid.UUID, chat_id: int) -> bool:
+    found = await session.scalar(
+        select(TelegramMessage.id).where(
+            TelegramMessage.approval_id == approval_id, TelegramMessage.chat_id == chat_id
+        )
+    )
+    return found is not None

@@ -136,6 +136,7 @@ class ApprovalRequest(Base):
     cards_due_at: Mapped[datetime | None]
     cards_rendered_at: Mapped[datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)
+    warned_at: Mapped[datetime | None]  # the one expiry warning was posted
 
 
 class TrustRecord(Base):

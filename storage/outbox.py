@@ -220,8 +220,10 @@ async def enqueue_text(
     kind: str = "reply",
     reply_to: int | None = None,
     reply_markup: dict[str, Any] | None = None,
+    thread_id: int | None = None,
 ) -> int:
-    """Queue a plain HTML message (a command's reply, an escalation), buttons if given."""
+    """Queue a plain HTML message (a command's reply, an escalation), buttons if given;
+    `thread_id` posts it in a forum topic (a reply lands in its message's topic anyway)."""
     payload: dict[str, Any] = {
         "chat_id": chat_id,
         "text": text_html,
@@ -232,6 +234,8 @@ async def enqueue_text(
         payload["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
     if reply_markup is not None:
         payload["reply_markup"] = reply_markup
+    if thread_id is not None:
+        payload["message_thread_id"] = thread_id
     return await enqueue_call(
         session, "sendMessage", payload, chat_id=chat_id, priority=priority, kind=kind
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, type_coerce, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -108,10 +109,35 @@ async def redeem(
 
 
 async def queue_callback(
-    session: AsyncSession, approval_id: uuid.UUID, url: str, body: dict[str, Any]
+    session: AsyncSession,
+    approval_id: uuid.UUID,
+    url: str,
+    body: dict[str, Any],
+    *,
+    hold_seconds: float = 0,
 ) -> None:
+    """Queue a decision callback, held `hold_seconds` (for a reason still to come) if given."""
+    values: dict[str, Any] = {"approval_id": approval_id, "url": url, "body": body}
+    if hold_seconds > 0:
+        values["next_attempt_at"] = func.now() + timedelta(seconds=hold_seconds)
+    await session.execute(insert(CallbackDelivery).values(**values))
+
+
+async def release_held_callback(
+    session: AsyncSession, approval_id: uuid.UUID, extra: dict[str, Any]
+) -> None:
+    """A callback not yet tried goes out now, with `extra` merged into its body."""
     await session.execute(
-        insert(CallbackDelivery).values(approval_id=approval_id, url=url, body=body)
+        update(CallbackDelivery)
+        .where(
+            CallbackDelivery.approval_id == approval_id,
+            CallbackDelivery.status == "pending",
+            CallbackDelivery.attempts == 0,
+        )
+        .values(
+            next_attempt_at=func.now(),
+            body=CallbackDelivery.body.op("||")(type_coerce(extra, JSONB)),
+        )
     )
 
 

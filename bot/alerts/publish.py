@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.alerts import storm
 from bot.alerts.card import card_markup
 from bot.alerts.group_card import is_critical, render_group
+from bot.routes import Destination, destinations
 from bot.runtime import Runtime
 from storage import alert_groups as groups_store
 from storage import alerts as store
@@ -82,7 +83,6 @@ async def render_cards(
     members = await groups_store.group_members(session, gids)
     refs = await store.card_refs(session, gids)
     context = await _load_context(session, [m for g in members.values() for m in g])
-    chats_of: dict[int, list[int]] = {}
     audit_rows: list[dict[str, Any]] = []
     placed: dict[int, Priority] = {}
     for gid in gids:
@@ -97,10 +97,8 @@ async def render_cards(
             when = min((t for m in group if (t := (not_before or {}).get(m.id))), default=None)
             await _edit_cards(rt, session, anchor, bool(firing), cards, html, when, priority)
         if create_missing and any(not m.silenced for m in firing):
-            team_id = anchor.team_id
-            if team_id not in chats_of:
-                chats_of[team_id] = await active_chats(session, team_id)
-            missing = [c for c in chats_of[team_id] if c not in {r.chat_id for r in cards}]
+            shown = {r.chat_id for r in cards}
+            missing = [d for d in await _destinations(rt, session, anchor) if d[0] not in shown]
             audit_rows += await _show_new(rt, session, group, missing, html, placed, own_cards)
         await store.mark_cards_rendered(session, [m.id for m in group])
     await storm.refresh_digests(rt, session, gids, placed, priority)
@@ -111,24 +109,25 @@ async def _show_new(
     rt: Runtime,
     session: AsyncSession,
     group: Sequence[AlertRecord],
-    chats: Sequence[int],
+    where: Sequence[Destination],
     html: str,
     placed: dict[int, Priority],
     own_cards: bool,
 ) -> list[dict[str, Any]]:
-    """A group's first appearance in chats showing it nowhere yet: its card, or a line in a
-    storm digest (`placed` collects those digests, at the priority their refresh needs)."""
+    """A group's first appearance in chats (and topics) showing it nowhere yet: its card, or a
+    line in the chat's storm digest (`placed` collects those digests, at the priority their
+    refresh needs; a digest lives in the chat's General topic)."""
     anchor = min(group, key=lambda m: m.id)
     first = Priority.ALERT_CRITICAL if is_critical(group) else Priority.ALERT_SEND
     audit_rows = []
-    for chat_id in chats:
+    for chat_id, thread_id in where:
         digest = None if own_cards else await storm.place(rt, session, chat_id, anchor)
         if digest is not None:
             digest_id, new = digest
             at = first if new else Priority.ALERT_EDIT
             placed[digest_id] = min(placed.get(digest_id, at), at)
             continue
-        await _send_card(rt, session, anchor, chat_id, html, first)
+        await _send_card(rt, session, anchor, (chat_id, thread_id), html, first)
         audit_rows.append(_sent_row(anchor, chat_id))
     return audit_rows
 
@@ -145,6 +144,23 @@ async def _load_context(session: AsyncSession, alerts: Sequence[AlertRecord]) ->
     return _Context(acks=acks, approvals=approvals, silences=silences)
 
 
+async def _destinations(
+    rt: Runtime, session: AsyncSession, alert: AlertRecord
+) -> list[Destination]:
+    team = rt.team(alert.team_id)
+    if team is None:
+        return [(c, None) for c in await active_chats(session, alert.team_id)]
+    return await destinations(
+        session,
+        team,
+        alert.team_id,
+        kind="alert",
+        severity=alert.severity,
+        source=alert.source,
+        labels=alert.labels,
+    )
+
+
 def _sent_row(alert: AlertRecord, chat_id: int) -> dict[str, Any]:
     return {
         "event": "alert.sent",
@@ -156,9 +172,16 @@ def _sent_row(alert: AlertRecord, chat_id: int) -> dict[str, Any]:
 
 
 async def _send_card(
-    rt: Runtime, session: AsyncSession, anchor: AlertRecord, chat_id: int, html: str, prio: Priority
+    rt: Runtime,
+    session: AsyncSession,
+    anchor: AlertRecord,
+    where: Destination,
+    html: str,
+    prio: Priority,
 ) -> None:
-    """Queue the group's first card in a chat; its buttons name the group's first alert."""
+    """Queue the group's first card in a chat (and topic); its buttons name the group's first
+    alert."""
+    chat_id, thread_id = where
     await put_message(
         session,
         chat_id=chat_id,
@@ -167,6 +190,7 @@ async def _send_card(
         reply_markup=card_markup(rt.signer, anchor, chat_id, firing=True),
         priority=prio,
         alert_id=anchor.id,
+        thread_id=thread_id,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.approvals.card import (
     RISK_BADGE,
     STATUS_LINE,
+    WITHDRAW,
     card_link,
     card_markup,
     mention,
@@ -12,6 +13,7 @@ from bot.approvals.card import (
 )
 from bot.approvals.decision import request_hash
 from bot.approvals.outcome import outcome_of
+from bot.approvals.private_votes import pending_privately
 from bot.approvals.publish import refresh_cards
 from bot.approvals.redeem import Redeemed, redeem_token
 from bot.approvals.requests import (
@@ -39,6 +41,7 @@ from bot.approvals.voting import (
     VoteResult,
     refuse_malformed,
     vote,
+    withdraw,
 )
 from bot.approvals.workers import (
     CALLBACK_SIGNATURE_HEADER,
@@ -50,6 +53,7 @@ from bot.approvals.workers import (
     refresh_due_cards,
     run_maintenance,
     sign_callback,
+    warn_due,
 )
 
 __all__ = [
@@ -61,6 +65,7 @@ __all__ = [
     "STATUSES",
     "STATUS_LINE",
     "VOTE_CODES",
+    "WITHDRAW",
     "Details",
     "NewRequest",
     "Page",
@@ -84,6 +89,7 @@ __all__ = [
     "maintain_once",
     "mention",
     "outcome_of",
+    "pending_privately",
     "pending_text",
     "redeem_token",
     "refresh_cards",
@@ -96,5 +102,7 @@ __all__ = [
     "sign_callback",
     "status_text",
     "vote",
+    "warn_due",
     "whoami_text",
+    "withdraw",
 ]

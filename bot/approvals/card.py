@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,7 +25,7 @@ from bot.rendering import (
 from bot.rendering import card_link as card_link  # moved there; still importable here
 from bot.rendering import mention as mention
 from bot.runtime import Runtime
-from bot.votes import APPROVE, Outcome
+from bot.votes import APPROVE, Outcome, requester_id
 from storage import approvals as repo
 
 RISK_BADGE = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
@@ -79,16 +81,20 @@ def render_card(
     *,
     waiting: Sequence[str] = (),
     closed_by: str | None = None,
+    awaiting_reason: Collection[int] = (),
+    requester_line: str | None = None,
 ) -> str:
     """The card's HTML. `waiting` names the eligible approvers yet to vote (see
-    Outcome.waiting); `closed_by` is the audit actor who cancelled the request."""
+    Outcome.waiting); `closed_by` is the audit actor who cancelled the request;
+    `awaiting_reason` the rejecters whose required reason has not come yet."""
     text_html = ""
     for limits in CARD_LIMITS:
         lines = [
             *_request_lines(req, tz, limits, closed_by),
-            *_vote_lines(votes, outcome, tz, waiting if req.pending else ()),
+            *_vote_lines(votes, outcome, tz, waiting if req.pending else (), awaiting_reason),
             *policy_lines(req, outcome, tz),
             *_closing_lines(req, tz, alert_line),
+            *([requester_line] if requester_line else []),
         ]
         text_html = "\n".join(lines)
         if visible_length(text_html) <= MAX_TEXT:
@@ -117,6 +123,8 @@ def _request_lines(
         f"<b>Action:</b> <code>{clip(req.action, 300)}</code>",
         f"<b>Target:</b> <code>{clip(req.target, 300)}</code>",
     ]
+    if req.reason:
+        lines.append(f"<b>Reason:</b> {clip(req.reason, 300)}")
     if req.description:
         lines.append(f"<blockquote>{clip(req.description, limits.description)}</blockquote>")
 
@@ -170,7 +178,11 @@ def _check_line(check: Any, limit: int) -> str:
 
 
 def _vote_lines(
-    votes: Sequence[repo.VoteRecord], outcome: Outcome, tz: ZoneInfo, waiting: Sequence[str]
+    votes: Sequence[repo.VoteRecord],
+    outcome: Outcome,
+    tz: ZoneInfo,
+    waiting: Sequence[str],
+    awaiting_reason: Collection[int] = (),
 ) -> list[str]:
     """The count, one line per vote (up to MAX_VOTE_LINES), and who has yet to vote."""
     roles = " (needs an approver with a required role)" if outcome.missing_role else ""
@@ -188,6 +200,10 @@ def _vote_lines(
         elif v.voter_telegram_id in unconfirmed:
             lines.append(f"⏳ {who} · awaiting confirmation")
         else:
+            if v.reason:
+                who += f": {clip(v.reason, 200)}"
+            elif v.voter_telegram_id in awaiting_reason:
+                who += " (reason pending)"
             lines.append(f"{mark} {who} · {esc(fmt_time(v.created_at, tz))}")
     if len(votes) > MAX_VOTE_LINES:
         lines.append(f"… +{plural(len(votes) - MAX_VOTE_LINES, 'more vote')}")
@@ -230,6 +246,9 @@ def _closing_lines(req: repo.RequestRecord, tz: ZoneInfo, alert_line: str | None
         ttl = fmt_duration((req.expires_at - req.created_at).total_seconds())
         created += f" · <b>expires</b> {esc(fmt_time(req.expires_at, tz))} ({ttl} after creation)"
     lines = [created]
+    if req.pending and req.warned_at is not None:
+        left = max(1, math.ceil((req.expires_at - req.warned_at).total_seconds() / 60))
+        lines.append(f"⏳ <b>expires in {left} min</b>")
     if alert_line:
         lines.append(alert_line)
     if req.status in ("approved", "rejected") and req.decided_by:
@@ -247,9 +266,13 @@ def _closing_lines(req: repo.RequestRecord, tz: ZoneInfo, alert_line: str | None
     return lines
 
 
+WITHDRAW = "w"  # the Withdraw button's action: only the requester may use it
+
+
 def card_markup(rt: Runtime, req: repo.RequestRecord, chat_id: int) -> dict[str, Any] | None:
-    """Approve and Reject buttons, signed for this chat; once closed, only an auto-approval's
-    Revoke (until it is revoked)."""
+    """Approve and Reject buttons, signed for this chat, Break glass when the team allows it
+    and Withdraw when the requester is known; once closed, only an auto-approval's Revoke
+    (until it is revoked)."""
     if req.status == "approved" and req.auto_rule is not None and req.revoked_at is None:
         return keyboard([[("⛔ Revoke", rt.signer.policy_button(req.id, "rv", chat_id))]])
     if not req.pending:
@@ -260,4 +283,21 @@ def card_markup(rt: Runtime, req: repo.RequestRecord, chat_id: int) -> dict[str,
     team = rt.team(req.team_id)
     if team is not None and team.break_glass is not None:
         rows.append([("🚨 Break glass", rt.signer.policy_button(req.id, "bg", chat_id))])
+    if team is not None and requester_id(req, team.approvers) is not None:
+        rows.append([("🚫 Withdraw", rt.signer.approval_button(req.id, WITHDRAW, chat_id))])
     return keyboard(rows)
+
+
+def awaiting_reason(
+    required: bool, votes: Sequence[repo.VoteRecord], now: datetime, wait_seconds: float
+) -> frozenset[int]:
+    """Rejecters whose reason the level requires and who may still give it."""
+    if not required:
+        return frozenset()
+    return frozenset(
+        v.voter_telegram_id
+        for v in votes
+        if v.decision != APPROVE
+        and v.reason is None
+        and (now - v.created_at).total_seconds() < wait_seconds
+    )

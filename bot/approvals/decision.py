@@ -9,10 +9,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.approvals.publish import notify_alerts, refresh_cards
+from bot.approvals.publish import REJECT_REASON_SECONDS, notify_alerts, refresh_cards
+from bot.approvals.requester import tell_requester
+from bot.policy import RiskLevel
 from bot.runtime import Runtime
 from bot.tokens import payload_sha256
 from bot.trust import on_decision
+from bot.votes import REJECT
 from storage import approvals as repo
 from storage import audit
 from storage import incidents as incident_timeline
@@ -74,7 +77,8 @@ async def after_decision(
     await on_decision(session, req)
     token = await _mint_token(rt, session, req, now) if req.status == "approved" else None
     if req.callback_url:
-        await _queue_callback(session, req, req.callback_url, token)
+        await _queue_callback(rt, session, req, votes, req.callback_url, token)
+    await tell_requester(session, req, rt.team(req.team_id))
     await refresh_cards(rt, session, req, votes, now, cards)
     await notify_alerts(rt, session, req)
     return token
@@ -120,8 +124,33 @@ async def _mint_token(
     return minted.token
 
 
+def callback_holds_for_reason(
+    rule_requires: bool, status: str, votes: Sequence[repo.VoteRecord]
+) -> bool:
+    """A rejection whose level requires reasons waits for the rejecters' (at most 10 min)."""
+    return (
+        rule_requires
+        and status == "rejected"
+        and any(v.decision == REJECT and v.reason is None for v in votes)
+    )
+
+
+def vote_reasons(votes: Sequence[repo.VoteRecord]) -> list[dict[str, Any]]:
+    """The reasons voters gave, as the callback and the API show them."""
+    return [
+        {"voter_telegram_id": v.voter_telegram_id, "voter_name": v.voter_name, "reason": v.reason}
+        for v in votes
+        if v.reason
+    ]
+
+
 async def _queue_callback(
-    session: AsyncSession, req: repo.RequestRecord, url: str, token: str | None
+    rt: Runtime,
+    session: AsyncSession,
+    req: repo.RequestRecord,
+    votes: Sequence[repo.VoteRecord],
+    url: str,
+    token: str | None,
 ) -> None:
     """The decision for the requester's callback URL, delivered later by the worker."""
     body: dict[str, Any] = {
@@ -133,7 +162,12 @@ async def _queue_callback(
         "risk_level": req.risk_level,
         "decided_by": req.decided_by or [],
         "decided_at": req.decided_at.isoformat() if req.decided_at else None,
+        "reason": req.reason,
+        "vote_reasons": vote_reasons(votes),
     }
     if token is not None:
         body["approval_token"] = token
-    await tokens_repo.queue_callback(session, req.id, url, body)
+    team = rt.team(req.team_id)
+    requires = team is not None and team.rule(RiskLevel(req.risk_level)).require_reject_reason
+    hold = REJECT_REASON_SECONDS if callback_holds_for_reason(requires, req.status, votes) else 0
+    await tokens_repo.queue_callback(session, req.id, url, body, hold_seconds=hold)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.approvals.decision import after_decision
 from bot.approvals.outcome import outcome_of
 from bot.approvals.publish import notify_alerts, post_cards, refresh_cards
+from bot.approvals.reasons import reason_problem
 from bot.callback_urls import callback_url_problem
 from bot.errors import Conflict, Invalid, NotFound, TooManyPending, UnreachableQuorum
 from bot.policy import APPROVAL_LEVEL, RiskLevel, Rule, Team
@@ -53,6 +54,7 @@ class NewRequest:
     expires_in: int | None = None
     callback_url: str | None = None
     action_pattern: str | None = None  # the trust pattern; unset: the team's trust_key
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,11 @@ async def create_request(
             raise Invalid("callback_url", problem)
     team_id = rt.team_ids[team.name]
     rule = team.rule(new.risk_level)
+    if (refused := reason_problem(rule, new.reason)) is not None:
+        code, message = refused
+        raise Invalid(
+            "reason", f"{message} ({new.risk_level} requests of team {team.name})", code=code
+        )
     _require_reachable(team, rule, new)
     async with transaction(rt.sessions) as session:
         for _ in range(CREATE_ATTEMPTS):
@@ -260,6 +267,7 @@ async def _insert(
             "callback_url": new.callback_url,
             "action_pattern": trust[0],
             "trust_score": trust[1],
+            "reason": (new.reason or "").strip() or None,
         },
         ttl,
     )
@@ -275,6 +283,7 @@ async def _insert(
         required_approvals=created.required_approvals,
         action=created.action[:200],
         target=created.target[:200],
+        reason=created.reason,
     )
     if created.incident_id:
         line = f"approval requested: {created.action[:200]} on {created.target[:200]}"

@@ -11,12 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.approvals.decision import after_decision, decided_by
 from bot.approvals.outcome import outcome_of
+from bot.approvals.reasons import ask_reject_reason
 from bot.approvals.stepup import ask, before_vote
 from bot.buttons import ref_uuid
 from bot.errors import (
     AlreadyVoted,
     ForgedButton,
     NotAnApprover,
+    NotTheRequester,
     Refused,
     RequestClosed,
     RequesterCannotVote,
@@ -24,7 +26,7 @@ from bot.errors import (
 )
 from bot.policy import Approver
 from bot.runtime import Runtime
-from bot.votes import APPROVE, REJECT, Decision, Outcome, requesters
+from bot.votes import APPROVE, REJECT, Decision, Outcome, requester_id, requesters
 from storage import approvals as repo
 from storage import audit
 
@@ -114,6 +116,8 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
         )
     outcome = outcome_of(rt, req, votes, ctx.db_now, confirmed=confirmed)
     rt.metrics.votes.labels(decision).inc()
+    if decision == REJECT:
+        await _ask_why(session, tap, req.id, votes, approver)
     if outcome.decision in (Decision.APPROVED, Decision.REJECTED):
         toast = await _decide(rt, session, tap, ctx, votes, outcome, approver)
         if toast is not None:
@@ -127,6 +131,26 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
         req.id,
         Decision.PENDING,
         f"{mark} recorded ({len(outcome.approvals)}/{outcome.required} approvals).",
+    )
+
+
+async def _ask_why(
+    session: AsyncSession,
+    tap: Tap,
+    request_id: uuid.UUID,
+    votes: list[repo.VoteRecord],
+    approver: Approver,
+) -> None:
+    """After the rejection counted: ask its reason by ForceReply (outside the vote statement)."""
+    mine = next(v for v in votes if v.voter_telegram_id == tap.user_id)
+    await ask_reject_reason(
+        session,
+        approval_id=request_id,
+        vote_id=mine.id,
+        voter_id=tap.user_id,
+        voter_name=approver.name,
+        chat_id=tap.chat_id,
+        card_message_id=tap.message_id,
     )
 
 
@@ -224,6 +248,55 @@ async def _decide(
         if decided.status == "approved"
         else "❌ Rejected."
     )
+
+
+async def withdraw(rt: Runtime, session: AsyncSession, tap: Tap) -> str:
+    """The requester's 🚫 Withdraw: the request is cancelled with them as the actor (audited);
+    anyone else is refused with a toast (and audited)."""
+    request_id = _ref_or_none(tap.ref)
+    if request_id is None or not rt.signer.check("ap", tap.ref, tap.vote, tap.chat_id, tap.tag):
+        raise await _refuse(rt, session, tap, ForgedButton(), "bad_tag")
+    ctx = await repo.lock_for_vote(session, request_id, tap.chat_id, tap.message_id)
+    if ctx is None:
+        raise await _refuse(
+            rt, session, tap, ForgedButton(), "card_mismatch", approval_id=request_id
+        )
+    req = ctx.request
+    team = rt.team(req.team_id)
+    refusal: tuple[Refused, str] | None = None
+    if team is None or requester_id(req, team.approvers) != tap.user_id:
+        refusal = (NotTheRequester("Only the requester can withdraw this request."), "withdraw")
+    elif not req.pending or ctx.db_now >= req.expires_at:
+        refusal = (RequestClosed(f"This request is already {req.status}."), "closed")
+    if refusal is not None:
+        error, reason = refusal
+        raise await _refuse(
+            rt, session, tap, error, reason, team_id=req.team_id, approval_id=req.id
+        )
+    cancelled = await repo.transition(session, req.id, "cancelled", require_live=False)
+    if cancelled is None:
+        raise await _refuse(
+            rt, session, tap, RequestClosed("This request is already closed."), "closed"
+        )
+    votes = (await repo.votes_for(session, [req.id]))[req.id]
+    await after_decision(
+        rt,
+        session,
+        cancelled,
+        votes,
+        ctx.db_now,
+        ctx.cards,
+        actor=req.requested_by[:200],
+        actor_telegram_id=tap.user_id,
+    )
+    return "🚫 Withdrawn: the request is cancelled."
+
+
+def _ref_or_none(ref: str) -> uuid.UUID | None:
+    try:
+        return ref_uuid(ref)
+    except ValueError:
+        return None
 
 
 async def refuse_malformed(

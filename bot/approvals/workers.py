@@ -8,17 +8,19 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import private
 from bot.approvals.card import mention
 from bot.approvals.decision import after_decision
 from bot.approvals.outcome import outcome_of
 from bot.approvals.publish import refresh_cards
-from bot.policy import Approver, Team
+from bot.policy import Approver, RiskLevel, Team
 from bot.rendering import clip, esc, fmt_duration, fmt_time
 from bot.runtime import Runtime
 from bot.votes import requesters
@@ -84,6 +86,7 @@ async def _escalate_level(rt: Runtime, team: Team, team_id: int, level: str, aft
             waiting = [a for a in team.approvers.values() if a.telegram_id not in skip]
             body = _reminder(rt, req, votes[req.id], waiting, after)
             await _post_reminder(session, team_id, req, body, dict(links[req.id]))
+            await _to_targets(session, team.rule(RiskLevel(req.risk_level)).escalate_to, body)
             await repo.mark_escalated(session, req.id)
             await audit.record(
                 session,
@@ -93,6 +96,75 @@ async def _escalate_level(rt: Runtime, team: Team, team_id: int, level: str, aft
                 waiting=[a.telegram_id for a in waiting],
             )
         return len(due)
+
+
+async def warn_due(rt: Runtime) -> int:
+    """Once per request, as it nears expiry: the card says "⏳ expires in N min" and one reply
+    mentions the eligible approvers who have not voted (also sent to `escalate_to`)."""
+    warned = 0
+    for name, team in rt.policy.teams.items():
+        team_id = rt.team_ids.get(name)
+        if team_id is None:
+            continue
+        for level, rule in team.rules.items():
+            if rule.warn_before_seconds != 0:
+                warned += await _warn_level(rt, team, team_id, level.value)
+    return warned
+
+
+async def _warn_level(rt: Runtime, team: Team, team_id: int, level: str) -> int:
+    rule = team.rule(RiskLevel(level))
+    async with transaction(rt.sessions) as session:
+        due = await repo.claim_warnings(session, team_id, level, rule.warn_before_seconds)
+        if not due:
+            return 0
+        votes = await repo.votes_for(session, [r.id for r in due])
+        links = await repo.card_links(session, [r.id for r in due])
+        for req in due:
+            assert req.warned_at is not None
+            skip = {v.voter_telegram_id for v in votes[req.id]} | requesters(req, team.approvers)
+            waiting = [a for a in team.approvers.values() if a.telegram_id not in skip]
+            left = max(1, math.ceil((req.expires_at - req.warned_at).total_seconds() / 60))
+            body = _warning(rt, req, votes[req.id], waiting, left)
+            await _post_reminder(session, team_id, req, body, dict(links[req.id]))
+            await _to_targets(session, rule.escalate_to, body)
+            await refresh_cards(rt, session, req, votes[req.id], req.warned_at)
+            await audit.record(
+                session,
+                "approval.warned",
+                team_id=team_id,
+                approval_id=req.id,
+                minutes_left=left,
+                waiting=[a.telegram_id for a in waiting],
+                targets=list(rule.escalate_to),
+            )
+        return len(due)
+
+
+def _warning(
+    rt: Runtime,
+    req: repo.RequestRecord,
+    votes: Sequence[repo.VoteRecord],
+    waiting: Sequence[Approver],
+    minutes: int,
+) -> str:
+    outcome = outcome_of(rt, req, votes, datetime.now(UTC))
+    mentions = ", ".join(mention(a.telegram_id, a.name) for a in waiting[:MAX_MENTIONS])
+    return (
+        f"⏳ <b>Expires in {minutes} min</b>: <code>{clip(req.action, 200)}</code> on "
+        f"<code>{clip(req.target, 200)}</code> has "
+        f"{len(outcome.approvals)}/{outcome.required} approvals.\n"
+        f"{mentions or 'Nobody left to ask.'}"
+    )
+
+
+async def _to_targets(session: AsyncSession, targets: Sequence[int], body: str) -> None:
+    """`escalate_to`: a person gets a private message, a chat a post."""
+    for target in targets:
+        if target > 0:
+            await private.send(session, target, body)
+        else:
+            await enqueue_text(session, target, body, priority=Priority.REPLY, kind="escalation")
 
 
 def _reminder(
@@ -121,8 +193,9 @@ async def _post_reminder(
     body: str,
     cards: dict[int, int],
 ) -> None:
-    """The reminder to every active chat of the team, as a reply to the card there."""
-    for chat_id in await active_chats(session, team_id):
+    """The reminder as a reply to each card (so in its forum topic), else to the team's chats."""
+    # Group cards only: a card in someone's private chat (/pending there) gets no reminder.
+    for chat_id in [c for c in cards if c < 0] or await active_chats(session, team_id):
         await enqueue_text(
             session,
             chat_id,
@@ -223,6 +296,7 @@ async def refresh_due_cards(rt: Runtime, limit: int = 10) -> int:
 
 async def maintain_once(rt: Runtime, http: aiohttp.ClientSession) -> None:
     await expire_due(rt)
+    await warn_due(rt)
     await escalate_due(rt)
     await deliver_callbacks(rt, http)
 

@@ -320,6 +320,9 @@ class Sender:
                 return Outcome("refused", chat_id=chat_id, error=self._err(exc))
             return Outcome("removed", chat_id=chat_id, error=self._err(exc))
         except TelegramBadRequest as exc:
+            if chat_id is not None and chat_id > 0 and "chat not found" in str(exc).lower():
+                # A person Telegram does not know (a mistyped requested_by_telegram_id).
+                return Outcome("refused", chat_id=chat_id, error=self._err(exc))
             return Outcome("dead", error=self._err(exc))
         except (TelegramServerError, TelegramNetworkError, TimeoutError, aiohttp.ClientError) as e:
             return self._retry(row, e)

@@ -22,6 +22,10 @@ def upgrade() -> None:
     op.add_column("telegram_messages", sa.Column("thread_id", sa.BigInteger(), nullable=True))
     op.add_column("telegram_messages", sa.Column("reply_to", sa.BigInteger(), nullable=True))
     op.add_column("approval_requests", sa.Column("reason", sa.Text(), nullable=True))
+    op.add_column(
+        "approval_requests",
+        sa.Column("warned_at", sa.DateTime(timezone=True), nullable=True),
+    )
     op.add_column("votes", sa.Column("reason", sa.Text(), nullable=True))
     op.create_table(
         "questions",
@@ -70,6 +74,7 @@ def downgrade() -> None:
     op.drop_table("private_chats")
     op.drop_table("questions")
     op.drop_column("votes", "reason")
+    op.drop_column("approval_requests", "warned_at")
     op.drop_column("approval_requests", "reason")
     op.drop_column("telegram_messages", "reply_to")
     op.drop_column("telegram_messages", "thread_id")

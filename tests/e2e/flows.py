@@ -41,9 +41,11 @@ async def card(h: Harness, request_id: str, chat: int = CHAT) -> dict[str, Any]:
     return found
 
 
-async def card_where(h: Harness, request_id: str, predicate: Any) -> dict[str, Any]:
+async def card_where(
+    h: Harness, request_id: str, predicate: Any, chat: int = CHAT
+) -> dict[str, Any]:
     async def find() -> dict[str, Any] | None:
-        m = await card(h, request_id)
+        m = await card(h, request_id, chat)
         return m if predicate(m) else None
 
     found: dict[str, Any] = await h.wait_for(find)

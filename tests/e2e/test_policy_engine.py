@@ -115,7 +115,7 @@ AUTO = {
 async def test_auto_approval_and_revoke(make_quorum: QuorumFactory) -> None:
     h = await make_quorum(engine_policy(**AUTO))
     req = await create(h, risk_level="medium")
-    assert (req["status"], req["auto_rule"], req["reason"]) == (
+    assert (req["status"], req["auto_rule"], req["decision_reason"]) == (
         "approved",
         "routine",
         "auto-approved by rule routine (trust 0)",
@@ -142,7 +142,7 @@ async def test_deny_wins_over_auto_approve(make_quorum: QuorumFactory) -> None:
     h = await make_quorum(engine_policy(**AUTO))
     req = await create(h, target="prod/db-main", risk_level="low")
     assert (req["status"], req["deny_rule"]) == ("pending", "no-db")
-    assert req["reason"] == "deny rule no-db matched: needs 1 more"
+    assert req["decision_reason"] == "deny rule no-db matched: needs 1 more"
     await card_where(h, req["id"], lambda m: "deny rule" in m["text"])
     await h.emu.send_text(CHAT, ALICE, "/pending")
     listing = await h.wait_for(lambda: _text_in(h, CHAT, "Open requests"))
@@ -243,7 +243,7 @@ async def test_step_up_counts_a_vote_once_confirmed_in_private(
     assert "private chat" in answer["text"], answer
     await card_where(h, req["id"], lambda m: "alice · awaiting confirmation" in m["text"])
     _, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
-    assert (got["approvals"], got["reason"]) == (0, "awaiting confirmation of alice"), got
+    assert (got["approvals"], got["decision_reason"]) == (0, "awaiting confirmation of alice"), got
 
     ask = await confirmation(h, ALICE, req["id"])
     assert "restart deployment" in ask["text"] and "prod/api" in ask["text"]

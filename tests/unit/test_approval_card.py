@@ -193,3 +193,12 @@ def test_vote_overflow_is_pluralised() -> None:
     assert "… +1 more vote" in html and "more votes" not in html
     votes.append(vote(200, "w"))
     assert "… +2 more votes" in card(request(), votes)
+
+
+def test_reasons_are_on_the_card_escaped() -> None:
+    req = request(reason="OPS-7 <db> & co", status="rejected")
+    bob = dataclasses.replace(vote(BOB, "bob", "reject"), reason="wrong <cluster>")
+    html = card(req, [bob, vote(DAVE, "dave", "reject")], awaiting_reason={DAVE})
+    assert "<b>Reason:</b> OPS-7 &lt;db&gt; &amp; co" in html
+    assert "❌ bob: wrong &lt;cluster&gt; · " in html
+    assert "❌ dave (reason pending) · " in html

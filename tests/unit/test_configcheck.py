@@ -346,3 +346,37 @@ def test_check_config_accepts_the_policy_engine_keys() -> None:
         "policy": {"high": {"trust_lowers_at": 10}, "critical": {"step_up": "private"}},
     }
     assert check(settings(), policy(**team)) == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ({"reason_pattern": "^(OPS"}, {(ERROR, "teams.platform.policy.high.reason_pattern")}),
+        ({"reason_pattern": ""}, {(ERROR, "teams.platform.policy.high.reason_pattern")}),
+        ({"require_reason": "yes"}, {(ERROR, "teams.platform.policy.high.require_reason")}),
+        (
+            {"require_reject_reason": 2},
+            {(ERROR, "teams.platform.policy.high.require_reject_reason")},
+        ),
+        ({"reason_pattern": "^OPS-"}, {(WARNING, "teams.platform.policy.high.reason_pattern")}),
+        ({"reason_pattern": "^OPS-", "require_reason": True, "require_reject_reason": True}, set()),
+        ({"warn_before_seconds": -1}, {(ERROR, "teams.platform.policy.high.warn_before_seconds")}),
+        ({"escalate_to": [0]}, {(ERROR, "teams.platform.policy.high.escalate_to")}),
+        ({"escalate_to": [7, 7]}, {(ERROR, "teams.platform.policy.high.escalate_to")}),
+        ({"escalate_to": [7, -1001], "warn_before_seconds": 0}, set()),
+    ],
+    ids=[
+        "bad-regex",
+        "empty-regex",
+        "not-a-bool",
+        "reject-not-a-bool",
+        "pattern-alone",
+        "good",
+        "warn-negative",
+        "target-zero",
+        "target-twice",
+        "targets-good",
+    ],
+)
+def test_reason_keys_are_checked(rule: dict[str, Any], expected: set[Any]) -> None:
+    assert found(check(settings(), policy(policy={"high": rule}))) == expected
