@@ -37,8 +37,8 @@ from storage.db import to_sync_dsn
 
 TOKEN = "876543210:" + "C" * 35
 BOT_ID = 876543210
-DB_NAME = "quorum_bench_alerts"
-REDIS_URL = "redis://127.0.0.1:6379/12"
+DB_NAME = "quorum_bench_alerts" + os.environ.get("QUORUM_BENCH_DB_SUFFIX", "")
+REDIS_URL = os.environ.get("QUORUM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 SERVER_URL = os.environ.get("QUORUM_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
 USER = 7001
 STORM_TEAMS = 25  # 2 fingerprints per group chat: see explain_storm()

@@ -48,8 +48,8 @@ from storage import updates as updates_sql
 from storage.db import to_sync_dsn
 
 TOKEN = "987654322:" + "C" * 35
-DB_NAME = "quorum_bench_votes"
-REDIS_URL = "redis://127.0.0.1:6379/11"
+DB_NAME = "quorum_bench_votes" + os.environ.get("QUORUM_BENCH_DB_SUFFIX", "")
+REDIS_URL = os.environ.get("QUORUM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 FIRST_USER = 700_000
 APPROVE = "✅ Approve"
 
