@@ -30,9 +30,11 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import fresh_database
+from bench import fresh_database, peak_rss_mb
 from quorum.app import run_loop
 from sandbox.emulator import EmulatorClient, TelegramEmulator
+from storage import alerts as alerts_sql
+from storage import audit as audit_sql
 from storage.db import to_sync_dsn
 
 TOKEN = "876543210:" + "C" * 35
@@ -57,7 +59,7 @@ def key_for(team: str) -> str:
 
 def policy_toml(storm_chats: list[int]) -> str:
     lines = ['timezone = "UTC"', ""]
-    teams: dict[str, list[int]] = {"ingest": []} | {
+    teams: dict[str, list[int]] = {"ingest": [], "single": []} | {
         f"storm{i:02d}": [c] for i, c in enumerate(storm_chats)
     }
     for name, chats in teams.items():
@@ -107,13 +109,6 @@ def am_alert(n: int, prefix: str) -> dict[str, Any]:
     }
 
 
-def vm_hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
 async def post(
     http: aiohttp.ClientSession, url: str, body: bytes, key: str, statuses: Counter[int]
 ) -> None:
@@ -157,6 +152,94 @@ async def bench_ingest(
         f"fingerprints), concurrency {concurrency}: {elapsed:.2f} s -> {rate:,.0f} alerts/s "
         f"(target >= 5,000); HTTP statuses {dict(statuses)}"
     )
+    return rate
+
+
+SINGLE_ALERTS = 2000
+SINGLE_FINGERPRINTS = 20
+SINGLE_SENDERS = 32
+
+
+def generic_alert(n: int) -> dict[str, Any]:
+    return {
+        "fingerprint": f"single-{n % SINGLE_FINGERPRINTS:02d}",
+        "title": f"Disk almost full on node {n % SINGLE_FINGERPRINTS}",
+        "severity": "warning",
+        "labels": {"alertname": "DiskFull", "instance": f"node-{n % SINGLE_FINGERPRINTS}"},
+        "annotations": {"summary": "disk <b>95%</b> & up"},
+        "source": "bench",
+    }
+
+
+async def closed_loop(n: int, senders: int, one: Any) -> float:
+    """`n` calls of `one(i)` by `senders` concurrent workers; the seconds it took."""
+    numbers = iter(range(n))
+
+    async def worker() -> None:
+        for i in numbers:
+            await one(i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(senders)))
+    return time.perf_counter() - start
+
+
+async def bench_single(http: aiohttp.ClientSession, base: str) -> float:
+    """One alert per request on the generic endpoint, SINGLE_SENDERS at once."""
+    url, statuses = base + "/api/v1/alerts", Counter[int]()
+    bodies = [json.dumps(generic_alert(i)).encode() for i in range(SINGLE_ALERTS)]
+
+    async def one(i: int) -> None:
+        await post(http, url, bodies[i], key_for("single"), statuses)
+
+    await closed_loop(SINGLE_FINGERPRINTS, 1, one)  # new alerts (their cards) first; not timed
+    statuses.clear()
+    elapsed = await closed_loop(SINGLE_ALERTS, SINGLE_SENDERS, one)
+    rate = SINGLE_ALERTS / elapsed
+    print(
+        f"[4] one alert per request (POST /api/v1/alerts, {SINGLE_SENDERS} senders,"
+        f" {SINGLE_ALERTS} alerts over {SINGLE_FINGERPRINTS} fingerprints):"
+        f" {rate:,.0f} alerts/s; HTTP statuses {dict(statuses)}"
+    )
+    return rate
+
+
+def _asyncpg_sql(stmt: Any, names: list[str]) -> str:
+    sql = str(stmt)
+    for i, name in enumerate(names, 1):
+        sql = sql.replace(f":{name}", f"${i}")
+    return sql
+
+
+async def floor_single(db_url: str) -> float:
+    """The same upsert and audit row per alert, straight on asyncpg (no HTTP, no parsing)."""
+    upsert = _asyncpg_sql(alerts_sql._UPSERT_FIRING, ["team_id", "rows", "interval"])
+    pool = await asyncpg.create_pool(
+        to_sync_dsn(db_url), min_size=SINGLE_SENDERS, max_size=SINGLE_SENDERS
+    )
+    assert pool is not None
+    async with pool.acquire() as conn:
+        team_id = await conn.fetchval("SELECT id FROM teams WHERE name = 'single'")
+
+    def rows(i: int) -> str:
+        a = generic_alert(i)
+        row = {k: a.get(k) for k in ("fingerprint", "title", "severity", "labels", "source")}
+        return json.dumps([{**row, "annotations": a["annotations"], "hits": 1, "context": {}}])
+
+    async def one(i: int) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            got = await conn.fetch(upsert, team_id, rows(i), 10.0)
+            detail = {"fingerprint": got[0]["fingerprint"], "hits": 1, "silenced": False}
+            audit_row = {"event": "alert.deduplicated", "team_id": team_id, "actor": "bench"}
+            payload = [{**audit_row, "alert_id": got[0]["id"], "detail": detail}]
+            await conn.execute(audit_sql._INSERT, json.dumps(payload))
+
+    try:
+        elapsed = await closed_loop(SINGLE_ALERTS, SINGLE_SENDERS, one)
+    finally:
+        await pool.close()
+    rate = SINGLE_ALERTS / elapsed
+    print(f"    floor (the same upsert + audit row, asyncpg direct): {rate:,.0f} alerts/s")
     return rate
 
 
@@ -315,10 +398,18 @@ async def main(quick: bool) -> None:
                 await asyncio.sleep(0.1)
             print(f"bench.alerts on {os.cpu_count()} CPUs; Quorum pid {proc.pid} (webhook mode)")
             bodies = 100 if quick else 400
-            await bench_ingest(http, base, bodies, concurrency=8, distinct=2000)
+            batched = await bench_ingest(http, base, bodies, concurrency=8, distinct=2000)
             total, seconds = (2000, 12.0) if quick else (10_000, 60.0)
             await bench_storm(http, base, emu, db_url, chats, total, seconds)
-            print(f"[3] Quorum peak RSS (VmHWM): {vm_hwm_kib(proc.pid) / 1024:.1f} MiB")
+            single = await bench_single(http, base)
+            floor = await floor_single(db_url)
+            rss_peak, rss_now = peak_rss_mb(proc.pid)
+            print(f"[3] Quorum RSS: peak (VmHWM) {rss_peak:.1f} MiB, now {rss_now:.1f} MiB")
+            print(
+                f"RESULT alerts single_ratio={single / floor:.2f} single_per_s={single:.0f}"
+                f" floor_per_s={floor:.0f} batched_per_s={batched:.0f} rss_mb={rss_peak:.0f}"
+                f" rss_now_mb={rss_now:.0f}"
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -7,13 +7,13 @@ renders it at most once per interval (Telegram lets a group's message be edited 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from bot import alerts, approvals
 from bot.runtime import Runtime
-
-IDLE_SECONDS = 0.2  # how soon a card marked due shows, when nothing else is due
+from bot.wakeups import sleep_for
+from storage import wakeups
+from storage.db import transaction
 
 # One pass per kind of card: claims that kind's due cards (row locks, so replicas share the
 # work), renders them, returns how many it refreshed.
@@ -30,8 +30,13 @@ async def refresh_due_cards(rt: Runtime) -> int:
 
 
 async def run_cards(rt: Runtime) -> None:
-    """The card worker. A failure (a database restart) ends it; the app's supervisor logs it
-    and starts it again."""
-    while True:
-        if not await refresh_due_cards(rt):
-            await asyncio.sleep(IDLE_SECONDS)
+    """The card worker: a pass, then (when it found nothing) sleep until a card is marked due
+    (NOTIFY) or the next one comes due. A failure (a database restart) ends it; the app's
+    supervisor logs it and starts it again."""
+    with rt.wakeups.watch(wakeups.CARDS) as woken:
+        while True:
+            if await refresh_due_cards(rt):
+                continue
+            async with transaction(rt.sessions) as session:
+                due_in = await wakeups.cards_due_in(session)
+            await woken.sleep(sleep_for(due_in, did_work=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -89,19 +89,26 @@ async def ensure_database(base_url: str, database: str) -> None:
 
 @asynccontextmanager
 async def listening(
-    engine: AsyncEngine, channel: str, notified: Callable[[], None]
-) -> AsyncIterator[Callable[[], Any]]:
-    """LISTEN on `channel` over a dedicated connection (outside the pool) while in the block.
+    engine: AsyncEngine,
+    channels: Sequence[str],
+    notified: Callable[[str], None],
+    lost: Callable[[], None],
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """LISTEN on `channels` over one dedicated connection (outside the pool) while in the block;
+    `notified(channel)` runs on each notification, `lost()` once if the connection closes.
 
-    Yields a health check to await now and then: it raises once the connection is lost.
+    Yields a health check to await now and then: it raises once the connection is lost (a
+    half-open TCP connection is only found by using it).
     """
     dsn = to_sync_dsn(engine.url.render_as_string(hide_password=False))
-    conn = await asyncpg.connect(dsn, timeout=5)
+    conn = await asyncpg.connect(dsn, timeout=5, server_settings={"application_name": "quorum"})
     try:
-        await conn.add_listener(channel, lambda *_: notified())
+        conn.add_termination_listener(lambda *_: lost())
+        for channel in channels:
+            await conn.add_listener(channel, lambda _c, _pid, ch, _payload: notified(ch))
 
         async def check() -> None:
-            await conn.fetchval("SELECT 1", timeout=2)
+            await conn.fetchval("SELECT 1", timeout=5)
 
         yield check
     finally:

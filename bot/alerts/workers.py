@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import aiohttp
 
 from bot.alerts.alertmanager import ALERTMANAGER_TIMEOUT, sync_alertmanager
 from bot.alerts.publish import render_cards
 from bot.runtime import Runtime
+from bot.wakeups import sleep_for
 from storage import alerts as store
-from storage import audit
+from storage import audit, wakeups
 from storage.db import transaction
 
 REFRESH_BATCH = 50
-RELEASE_EVERY_SECONDS = 5
-IDLE_SECONDS = 0.2
 
 
 async def refresh_due_cards(rt: Runtime, limit: int = REFRESH_BATCH) -> int:
@@ -32,15 +28,20 @@ async def refresh_due_cards(rt: Runtime, limit: int = REFRESH_BATCH) -> int:
         return len(due)
 
 
+async def maintain_once(rt: Runtime, http: aiohttp.ClientSession) -> float | None:
+    """Alertmanager jobs, then silences that ended; seconds until the next is due."""
+    busy = await sync_alertmanager(rt, http)
+    async with transaction(rt.sessions) as session:
+        await store.release_silenced(session)
+        due_in = await wakeups.alerts_due_in(session)
+    return 0.0 if busy else due_in
+
+
 async def run_maintenance(rt: Runtime) -> None:
-    """Alertmanager silence sync and silences running out."""
-    last_release = 0.0
+    """Alertmanager silence sync and silences running out: a pass, then sleep until the next
+    is due or a silence changes (NOTIFY)."""
     async with aiohttp.ClientSession(timeout=ALERTMANAGER_TIMEOUT) as http:
-        while True:
-            busy = await sync_alertmanager(rt, http)
-            if time.monotonic() - last_release > RELEASE_EVERY_SECONDS:
-                last_release = time.monotonic()
-                async with transaction(rt.sessions) as session:
-                    await store.release_silenced(session)
-            if not busy:
-                await asyncio.sleep(IDLE_SECONDS)  # nothing due: poll again shortly
+        with rt.wakeups.watch(wakeups.ALERTS) as woken:
+            while True:
+                due_in = await maintain_once(rt, http)
+                await woken.sleep(sleep_for(due_in, did_work=due_in == 0.0))

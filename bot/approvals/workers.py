@@ -22,8 +22,9 @@ from bot.policy import Approver, Team
 from bot.rendering import clip, esc, fmt_duration, fmt_time
 from bot.runtime import Runtime
 from bot.votes import requesters
+from bot.wakeups import FALLBACK_SECONDS, sleep_for
 from storage import approvals as repo
-from storage import audit
+from storage import audit, wakeups
 from storage import tokens as tokens_repo
 from storage.db import transaction
 from storage.outbox import Priority, enqueue_text
@@ -221,21 +222,41 @@ async def refresh_due_cards(rt: Runtime, limit: int = 10) -> int:
         return len(due)
 
 
-async def maintain_once(rt: Runtime, http: aiohttp.ClientSession) -> None:
-    await expire_due(rt)
-    await escalate_due(rt)
-    await deliver_callbacks(rt, http)
+async def maintain_once(rt: Runtime, http: aiohttp.ClientSession) -> int:
+    """One pass of expiry, escalation and callbacks; how many items it handled."""
+    return await expire_due(rt) + await escalate_due(rt) + await deliver_callbacks(rt, http)
 
 
-async def run_maintenance(rt: Runtime, interval: float = 1.0) -> None:
-    """Expiry, escalation and callback deliveries, about once a second."""
+async def maintenance_due_in(rt: Runtime) -> float | None:
+    """Seconds until the next expiry, escalation or callback attempt (None: nothing is due)."""
+    async with transaction(rt.sessions) as session:
+        due = await wakeups.approvals_due_in(session)
+        ages = await wakeups.escalation_ages(session)
+    for age in ages:
+        team = rt.team(age.team_id)
+        rules = {level.value: rule for level, rule in team.rules.items()} if team else {}
+        rule = rules.get(age.risk_level)
+        after = rule.escalate_after_seconds if rule is not None else None
+        if after is not None:
+            left = after - age.oldest_seconds
+            due = left if due is None else min(due, left)
+    return due
+
+
+async def run_maintenance(rt: Runtime) -> None:
+    """Expiry, escalation and callback deliveries: a pass, then sleep until the next is due
+    or a request or callback is added (NOTIFY)."""
     timeout = aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_SECONDS)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        while True:
-            try:
-                await maintain_once(rt, http)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("approval maintenance failed; retrying")
-            await asyncio.sleep(interval)
+        with rt.wakeups.watch(wakeups.APPROVALS) as woken:
+            while True:
+                seconds = FALLBACK_SECONDS
+                try:
+                    done = await maintain_once(rt, http)
+                    seconds = sleep_for(await maintenance_due_in(rt), did_work=done > 0)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("approval maintenance failed; retrying")
+                    seconds = 1.0
+                await woken.sleep(seconds)
