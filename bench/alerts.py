@@ -30,11 +30,10 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import fresh_database, peak_rss_mb
+from bench import PySpy, fresh_database, peak_rss_mb
 from quorum.app import run_loop
 from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage import alerts as alerts_sql
-from storage import audit as audit_sql
 from storage.db import to_sync_dsn
 
 TOKEN = "876543210:" + "C" * 35
@@ -204,16 +203,9 @@ async def bench_single(http: aiohttp.ClientSession, base: str) -> float:
     return rate
 
 
-def _asyncpg_sql(stmt: Any, names: list[str]) -> str:
-    sql = str(stmt)
-    for i, name in enumerate(names, 1):
-        sql = sql.replace(f":{name}", f"${i}")
-    return sql
-
-
 async def floor_single(db_url: str) -> float:
-    """The same upsert and audit row per alert, straight on asyncpg (no HTTP, no parsing)."""
-    upsert = _asyncpg_sql(alerts_sql._UPSERT_FIRING, ["team_id", "rows", "interval"])
+    """The same statement per alert (the upsert with its audit row, in a transaction, as the
+    intake runs it), straight on asyncpg: no HTTP, no parsing, no ORM session."""
     pool = await asyncpg.create_pool(
         to_sync_dsn(db_url), min_size=SINGLE_SENDERS, max_size=SINGLE_SENDERS
     )
@@ -228,18 +220,14 @@ async def floor_single(db_url: str) -> float:
 
     async def one(i: int) -> None:
         async with pool.acquire() as conn, conn.transaction():
-            got = await conn.fetch(upsert, team_id, rows(i), 10.0)
-            detail = {"fingerprint": got[0]["fingerprint"], "hits": 1, "silenced": False}
-            audit_row = {"event": "alert.deduplicated", "team_id": team_id, "actor": "bench"}
-            payload = [{**audit_row, "alert_id": got[0]["id"], "detail": detail}]
-            await conn.execute(audit_sql._INSERT, json.dumps(payload))
+            await conn.fetch(alerts_sql._UPSERT_FIRING_AUDITED, team_id, rows(i), 10.0)
 
     try:
         elapsed = await closed_loop(SINGLE_ALERTS, SINGLE_SENDERS, one)
     finally:
         await pool.close()
     rate = SINGLE_ALERTS / elapsed
-    print(f"    floor (the same upsert + audit row, asyncpg direct): {rate:,.0f} alerts/s")
+    print(f"    floor (the same upsert + audit statement, asyncpg direct): {rate:,.0f} alerts/s")
     return rate
 
 
@@ -401,7 +389,8 @@ async def main(quick: bool) -> None:
             batched = await bench_ingest(http, base, bodies, concurrency=8, distinct=2000)
             total, seconds = (2000, 12.0) if quick else (10_000, 60.0)
             await bench_storm(http, base, emu, db_url, chats, total, seconds)
-            single = await bench_single(http, base)
+            with PySpy(proc.pid, "single alerts"):
+                single = await bench_single(http, base)
             floor = await floor_single(db_url)
             rss_peak, rss_now = peak_rss_mb(proc.pid)
             print(f"[3] Quorum RSS: peak (VmHWM) {rss_peak:.1f} MiB, now {rss_now:.1f} MiB")

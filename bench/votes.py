@@ -12,7 +12,7 @@ one decides. First a closed-loop maximum with --concurrency taps unanswered at o
 open-loop taps at each of --rates for --seconds (a tap starts on schedule whether or not
 earlier ones were answered). Each prints taps/s, p50/p99 of the emulator-measured latency from
 tap to answerCallbackQuery and the CPU each process spent per tap. Then the floor: the same
-SQL statements and Redis calls a vote makes, run directly with asyncpg, closed loop and at the
+SQL statements a vote makes, run directly with asyncpg, closed loop and at the
 same rates, and the ratio of the two.
 """
 
@@ -288,7 +288,7 @@ FLOOR_ONE_SQL = f"""
 
 
 class Floor:
-    """The statements and Redis calls of one counted vote, run straight on asyncpg."""
+    """The statements of one counted vote, run straight on asyncpg (a tap makes no Redis call)."""
 
     def __init__(self, db_url: str, pool_size: int) -> None:
         self.db_url, self.pool_size = db_url, pool_size
@@ -302,18 +302,15 @@ class Floor:
         )
         assert pool is not None
         self.pool = pool
-        self.redis = Redis.from_url(REDIS_URL)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.pool.close()
-        await self.redis.aclose()
 
     async def vote(self, job: tuple[int, int, int], latencies: list[float]) -> None:
         chat, message_id, user = job
         t0 = time.perf_counter()
         uid = next(self.update_ids)
-        await self.redis.exists(f"quorum:update:{uid}")
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.fetchrow(FLOOR_SQL["inbound"], uid, self.payload)
             row = await conn.fetchrow(
@@ -331,15 +328,13 @@ class Floor:
                 row["team_id"],
                 CARD_REFRESH_SECONDS,
             )
-        await self.redis.set(f"quorum:update:{uid}", b"1", ex=60)
         latencies.append((time.perf_counter() - t0) * 1000)
 
     async def vote_one(self, job: tuple[int, int, int], latencies: list[float]) -> None:
-        """The same vote as one statement (FLOOR_ONE_SQL), with the same Redis calls."""
+        """The same vote as one statement (FLOOR_ONE_SQL)."""
         chat, message_id, user = job
         t0 = time.perf_counter()
         uid = next(self.update_ids)
-        await self.redis.exists(f"quorum:update:{uid}")
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
                 FLOOR_ONE_SQL,
@@ -353,7 +348,6 @@ class Floor:
                 CARD_REFRESH_SECONDS,
             )
         assert row is not None
-        await self.redis.set(f"quorum:update:{uid}", b"1", ex=60)
         latencies.append((time.perf_counter() - t0) * 1000)
 
     async def closed(
@@ -568,7 +562,7 @@ async def main(args: argparse.Namespace) -> None:
         f_rate = len(f_lat) / f_elapsed
         f_p99 = pct(f_lat, 0.99)
         print(
-            f"floor (the same SQL + Redis calls, asyncpg direct), closed loop at concurrency"
+            f"floor (the same SQL, asyncpg direct), closed loop at concurrency"
             f" {args.concurrency}: {f_rate:.0f} votes/s  p50 {statistics.median(f_lat):.1f} ms"
             f"  p99 {f_p99:.1f} ms"
         )
@@ -631,8 +625,8 @@ def budget_line(closed_cpu: dict[str, float], taps: int, floor_client_ms: float)
         f"budget at {TARGET_RATE:.0f} taps/s on {cores} cores: {budget:.2f} ms CPU per tap with"
         f" the cores 100% busy, {0.8 * budget:.2f} at 80%; emulator + postgres + redis took"
         f" {others:.2f}, leaving Quorum {budget - others:.2f} ms (at 80%:"
-        f" {0.8 * budget - others:.2f}); Quorum spent {per_tap['quorum']:.2f} ms, and its SQL and"
-        f" Redis calls alone cost the floor client {floor_client_ms:.2f} ms"
+        f" {0.8 * budget - others:.2f}); Quorum spent {per_tap['quorum']:.2f} ms, and its SQL"
+        f" alone cost the floor client {floor_client_ms:.2f} ms"
     )
 
 

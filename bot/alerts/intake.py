@@ -16,7 +16,7 @@ from bot.policy import Team
 from bot.runtime import Runtime
 from storage import alerts as store
 from storage import audit
-from storage.alerts import AlertRecord, IncomingAlert, UpsertRow
+from storage.alerts import AlertRecord, IncomingAlert
 from storage.db import transaction
 
 RACE_RETRIES = 3
@@ -91,7 +91,7 @@ async def _ingest_once(rt: Runtime, batch: _Batch) -> IngestResult:
     async with transaction(rt.sessions) as session:
         rows = await store.upsert_firing(session, team_id, batch.firing, edit_interval=interval)
         done = await store.resolve_firing(session, team_id, batch.resolved, edit_interval=interval)
-        audit_rows = _audit_rows(batch, rows, done)
+        audit_rows = _audit_rows(batch, done)
         new_ids = [r.id for r in rows if r.inserted and not r.silenced]
         if new_ids:
             fresh = await store.get_alerts(session, new_ids)
@@ -110,25 +110,11 @@ async def _ingest_once(rt: Runtime, batch: _Batch) -> IngestResult:
     )
 
 
-def _audit_rows(
-    batch: _Batch, rows: list[UpsertRow], done: list[AlertRecord]
-) -> list[dict[str, Any]]:
-    """One row per firing alert stored, per alert resolved, and per resolve matching nothing."""
+def _audit_rows(batch: _Batch, done: list[AlertRecord]) -> list[dict[str, Any]]:
+    """One row per alert resolved and per resolve matching nothing (upsert_firing wrote those
+    of the firing alerts)."""
     team_id = batch.team_id
-    out: list[dict[str, Any]] = [
-        {
-            "event": "alert.received" if r.inserted else "alert.deduplicated",
-            "team_id": team_id,
-            "alert_id": r.id,
-            "actor": batch.latest[r.fingerprint].source,
-            "detail": {
-                "fingerprint": r.fingerprint,
-                "hits": batch.hits[r.fingerprint],
-                "silenced": r.silenced,
-            },
-        }
-        for r in rows
-    ]
+    out: list[dict[str, Any]] = []
     out.extend(
         {
             "event": "alert.resolved",
