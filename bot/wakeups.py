@@ -85,7 +85,8 @@ class Wakeups:
         finally:
             unsubscribe()
 
-    def _notified(self, channel: str) -> None:
+    def notify(self, channel: str) -> None:
+        """A notification on `channel`: as the LISTEN connection delivers one."""
         self.received[channel] += 1
         for callback in list(self._subscribers.get(channel, ())):
             callback()
@@ -102,7 +103,7 @@ class Wakeups:
         while True:
             self._lost.clear()
             try:
-                async with listening(engine, CHANNELS, self._notified, self._lost.set) as check:
+                async with listening(engine, CHANNELS, self.notify, self._lost.set) as check:
                     backoff = 0.2
                     self.listening.set()
                     self._wake_all()  # work may have arrived while nobody listened

@@ -44,6 +44,7 @@ ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 
 Worker = Callable[[Runtime], Awaitable[None]]
 PRUNE_EVERY_SECONDS = 3600.0
+RETRY_AFTER_SECONDS = 5.0
 T = TypeVar("T")
 
 
@@ -364,8 +365,9 @@ class Quorum:
                 await asyncio.sleep(1)
 
     async def _retry_updates(self, rt: Runtime) -> None:
-        """Failed updates, when one is stored (NOTIFY) or every FALLBACK_SECONDS (a failed
-        retry waits for that); old handled updates pruned hourly."""
+        """Failed updates, RETRY_AFTER_SECONDS after one is stored (NOTIFY; whatever failed it
+        often lasts a moment, and a retry at once would only fail again) or every
+        FALLBACK_SECONDS; old handled updates pruned hourly."""
         assert self.inbound is not None
         pruned = time.monotonic()
         with rt.wakeups.watch(wakeups.UPDATES) as woken:
@@ -374,7 +376,8 @@ class Quorum:
                 if time.monotonic() - pruned > PRUNE_EVERY_SECONDS:
                     pruned = time.monotonic()
                     await prune_updates(rt)
-                await woken.sleep(FALLBACK_SECONDS)
+                if await woken.sleep(FALLBACK_SECONDS):
+                    await asyncio.sleep(RETRY_AFTER_SECONDS)
 
     async def _poll(self, rt: Runtime) -> None:
         """getUpdates; the offset moves past an update only once it is stored."""

@@ -58,6 +58,14 @@ TRIGGERS = (
         "quorum_approvals",
     ),
     (
+        # A request's times moved (a merge extends its expiry): its due times changed.
+        "approval_times_wake",
+        "approval_requests",
+        "AFTER UPDATE OF created_at, expires_at",
+        "FOR EACH STATEMENT",
+        "quorum_approvals",
+    ),
+    (
         "callback_deliveries_wake",
         "callback_deliveries",
         "AFTER INSERT",

@@ -8,6 +8,7 @@ import json
 import uuid
 
 from bot.wakeups import FALLBACK_SECONDS
+from quorum.app import RETRY_AFTER_SECONDS
 from storage import wakeups
 from storage.db import make_engine, make_sessionmaker, transaction
 from storage.outbox import enqueue_text
@@ -15,7 +16,7 @@ from tests.e2e.flows import card, create
 from tests.support import CHAT, Harness, QuorumFactory, db_rows, wait_until
 
 DEADLINE = 5.0
-assert DEADLINE < FALLBACK_SECONDS / 3  # a wake-up within it was no fallback poll
+assert RETRY_AFTER_SECONDS + DEADLINE < FALLBACK_SECONDS / 2  # within it: no fallback poll
 
 
 async def replicas(make_quorum: QuorumFactory) -> tuple[Harness, Harness]:
@@ -94,7 +95,8 @@ async def test_request_inserted_elsewhere_expires_at_its_due_time(quorum: Harnes
     await wait_until(expired, DEADLINE)
 
 
-async def test_failed_update_stored_elsewhere_is_retried_at_once(quorum: Harness) -> None:
+async def test_failed_update_stored_elsewhere_is_retried_after_a_pause(quorum: Harness) -> None:
+    # Woken by the insert, the retry loop waits RETRY_AFTER_SECONDS (5 s), not the fallback.
     h = quorum
     await wait_until(h.app.runtime.wakeups.listening.is_set, DEADLINE, what="LISTEN")
     update = {
@@ -119,4 +121,4 @@ async def test_failed_update_stored_elsewhere_is_retried_at_once(quorum: Harness
         rows = await db_rows(h, "SELECT status FROM inbound_updates WHERE update_id = 424242")
         return bool(rows[0]["status"] == "done")
 
-    await wait_until(handled, DEADLINE)
+    await wait_until(handled, RETRY_AFTER_SECONDS + DEADLINE)
