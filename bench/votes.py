@@ -521,7 +521,8 @@ async def main(args: argparse.Namespace) -> None:
                 for offered, n in zip(rates, open_taps, strict=True):
                     jobs, start = open_jobs[start : start + n], start + n
                     meter.reset()
-                    issued, o_elapsed, o_tally = await run_open(emu, jobs, offered)
+                    with PySpy(proc.pid, f"open loop {offered:.0f}"):
+                        issued, o_elapsed, o_tally = await run_open(emu, jobs, offered)
                     line, quorum_p99[offered] = sweep_step(
                         "Quorum",
                         len(jobs) / issued,

@@ -20,9 +20,9 @@ CHANNELS = (OUTBOX, CARDS, APPROVALS, ALERTS, UPDATES)
 # Each query answers seconds from now until the earliest due item (<= 0: due already), or NULL
 # when nothing is scheduled; each mirrors its worker's claim conditions.
 _CARDS_DUE = """
-    SELECT extract(epoch FROM least(
-        (SELECT min(cards_due_at) FROM approval_requests WHERE status = 'pending'),
-        (SELECT min(card_due_at) FROM alerts)) - now())::float8
+    SELECT extract(epoch FROM (SELECT min(cards_due_at) FROM approval_requests
+                                WHERE status = 'pending') - now())::float8,
+           extract(epoch FROM (SELECT min(card_due_at) FROM alerts) - now())::float8
 """
 _APPROVALS_DUE = """
     SELECT extract(epoch FROM least(
@@ -66,8 +66,17 @@ async def _seconds(session: AsyncSession, sql: str) -> float | None:
     return None if value is None else float(value)
 
 
-async def cards_due_in(session: AsyncSession) -> float | None:
-    return await _seconds(session, _CARDS_DUE)
+@dataclass(frozen=True, slots=True)
+class CardsDue:
+    """Seconds until the next approval card and the next alert card are due (None: none is)."""
+
+    approvals: float | None
+    alerts: float | None
+
+
+async def cards_due_in(session: AsyncSession) -> CardsDue:
+    row = await (await raw(session)).fetchrow(_CARDS_DUE)
+    return CardsDue(row[0], row[1])
 
 
 async def approvals_due_in(session: AsyncSession) -> float | None:
