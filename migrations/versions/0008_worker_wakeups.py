@@ -1,5 +1,6 @@
 """Worker wake-ups: NOTIFY on the channels the idle workers LISTEN on, from the writes that
-give them work (cards marked due, new requests and callbacks, silences, failed updates).
+give them work (cards marked due, new requests and callbacks, silences, failed updates, a chat
+active again).
 
 Revision ID: 0008
 Revises: 0006
@@ -56,6 +57,14 @@ TRIGGERS = (
         "AFTER INSERT",
         "FOR EACH STATEMENT",
         "quorum_approvals",
+    ),
+    (
+        # A chat the bot was added back to: its held outbox rows are ready again.
+        "chats_active_wake",
+        "chats",
+        "AFTER UPDATE OF active",
+        "FOR EACH STATEMENT",
+        "quorum_outbox",
     ),
     (
         # A request's times moved (a merge extends its expiry): its due times changed.
