@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -145,3 +147,72 @@ async def quorum_process(
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def peak_rss_mb(pid: int) -> tuple[float, float]:
+    """(peak, current) resident set size of a process in MiB (VmHWM, VmRSS)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields.get("VmHWM", 0.0), fields.get("VmRSS", 0.0)
+
+
+class PySpy:
+    """py-spy sampling one process while in the block (BENCH_PYSPY=path: raw stacks there),
+    then its top entries by own samples, as `py-spy top` shows them. Off without the variable
+    or without py-spy (pip install py-spy; the dev extras have it)."""
+
+    def __init__(self, pid: int, label: str) -> None:
+        self.pid, self.label = pid, label
+        base = os.environ.get("BENCH_PYSPY", "")
+        self.path = f"{base}.{label}.txt" if base else ""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PySpy:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if self.path and Path(exe).exists():
+            self.proc = subprocess.Popen(
+                [
+                    *(exe, "record", "--pid", str(self.pid), "--format", "raw"),
+                    *("--rate", "250", "--nonblocking", "--output", self.path),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+        print(f"  py-spy top ({self.label}; raw stacks in {self.path}):")
+        for line in top_entries(Path(self.path)):
+            print("    " + line)
+
+
+def top_entries(path: Path, n: int = 15) -> list[str]:
+    """The functions most often on top of the stack (own) and anywhere on it (total)."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [
+            f.split(" (", 1)[0] + " " + f.rsplit("/", 1)[-1].rstrip(")")
+            for f in stack.split(";")[1:]
+        ]
+        k = int(count)
+        samples += k
+        if frames:
+            own[frames[-1]] += k
+        for f in set(frames):
+            total[f] += k
+    out = [f"{'own%':>6} {'total%':>6}  function (file:line)"]
+    for name, k in own.most_common(n):
+        out.append(f"{100 * k / samples:6.1f} {100 * total[name] / samples:6.1f}  {name}")
+    return out

@@ -27,15 +27,16 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import fresh_database, quorum_process
+from bench import PySpy, fresh_database, peak_rss_mb, quorum_process
 from quorum.app import run_loop
 from sandbox.emulator import EmulatorClient, TelegramEmulator
+from storage import alerts as alerts_sql
 from storage.db import to_sync_dsn
 
 TOKEN = "876543210:" + "C" * 35
 BOT_ID = 876543210
-DB_NAME = "quorum_bench_alerts"
-REDIS_URL = "redis://127.0.0.1:6379/12"
+DB_NAME = "quorum_bench_alerts" + os.environ.get("QUORUM_BENCH_DB_SUFFIX", "")
+REDIS_URL = os.environ.get("QUORUM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 SERVER_URL = os.environ.get("QUORUM_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432")
 USER = 7001
 STORM_TEAMS = 25  # 2 fingerprints per group chat: see explain_storm()
@@ -54,7 +55,7 @@ def key_for(team: str) -> str:
 
 def policy_toml(storm_chats: list[int]) -> str:
     lines = ['timezone = "UTC"', ""]
-    teams: dict[str, list[int]] = {"ingest": []} | {
+    teams: dict[str, list[int]] = {"ingest": [], "single": []} | {
         f"storm{i:02d}": [c] for i, c in enumerate(storm_chats)
     }
     for name, chats in teams.items():
@@ -109,13 +110,6 @@ def am_alert(n: int, prefix: str, *, grouped: bool = False) -> dict[str, Any]:
     }
 
 
-def vm_hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
 async def post(
     http: aiohttp.ClientSession, url: str, body: bytes, key: str, statuses: Counter[int]
 ) -> None:
@@ -165,6 +159,83 @@ async def bench_ingest(
         f"fingerprints), concurrency {concurrency}: {elapsed:.2f} s -> {rate:,.0f} alerts/s "
         f"(target >= 5,000); HTTP statuses {dict(statuses)}"
     )
+    return rate
+
+
+SINGLE_ALERTS = 2000
+SINGLE_FINGERPRINTS = 20
+SINGLE_SENDERS = 32
+
+
+def generic_alert(n: int) -> dict[str, Any]:
+    return {
+        "fingerprint": f"single-{n % SINGLE_FINGERPRINTS:02d}",
+        "title": f"Disk almost full on node {n % SINGLE_FINGERPRINTS}",
+        "severity": "warning",
+        "labels": {"alertname": "DiskFull", "instance": f"node-{n % SINGLE_FINGERPRINTS}"},
+        "annotations": {"summary": "disk <b>95%</b> & up"},
+        "source": "bench",
+    }
+
+
+async def closed_loop(n: int, senders: int, one: Any) -> float:
+    """`n` calls of `one(i)` by `senders` concurrent workers; the seconds it took."""
+    numbers = iter(range(n))
+
+    async def worker() -> None:
+        for i in numbers:
+            await one(i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(senders)))
+    return time.perf_counter() - start
+
+
+async def bench_single(http: aiohttp.ClientSession, base: str) -> float:
+    """One alert per request on the generic endpoint, SINGLE_SENDERS at once."""
+    url, statuses = base + "/api/v1/alerts", Counter[int]()
+    bodies = [json.dumps(generic_alert(i)).encode() for i in range(SINGLE_ALERTS)]
+
+    async def one(i: int) -> None:
+        await post(http, url, bodies[i], key_for("single"), statuses)
+
+    await closed_loop(SINGLE_FINGERPRINTS, 1, one)  # new alerts (their cards) first; not timed
+    statuses.clear()
+    elapsed = await closed_loop(SINGLE_ALERTS, SINGLE_SENDERS, one)
+    rate = SINGLE_ALERTS / elapsed
+    print(
+        f"[4] one alert per request (POST /api/v1/alerts, {SINGLE_SENDERS} senders,"
+        f" {SINGLE_ALERTS} alerts over {SINGLE_FINGERPRINTS} fingerprints):"
+        f" {rate:,.0f} alerts/s; HTTP statuses {dict(statuses)}"
+    )
+    return rate
+
+
+async def floor_single(db_url: str) -> float:
+    """The same statement per alert (the upsert with its audit row, in a transaction, as the
+    intake runs it), straight on asyncpg: no HTTP, no parsing, no ORM session."""
+    pool = await asyncpg.create_pool(
+        to_sync_dsn(db_url), min_size=SINGLE_SENDERS, max_size=SINGLE_SENDERS
+    )
+    assert pool is not None
+    async with pool.acquire() as conn:
+        team_id = await conn.fetchval("SELECT id FROM teams WHERE name = 'single'")
+
+    def rows(i: int) -> str:
+        a = generic_alert(i)
+        row = {k: a.get(k) for k in ("fingerprint", "title", "severity", "labels", "source")}
+        return json.dumps([{**row, "annotations": a["annotations"], "hits": 1, "context": {}}])
+
+    async def one(i: int) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.fetch(alerts_sql._UPSERT_FIRING_AUDITED, team_id, rows(i), 10.0)
+
+    try:
+        elapsed = await closed_loop(SINGLE_ALERTS, SINGLE_SENDERS, one)
+    finally:
+        await pool.close()
+    rate = SINGLE_ALERTS / elapsed
+    print(f"    floor (the same upsert + audit statement, asyncpg direct): {rate:,.0f} alerts/s")
     return rate
 
 
@@ -320,10 +391,21 @@ async def main(quick: bool, incident: bool = False) -> None:
                 await declare_incidents(http, base, teams)
                 print(f"    an open incident per team ({len(teams)}): every alert attaches")
             bodies = 100 if quick else 400
-            await bench_ingest(http, base, bodies, concurrency=8, distinct=2000, grouped=incident)
+            batched = await bench_ingest(
+                http, base, bodies, concurrency=8, distinct=2000, grouped=incident
+            )
             total, seconds = (2000, 12.0) if quick else (10_000, 60.0)
             await bench_storm(http, base, emu, db_url, chats, total, seconds, grouped=incident)
-            print(f"[3] Quorum peak RSS (VmHWM): {vm_hwm_kib(proc.pid) / 1024:.1f} MiB")
+            with PySpy(proc.pid, "single alerts"):
+                single = await bench_single(http, base)
+            floor = await floor_single(db_url)
+            rss_peak, rss_now = peak_rss_mb(proc.pid)
+            print(f"[3] Quorum RSS: peak (VmHWM) {rss_peak:.1f} MiB, now {rss_now:.1f} MiB")
+            print(
+                f"RESULT alerts single_ratio={single / floor:.2f} single_per_s={single:.0f}"
+                f" floor_per_s={floor:.0f} batched_per_s={batched:.0f} rss_mb={rss_peak:.0f}"
+                f" rss_now_mb={rss_now:.0f}"
+            )
     finally:
         await emu.close()
         await emulator.stop()

@@ -7,14 +7,14 @@ renders it at most once per interval (Telegram lets a group's message be edited 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from bot import alerts, approvals
 from bot.incidents import workers as incidents
 from bot.runtime import Runtime
-
-IDLE_SECONDS = 0.2  # how soon a card marked due shows, when nothing else is due
+from bot.wakeups import sleep_for
+from storage import wakeups
+from storage.db import transaction
 
 # One pass per kind of card: claims that kind's due cards (row locks, so replicas share the
 # work), renders them, returns how many it refreshed.
@@ -26,17 +26,26 @@ CARD_KINDS: tuple[CardPass, ...] = (
 )
 
 
-async def refresh_due_cards(rt: Runtime) -> int:
-    """One pass over every kind of card; the number of cards refreshed."""
-    done = 0
-    for kind in CARD_KINDS:
-        done += await kind(rt)
-    return done
+def _due(due: wakeups.CardsDue) -> tuple[float | None, ...]:
+    """Each kind's due time, in CARD_KINDS order."""
+    return (due.approvals, due.alerts, due.incidents)
 
 
 async def run_cards(rt: Runtime) -> None:
-    """The card worker. A failure (a database restart) ends it; the app's supervisor logs it
-    and starts it again."""
-    while True:
-        if not await refresh_due_cards(rt):
-            await asyncio.sleep(IDLE_SECONDS)
+    """The card worker: asks when each kind's next card is due (one query), runs the passes of
+    the kinds due now, and otherwise sleeps until a card is marked due (NOTIFY) or the next one
+    comes due. A pass of a kind with nothing due is never run: each is a transaction, and a
+    vote's card once cost five of them (two passes of both kinds and the query). A failure (a
+    database restart) ends it; the app's supervisor logs it and starts it again."""
+    with rt.wakeups.watch(wakeups.CARDS) as woken:
+        while True:
+            async with transaction(rt.sessions) as session:
+                due = _due(await wakeups.cards_due_in(session))
+            done = 0
+            for kind, due_in in zip(CARD_KINDS, due, strict=True):
+                if due_in is not None and due_in <= 0:
+                    done += await kind(rt)
+            if done:
+                continue  # more may have come due meanwhile
+            soonest = min((d for d in due if d is not None), default=None)
+            await woken.sleep(sleep_for(soonest, did_work=False))

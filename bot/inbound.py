@@ -12,14 +12,10 @@ from aiogram.types import Update
 
 from bot.outages import storage_outage
 from bot.runtime import Runtime
-from storage import audit, keys, updates
+from storage import audit, updates
 from storage.outbox import Priority, enqueue_call
 
 log = logging.getLogger(__name__)
-
-# Bounded dedupe memory: update ids restart after a week of silence.
-SEEN_TTL_SECONDS = 3 * 86400
-
 
 # What handlers read of the message under a tapped button. Telegram sends the whole card back
 # with every tap (text, entities, keyboard): validating it was most of an update's cost.
@@ -49,6 +45,9 @@ class Inbound:
         `body` is the update's JSON as received, stored as it is (serialising the parsed
         update again cost more than storing it).
 
+        Deduplication is PostgreSQL's unique update_id alone: a Redis check before it cost two
+        round trips on every update to save one statement on the rare redelivery.
+
         Raises when the database is unavailable (`storage_outage`): the caller answers 503
         so Telegram delivers the update again. Any other failure of handling is stored as a
         failed update for `retry_failed`, so it is never lost.
@@ -56,16 +55,12 @@ class Inbound:
         rt = self.rt
         rt.metrics.updates_received.labels(source).inc()
         update_id = int(raw["update_id"])
-        if await self._seen(update_id):
-            rt.metrics.updates_deduplicated.inc()
-            return None
         reply: TelegramMethod[Any] | None = None
         text = json.dumps(raw) if body is None else body
         try:
             async with rt.sessions() as session, session.begin():
                 if not await updates.store_done(session, update_id, text):
                     rt.metrics.updates_deduplicated.inc()
-                    await self._remember(update_id)
                     return None
                 reply = await self._dispatch(raw, session, webhook_reply=source == "webhook")
         except Exception as exc:
@@ -78,7 +73,6 @@ class Inbound:
             rt.metrics.updates_failed.inc()
             await self._store_failed(update_id, raw, text, repr(exc)[:500])
             return None
-        await self._remember(update_id)
         return reply
 
     async def refuse_undecodable(self, data: bytes) -> None:
@@ -159,19 +153,6 @@ class Inbound:
             kind="callback_answer" if is_answer else "reply",
         )
         return None
-
-    async def _seen(self, update_id: int) -> bool:
-        try:
-            return bool(await self.rt.redis.exists(keys.update_seen(self.rt.bot.id, update_id)))
-        except Exception:  # Redis is only the fast path; PostgreSQL decides.
-            return False
-
-    async def _remember(self, update_id: int) -> None:
-        try:
-            key = keys.update_seen(self.rt.bot.id, update_id)
-            await self.rt.redis.set(key, b"1", ex=SEEN_TTL_SECONDS)
-        except Exception:
-            log.debug("redis unavailable; dedupe falls back to PostgreSQL")
 
 
 def _claimed_ids(data: bytes) -> tuple[int | None, int | None, int | None]:

@@ -18,6 +18,7 @@ from bot.rate_limits import CreationLimits
 from bot.settings import Settings
 from bot.tokens import TokenService
 from bot.totp import Sealer
+from bot.wakeups import Wakeups
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Runtime:
     mode: str = ""
     # Names this process in outbox claims and logs; carries no state others need.
     instance: str = field(default_factory=lambda: secrets.token_hex(4))
+    # The process's one LISTEN connection (Quorum runs it); idle workers sleep on it.
+    wakeups: Wakeups = field(default_factory=Wakeups)
     # Derived from the settings once per process: pure derivations, nothing shared.
     signer: ButtonSigner = field(init=False)
     tokens: TokenService = field(init=False)

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=15000, ge=1)
     # Connections one process keeps (and half as many more under a burst): replicas times
     # 1.5 x this must stay under the server's max_connections.
-    db_pool_size: int = Field(default=20, ge=1)
+    db_pool_size: int = Field(default=30, ge=1)
     # Outbox pacing, shared by every process through Redis; defaults are Telegram's limits.
     pace_bot_per_second: float = Field(default=30.0, gt=0)
     pace_chat_per_second: float = Field(default=1.0, gt=0)

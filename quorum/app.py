@@ -34,9 +34,10 @@ from bot.metrics import Metrics
 from bot.policy import Policy
 from bot.runtime import RUNTIME, Runtime
 from bot.settings import Settings
+from bot.wakeups import FALLBACK_SECONDS
 from handlers.api import error_middleware
 from quorum.embedded import describe_mode, in_process_redis, start_embedded_postgres
-from storage import keys
+from storage import keys, wakeups
 from storage.db import make_engine, make_sessionmaker, transaction
 from storage.leases import give_back_polling_lease, take_polling_lease
 from storage.teams import sync_teams
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 
 Worker = Callable[[Runtime], Awaitable[None]]
+PRUNE_EVERY_SECONDS = 3600.0
+RETRY_AFTER_SECONDS = 5.0
 T = TypeVar("T")
 
 
@@ -134,6 +137,11 @@ def settle_heap() -> None:
     Quorum: tests start many in one process, and frozen garbage would never be freed."""
     gc.collect()
     gc.freeze()
+
+
+async def run_wakeups(rt: Runtime) -> None:
+    """The process's LISTEN connection, which wakes the idle workers."""
+    await rt.wakeups.run(rt.engine)
 
 
 async def _bounded(what: str, step: Awaitable[object], seconds: float) -> None:
@@ -238,6 +246,7 @@ class Quorum:
 
     def _start_workers(self) -> None:
         workers: list[Worker] = [
+            run_wakeups,
             outbox.run_sender,
             approvals.run_maintenance,
             cards.run_cards,
@@ -378,14 +387,19 @@ class Quorum:
                 await asyncio.sleep(1)
 
     async def _retry_updates(self, rt: Runtime) -> None:
+        """Failed updates, RETRY_AFTER_SECONDS after one is stored (NOTIFY; whatever failed it
+        often lasts a moment, and a retry at once would only fail again) or every
+        FALLBACK_SECONDS; old handled updates pruned hourly."""
         assert self.inbound is not None
-        ticks = 0
-        while True:
-            await self.inbound.retry_failed()
-            ticks += 1
-            if ticks % 3600 == 0:
-                await prune_updates(rt)
-            await asyncio.sleep(5)
+        pruned = time.monotonic()
+        with rt.wakeups.watch(wakeups.UPDATES) as woken:
+            while True:
+                await self.inbound.retry_failed()
+                if time.monotonic() - pruned > PRUNE_EVERY_SECONDS:
+                    pruned = time.monotonic()
+                    await prune_updates(rt)
+                if await woken.sleep(FALLBACK_SECONDS):
+                    await asyncio.sleep(RETRY_AFTER_SECONDS)
 
     async def _poll(self, rt: Runtime) -> None:
         """getUpdates; the offset moves past an update only once it is stored."""

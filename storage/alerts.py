@@ -13,6 +13,8 @@ from sqlalchemy import ColumnElement, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import audit
+from storage.db import raw
 from storage.models import Alert, AlertAcknowledgement, ApprovalRequest, TelegramMessage
 
 # Silences live in storage.silences; these names stay importable from here.
@@ -214,6 +216,31 @@ _UPSERT_FIRING = text(
 )
 
 
+# The upsert with its audit rows, as one prepared statement on the session's asyncpg
+# connection: a concurrent body repeating the same fingerprints waits on these rows' locks
+# until this transaction commits, so every round trip and every turn of the event loop between
+# the upsert and COMMIT is time the others queue (one alert per request at 32 senders over 20
+# fingerprints ran at a fifth of its SQL's rate with the audit as a second statement).
+_UPSERT_FIRING_RAW = (
+    str(_UPSERT_FIRING).replace(":team_id", "$1").replace(":rows", "$2").replace(":interval", "$3")
+)
+_FIRING_AUDIT = audit.insert_from(
+    """(SELECT CASE WHEN up.inserted THEN 'alert.received' ELSE 'alert.deduplicated' END
+               AS event,
+               r.source AS actor, NULL::bigint AS actor_telegram_id, $1::int AS team_id,
+               NULL::uuid AS approval_id, up.id AS alert_id, NULL::bigint AS chat_id,
+               jsonb_build_object('fingerprint', up.fingerprint, 'hits', r.hits,
+                                  'silenced', up.silenced) AS detail
+          FROM up JOIN jsonb_to_recordset(CAST($2 AS jsonb))
+               AS r(fingerprint text, source text, hits int)
+            ON r.fingerprint = up.fingerprint) AS r"""
+)
+_UPSERT_FIRING_AUDITED = f"""
+    WITH up AS ({_UPSERT_FIRING_RAW}), audited AS ({_FIRING_AUDIT})
+    SELECT id, fingerprint, inserted, silenced FROM up
+"""  # noqa: S608 (fixed fragments of our own)
+
+
 async def upsert_firing(
     session: AsyncSession,
     team_id: int,
@@ -221,7 +248,8 @@ async def upsert_firing(
     *,
     edit_interval: float,
 ) -> list[UpsertRow]:
-    """Insert new occurrences or count repeats; `alerts` holds (alert, hits) per fingerprint."""
+    """Insert new occurrences or count repeats, each with its audit row (alert.received or
+    alert.deduplicated); `alerts` holds (alert, hits) per fingerprint."""
     if not alerts:
         return []
     rows = [
@@ -241,11 +269,10 @@ async def upsert_firing(
         }
         for a, hits in alerts
     ]
-    result = await session.execute(
-        _UPSERT_FIRING,
-        {"team_id": team_id, "rows": json.dumps(rows), "interval": float(edit_interval)},
+    result = await (await raw(session)).fetch(
+        _UPSERT_FIRING_AUDITED, team_id, json.dumps(rows), float(edit_interval)
     )
-    return [UpsertRow(r.id, r.fingerprint, bool(r.inserted), bool(r.silenced)) for r in result]
+    return [UpsertRow(r[0], r[1], bool(r[2]), bool(r[3])) for r in result]
 
 
 async def get_alerts(session: AsyncSession, ids: Iterable[int]) -> list[AlertRecord]:

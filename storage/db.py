@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -38,7 +38,7 @@ def to_sync_dsn(url: str) -> str:
 def make_engine(
     url: str,
     *,
-    pool_size: int = 20,
+    pool_size: int = 30,
     statement_timeout_ms: int = 15000,
     lock_timeout_ms: int = 5000,
 ) -> AsyncEngine:
@@ -46,10 +46,14 @@ def make_engine(
     # No pre-ping (a round trip per checkout): a dropped connection fails its statement, the
     # dialect flags it as a disconnect and the pool invalidates it; callers retry the unit of
     # work (webhook 503, outbox record retries).
+    # No overflow: the pool closes an overflow connection as soon as it is returned, so under
+    # load (64 taps or 32 alert senders at once) every checkout past the pool's size paid for a
+    # new connection (TLS attempt, authentication, the dialect's codec set-up: about half of
+    # the single-alert intake's CPU in bench.alerts). `pool_size` connections, kept open.
     return create_async_engine(
         to_async_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size // 2,
+        max_overflow=0,
         pool_pre_ping=False,
         pool_timeout=10,
         # Error messages and logs never carry values (tokens, request bodies).
@@ -95,19 +99,26 @@ async def ensure_database(base_url: str, database: str) -> None:
 
 @asynccontextmanager
 async def listening(
-    engine: AsyncEngine, channel: str, notified: Callable[[], None]
-) -> AsyncIterator[Callable[[], Any]]:
-    """LISTEN on `channel` over a dedicated connection (outside the pool) while in the block.
+    engine: AsyncEngine,
+    channels: Sequence[str],
+    notified: Callable[[str], None],
+    lost: Callable[[], None],
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """LISTEN on `channels` over one dedicated connection (outside the pool) while in the block;
+    `notified(channel)` runs on each notification, `lost()` once if the connection closes.
 
-    Yields a health check to await now and then: it raises once the connection is lost.
+    Yields a health check to await now and then: it raises once the connection is lost (a
+    half-open TCP connection is only found by using it).
     """
     dsn = to_sync_dsn(engine.url.render_as_string(hide_password=False))
-    conn = await asyncpg.connect(dsn, timeout=5)
+    conn = await asyncpg.connect(dsn, timeout=5, server_settings={"application_name": "quorum"})
     try:
-        await conn.add_listener(channel, lambda *_: notified())
+        conn.add_termination_listener(lambda *_: lost())
+        for channel in channels:
+            await conn.add_listener(channel, lambda _c, _pid, ch, _payload: notified(ch))
 
         async def check() -> None:
-            await conn.fetchval("SELECT 1", timeout=2)
+            await conn.fetchval("SELECT 1", timeout=5)
 
         yield check
     finally:

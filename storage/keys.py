@@ -30,11 +30,6 @@ def connect(url: str) -> Redis:
     )
 
 
-def update_seen(bot_id: int, update_id: int) -> str:
-    # Update ids are per bot: two bots (or two deployments) sharing a Redis must not collide.
-    return f"{PREFIX}update:{bot_id}:{update_id}"
-
-
 def token_used(jti: uuid.UUID | str) -> str:
     return f"{PREFIX}jti:{jti}"
 

@@ -19,7 +19,7 @@ from bot.runtime import Runtime
 from storage import alert_groups as groups_store
 from storage import alerts as store
 from storage import audit, incidents
-from storage.alerts import AlertRecord, IncomingAlert, UpsertRow
+from storage.alerts import AlertRecord, IncomingAlert
 from storage.db import transaction
 from storage.outbox import Priority
 
@@ -105,7 +105,7 @@ async def _ingest_once(rt: Runtime, team: Team, batch: _Batch) -> IngestResult:
                 resolved=[a.id for a in done],
                 edit_interval=interval,
             )
-        audit_rows = _audit_rows(batch, rows, done)
+        audit_rows = _audit_rows(batch, done)
         keys = [
             (
                 r.id,
@@ -136,25 +136,11 @@ async def _ingest_once(rt: Runtime, team: Team, batch: _Batch) -> IngestResult:
     )
 
 
-def _audit_rows(
-    batch: _Batch, rows: list[UpsertRow], done: list[AlertRecord]
-) -> list[dict[str, Any]]:
-    """One row per firing alert stored, per alert resolved, and per resolve matching nothing."""
+def _audit_rows(batch: _Batch, done: list[AlertRecord]) -> list[dict[str, Any]]:
+    """One row per alert resolved and per resolve matching nothing (upsert_firing wrote those
+    of the firing alerts)."""
     team_id = batch.team_id
-    out: list[dict[str, Any]] = [
-        {
-            "event": "alert.received" if r.inserted else "alert.deduplicated",
-            "team_id": team_id,
-            "alert_id": r.id,
-            "actor": batch.latest[r.fingerprint].source,
-            "detail": {
-                "fingerprint": r.fingerprint,
-                "hits": batch.hits[r.fingerprint],
-                "silenced": r.silenced,
-            },
-        }
-        for r in rows
-    ]
+    out: list[dict[str, Any]] = []
     out.extend(
         {
             "event": "alert.resolved",

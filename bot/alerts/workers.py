@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import aiohttp
 
 from bot.alerts import storm
@@ -12,15 +9,15 @@ from bot.alerts.alertmanager import ALERTMANAGER_TIMEOUT, sync_alertmanager
 from bot.alerts.maintenance import summarize_ended
 from bot.alerts.publish import render_cards
 from bot.runtime import Runtime
+from bot.wakeups import sleep_for
 from storage import alert_groups as groups_store
 from storage import alerts as store
-from storage import audit
+from storage import audit, wakeups
 from storage.db import transaction
 
 REFRESH_BATCH = 50
-RELEASE_EVERY_SECONDS = 5
+# While a storm digest is open, whether its chat calmed down is checked this often.
 SETTLE_EVERY_SECONDS = 1.0
-IDLE_SECONDS = 0.2
 
 
 async def refresh_due_cards(rt: Runtime, limit: int = REFRESH_BATCH) -> int:
@@ -36,34 +33,43 @@ async def refresh_due_cards(rt: Runtime, limit: int = REFRESH_BATCH) -> int:
         return len(due)
 
 
-async def settle_digests(rt: Runtime) -> int:
+async def settle_digests(rt: Runtime) -> tuple[int, int]:
     """The storm digests' pass: finalise those whose chat stayed under budget long enough, and
-    give their groups still firing their own cards. Returns how many it finalised."""
-    done = 0
+    give their groups still firing their own cards. Returns (finalised, still open)."""
+    done = still_open = 0
     async with transaction(rt.sessions) as session:
         for digest in await groups_store.claim_open_digests(session):
             still = await storm.settle_one(rt, session, digest)
             if still is None:
+                still_open += 1
                 continue
             alerts = await store.get_alerts(session, still)
             rows = await render_cards(rt, session, alerts, create_missing=True, own_cards=True)
             await audit.record_many(session, rows)
             done += 1
-    return done
+    return done, still_open
+
+
+async def maintain_once(rt: Runtime, http: aiohttp.ClientSession) -> float | None:
+    """Alertmanager jobs, storm digests settling, then silences and maintenance windows that
+    ended (summed up, their alerts released); seconds until the next is due."""
+    busy = await sync_alertmanager(rt, http)
+    _, digests_open = await settle_digests(rt)
+    await summarize_ended(rt)
+    async with transaction(rt.sessions) as session:
+        due_in = await wakeups.alerts_due_in(session)
+    if busy:
+        return 0.0
+    if digests_open:
+        return SETTLE_EVERY_SECONDS if due_in is None else min(due_in, SETTLE_EVERY_SECONDS)
+    return due_in
 
 
 async def run_maintenance(rt: Runtime) -> None:
-    """Alertmanager silence sync, silences running out, storm digests settling."""
-    last_release = last_settle = 0.0
+    """Alertmanager silence sync, silences and windows running out, storm digests settling: a
+    pass, then sleep until the next is due or a silence changes (NOTIFY)."""
     async with aiohttp.ClientSession(timeout=ALERTMANAGER_TIMEOUT) as http:
-        while True:
-            busy = await sync_alertmanager(rt, http)
-            if time.monotonic() - last_settle > SETTLE_EVERY_SECONDS:
-                last_settle = time.monotonic()
-                await settle_digests(rt)
-            if time.monotonic() - last_release > RELEASE_EVERY_SECONDS:
-                last_release = time.monotonic()
-                # Also releases what silences and windows that ended kept silenced.
-                await summarize_ended(rt)
-            if not busy:
-                await asyncio.sleep(IDLE_SECONDS)  # nothing due: poll again shortly
+        with rt.wakeups.watch(wakeups.ALERTS) as woken:
+            while True:
+                due_in = await maintain_once(rt, http)
+                await woken.sleep(sleep_for(due_in, did_work=due_in == 0.0))

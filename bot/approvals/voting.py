@@ -34,7 +34,7 @@ VOTE_CODES = {"a": APPROVE, "r": REJECT}
 # A card under a storm of votes is re-rendered at most every 3 s: Telegram allows 20 edits a
 # minute per group, so faster renders would only be overwritten before the sender could send
 # them (they cost a third of the bot's CPU in bench.votes at 1 s). A vote after a quiet spell
-# still shows at once (within the card worker's 0.2 s).
+# still shows at once (marking the card due wakes the card worker: NOTIFY, bot.wakeups).
 CARD_REFRESH_SECONDS = 3.0
 
 E = TypeVar("E", bound=Refused)

@@ -20,12 +20,13 @@ from bot.approvals.card import mention
 from bot.approvals.decision import after_decision
 from bot.approvals.outcome import outcome_of
 from bot.approvals.publish import refresh_cards
-from bot.policy import Approver, RiskLevel, Team
+from bot.policy import Approver, RiskLevel, Rule, Team
 from bot.rendering import clip, esc, fmt_duration, fmt_time
 from bot.runtime import Runtime
 from bot.votes import requesters
+from bot.wakeups import FALLBACK_SECONDS, sleep_for
 from storage import approvals as repo
-from storage import audit
+from storage import audit, wakeups
 from storage import tokens as tokens_repo
 from storage.db import transaction
 from storage.outbox import Priority, enqueue_text
@@ -294,22 +295,56 @@ async def refresh_due_cards(rt: Runtime, limit: int = 10) -> int:
         return len(due)
 
 
-async def maintain_once(rt: Runtime, http: aiohttp.ClientSession) -> None:
-    await expire_due(rt)
-    await warn_due(rt)
-    await escalate_due(rt)
-    await deliver_callbacks(rt, http)
+async def maintain_once(rt: Runtime, http: aiohttp.ClientSession) -> int:
+    """One pass of expiry, warnings, escalation and callbacks; how many items it handled."""
+    return (
+        await expire_due(rt)
+        + await warn_due(rt)
+        + await escalate_due(rt)
+        + await deliver_callbacks(rt, http)
+    )
 
 
-async def run_maintenance(rt: Runtime, interval: float = 1.0) -> None:
-    """Expiry, escalation and callback deliveries, about once a second."""
+def _rule_of(rt: Runtime, team_id: int, risk_level: str) -> Rule | None:
+    team = rt.team(team_id)
+    return team.rules.get(RiskLevel(risk_level)) if team is not None else None
+
+
+async def maintenance_due_in(rt: Runtime) -> float | None:
+    """Seconds until the next expiry, warning, escalation or callback attempt (None: nothing
+    is due)."""
+    async with transaction(rt.sessions) as session:
+        due = await wakeups.approvals_due_in(session)
+        ages = await wakeups.escalation_ages(session)
+        warnings = await wakeups.warning_times(session)
+    times: list[float] = [] if due is None else [due]
+    for age in ages:
+        rule = _rule_of(rt, age.team_id, age.risk_level)
+        if rule is not None and rule.escalate_after_seconds is not None:
+            times.append(rule.escalate_after_seconds - age.oldest_seconds)
+    for w in warnings:
+        rule = _rule_of(rt, w.team_id, w.risk_level)
+        if rule is None or rule.warn_before_seconds == 0:
+            continue
+        before = rule.warn_before_seconds
+        times.append(w.default_warning_in if before is None else w.expires_in - before)
+    return min(times, default=None)
+
+
+async def run_maintenance(rt: Runtime) -> None:
+    """Expiry, escalation and callback deliveries: a pass, then sleep until the next is due
+    or a request or callback is added (NOTIFY)."""
     timeout = aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_SECONDS)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        while True:
-            try:
-                await maintain_once(rt, http)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("approval maintenance failed; retrying")
-            await asyncio.sleep(interval)
+        with rt.wakeups.watch(wakeups.APPROVALS) as woken:
+            while True:
+                seconds = FALLBACK_SECONDS
+                try:
+                    done = await maintain_once(rt, http)
+                    seconds = sleep_for(await maintenance_due_in(rt), did_work=done > 0)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("approval maintenance failed; retrying")
+                    seconds = 1.0
+                await woken.sleep(seconds)

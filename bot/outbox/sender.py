@@ -39,13 +39,13 @@ from bot.outbox.methods import (
 from bot.outbox.pacing import UNPACED, Pacer, reraise_if_cancelled
 from bot.rendering import fit_html
 from bot.runtime import Runtime
-from storage import audit
+from bot.wakeups import BUSY_ELSEWHERE_SECONDS, FALLBACK_SECONDS
+from storage import audit, wakeups
 from storage import outbox as store
-from storage.db import listening, transaction
+from storage.db import transaction
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 1.0
 DEPTH_EVERY_SECONDS = 5.0
 # Waits up to this long are slept through holding the claim; longer ones put the row back.
 HOLD_MAX_SECONDS = 2.0
@@ -121,7 +121,8 @@ class Sender:
 
     async def run(self) -> None:
         """Deliver rows until cancelled, woken by NOTIFY, freed slots and due times."""
-        listener = asyncio.create_task(self._listen(), name="outbox-listen")
+        unsubscribe = self.rt.wakeups.subscribe(store.NEW_ROWS_CHANNEL, self.wake.set)
+        self.wake.set()  # rows may have been queued before this sender subscribed
         try:
             while True:
                 free = self.concurrency - len(self.tasks)
@@ -143,7 +144,8 @@ class Sender:
                     continue  # there may be more, and a slot frees up soon
                 await self._wait_for_work()
         finally:
-            await self._stop(listener)
+            unsubscribe()
+            await self._stop()
 
     async def drain(self) -> None:
         """Send everything due and return once nothing is left to send (arq's burst mode).
@@ -193,8 +195,13 @@ class Sender:
         return len(claimed)
 
     async def _wait_for_work(self) -> None:
-        """Until woken (NOTIFY, a freed slot), a put-back row comes due, or the poll interval."""
-        timeout = min(POLL_SECONDS, max(0.005, self._next_due - time.monotonic()))
+        """Until woken (NOTIFY, a freed slot) or the next row comes due: one this process put
+        back, else the earliest in the database (another sender's, or queued for later)."""
+        if self._next_due == math.inf and not self.tasks and not self.wake.is_set():
+            due_in = await self._due_in()
+            if due_in is not None:
+                self._next_due = time.monotonic() + due_in
+        timeout = min(FALLBACK_SECONDS, max(0.005, self._next_due - time.monotonic()))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 self.waiting.set()
@@ -204,6 +211,16 @@ class Sender:
                     self.waiting.clear()
         if time.monotonic() >= self._next_due:
             self._next_due = math.inf
+
+    async def _due_in(self) -> float | None:
+        try:
+            async with self.rt.sessions() as session:
+                due_in = await wakeups.outbox_due_in(session)
+        except Exception as exc:
+            reraise_if_cancelled(exc)
+            return 1.0  # the database is away: look again soon
+        # Due already but not claimed: held by another sender (or its chat is paced here).
+        return None if due_in is None else max(due_in, BUSY_ELSEWHERE_SECONDS)
 
     async def _stop(self, *helpers: asyncio.Task[None]) -> None:
         """Cancel the deliveries in flight and hand their rows back to the queue."""
@@ -256,28 +273,6 @@ class Sender:
         for kind, n in depth.items():
             gauge.labels(kind).set(n)
         self._kinds |= depth.keys()
-
-    async def _listen(self) -> None:
-        """LISTEN on a dedicated connection; reconnects after losing it (polling meanwhile)."""
-        backoff = 0.2
-        while True:
-            try:
-                async with listening(
-                    self.rt.engine, store.NEW_ROWS_CHANNEL, self.wake.set
-                ) as check:
-                    backoff = 0.2
-                    self.wake.set()  # rows may have arrived while we were not listening
-                    while True:
-                        await asyncio.sleep(2)
-                        await check()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                reraise_if_cancelled(exc)
-                log.info("outbox LISTEN connection lost (%s); reconnecting", type(exc).__name__)
-                self.wake.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
 
     # ---------------------------------------------------------------- one row
 
