@@ -25,6 +25,7 @@ import handlers.commands
 import handlers.health
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
+from bot.audit.sealer import run_sealer
 from bot.inbound import Inbound, prune_updates
 from bot.metrics import Metrics
 from bot.policy import Policy
@@ -222,6 +223,7 @@ class Quorum:
             approvals.run_maintenance,
             cards.run_cards,
             alerts.run_maintenance,
+            run_sealer,
             self._retry_updates,
         ]
         if self.settings.telegram_mode == "polling":
