@@ -56,7 +56,7 @@ async def everything_sealed(h: Harness) -> bool:
     rows = await sql(
         h, "SELECT count(*) FILTER (WHERE seq IS NULL) AS open, count(*) AS n FROM audit_log"
     )
-    return rows[0]["n"] > 0 and rows[0]["open"] == 0
+    return bool(rows[0]["n"] > 0 and rows[0]["open"] == 0)
 
 
 async def test_running_quorum_seals_votes_and_posts_signed_checkpoints(
