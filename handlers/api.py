@@ -143,6 +143,19 @@ def authenticate(request: web.Request, *, scope: Scope) -> Caller:
     return Caller(team, entry)
 
 
+def page_limit(request: web.Request, default: int, maximum: int) -> int:
+    """The `limit` query parameter of a paginated list: 422 unless 1..maximum."""
+    text = request.query.get("limit")
+    if text is None:
+        return default
+    # Length first: int() refuses very long digit strings with an error of its own.
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not (
+        1 <= int(text) <= maximum
+    ):
+        fail(422, "validation_error", f"limit: an integer from 1 to {maximum}", field="limit")
+    return int(text)
+
+
 MAX_DEPTH = 32  # containers nested inside any one field of a body
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 

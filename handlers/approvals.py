@@ -17,7 +17,7 @@ from bot import approvals, errors
 from bot.buttons import ApprovalVote
 from bot.policy import RiskLevel
 from bot.runtime import RUNTIME, Runtime
-from handlers.api import authenticate, fail, parse, read_json, text_problem
+from handlers.api import authenticate, fail, page_limit, parse, read_json, text_problem
 from handlers.openapi import API, CreateApproval, RedeemToken, ReportResult, document
 from handlers.replies import reply
 
@@ -210,23 +210,6 @@ async def create_approval(request: web.Request) -> web.Response:
 PAGE_MAX_BYTES = 1024 * 1024
 
 
-def _limit(request: web.Request) -> int:
-    text = request.query.get("limit")
-    if text is None:
-        return approvals.PAGE_SIZE
-    # Length first: int() refuses very long digit strings with an error of its own.
-    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not (
-        1 <= int(text) <= approvals.PAGE_MAX
-    ):
-        fail(
-            422,
-            "validation_error",
-            f"limit: an integer from 1 to {approvals.PAGE_MAX}",
-            field="limit",
-        )
-    return int(text)
-
-
 @routes.get(f"{API}/approvals")
 async def list_approvals(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
@@ -240,7 +223,11 @@ async def list_approvals(request: web.Request) -> web.Response:
             field="status",
         )
     page = await approvals.list_page(
-        rt, team, status, limit=_limit(request), cursor=request.query.get("cursor")
+        rt,
+        team,
+        status,
+        limit=page_limit(request, approvals.PAGE_SIZE, approvals.PAGE_MAX),
+        cursor=request.query.get("cursor"),
     )
     rows: list[str] = []
     size = 0

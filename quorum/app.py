@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import handlers.alerts
 import handlers.approvals
+import handlers.audit
 import handlers.chats
 import handlers.commands
 import handlers.health
@@ -318,6 +319,7 @@ class Quorum:
         app.add_routes(handlers.health.public_routes if own_listener else handlers.health.router)
         app.add_routes(handlers.approvals.routes)
         app.add_routes(handlers.alerts.routes)
+        app.add_routes(handlers.audit.routes)
         return app
 
     async def stop(self) -> None:

@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scopes",
         type=_scopes,
         metavar="SCOPE,...",
-        help=f"what the key may do, of: {', '.join(SCOPES)} (default: everything)",
+        help=f"what the key may do, of: {', '.join(SCOPES)} (default: all but audit:read)",
     )
     key.set_defaults(func=cmd_new_api_key)
     add_audit_commands(sub)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bot.settings import ed25519_key
-from storage.audit import AuditRow
+from storage.audit import AuditRow, CheckpointRecord
 
 GENESIS = bytes(32)
 
@@ -88,6 +88,10 @@ class Checkpoint:
             "key_id": self.key_id,
             "signature": b64(self.signature),
         }
+
+    @classmethod
+    def of(cls, stored: CheckpointRecord) -> Checkpoint:
+        return cls(stored.seq, stored.hash, stored.signed_at, stored.key_id, stored.signature)
 
     @classmethod
     def from_json(cls, data: Any) -> Checkpoint:

@@ -91,9 +91,7 @@ async def verify(
     async with sessions() as session, session.begin():
         stored = await repo.checkpoints(session)
         unsealed = await repo.unsealed_count(session)
-        found = [
-            chain.Checkpoint(c.seq, c.hash, c.signed_at, c.key_id, c.signature) for c in stored
-        ]
+        found = [chain.Checkpoint.of(c) for c in stored]
         walk = _Walk(expected=from_seq, prev=chain.GENESIS if from_seq == 1 else None)
         for checkpoint in [*found, *([extra] if extra else [])]:
             if checkpoint.seq < from_seq:
