@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     audit_seal_interval_seconds: float = Field(default=1.0, gt=0)
     # Set: each checkpoint is also posted there, a copy outside the database.
     audit_chat_id: int | None = None
+    # Where people reach the web view (/web links point there); unset: the webhook URL's
+    # origin, else http://QUORUM_HTTP_HOST:QUORUM_HTTP_PORT.
+    public_url: str = ""
+    web_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 86400)
     log_level: str = "INFO"
     # text for people, json (one object per line) for log shippers.
     log_format: Literal["text", "json"] = "text"
@@ -177,6 +181,15 @@ class Settings(BaseSettings):
         """Raise the first of `runnable_problems`."""
         for variable, message in self.runnable_problems():
             raise ConfigError(f"{variable}: {message}")
+
+    @property
+    def web_base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        if self.webhook_url:
+            scheme, _, rest = self.webhook_url.partition("://")
+            return f"{scheme}://{rest.split('/', 1)[0]}"
+        return f"http://{self.http_host}:{self.http_port}"
 
     @property
     def zone(self) -> ZoneInfo:

@@ -29,6 +29,7 @@ class ApiError(web.HTTPException):
 
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
         self.status_code = status
+        self.message = message
         body = {"error": {"code": code, "message": message, **extra}}
         super().__init__(text=json.dumps(body), content_type="application/json")
 

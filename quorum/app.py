@@ -24,6 +24,7 @@ import handlers.audit
 import handlers.chats
 import handlers.commands
 import handlers.health
+import handlers.web
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
 from bot.audit.sealer import run_sealer
@@ -88,6 +89,7 @@ def make_dispatcher() -> Dispatcher:
         handlers.approvals.make_router(),
         handlers.alerts.make_router(),
         handlers.chats.make_router(),
+        handlers.web.make_router(),
         handlers.commands.make_router(),
     )
     return dp
@@ -320,6 +322,7 @@ class Quorum:
         app.add_routes(handlers.approvals.routes)
         app.add_routes(handlers.alerts.routes)
         app.add_routes(handlers.audit.routes)
+        app.add_routes(handlers.web.routes)
         return app
 
     async def stop(self) -> None:

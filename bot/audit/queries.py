@@ -12,6 +12,7 @@ from bot.policy import Team
 from bot.runtime import Runtime
 from storage import audit as repo
 from storage.audit import AuditRow, CheckpointRecord
+from storage.db import transaction
 
 PAGE_SIZE = 50
 PAGE_MAX = 100
@@ -74,3 +75,35 @@ async def latest_checkpoint(rt: Runtime) -> CheckpointRecord:
     if found is None:
         raise NotFound("no audit checkpoint has been signed yet")
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStatus:
+    head: AuditRow | None
+    unsealed: int
+    checkpoint: CheckpointRecord | None
+
+
+async def chain_status(rt: Runtime) -> ChainStatus:
+    """The chain's head, how many rows wait for the sealer, and the last checkpoint."""
+    async with rt.sessions() as session:
+        return ChainStatus(
+            await repo.chain_head(session),
+            await repo.unsealed_count(session),
+            await repo.latest_checkpoint(session),
+        )
+
+
+async def record_view(
+    rt: Runtime, team_id: int, approval_id: uuid.UUID, viewer: str, uid: int
+) -> None:
+    """Audit that a person looked at a request in the web view."""
+    async with transaction(rt.sessions) as session:
+        await repo.record(
+            session,
+            "web.viewed",
+            actor=viewer,
+            actor_telegram_id=uid,
+            team_id=team_id,
+            approval_id=approval_id,
+        )

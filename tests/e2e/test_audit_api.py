@@ -6,8 +6,8 @@ import hashlib
 from typing import Any
 
 from bot.audit import chain
-from bot.audit.sealer import make_checkpoint, seal_all
-from tests.e2e.flows import approved, create, sql
+from bot.audit.sealer import make_checkpoint
+from tests.e2e.flows import all_sealed, approved, create
 from tests.support import API_KEY, Harness, QuorumFactory, policy_data
 
 AUDITOR = "qk_platform-auditor"
@@ -33,15 +33,6 @@ async def audit_quorum(make_quorum: QuorumFactory) -> Harness:
     return await make_quorum(
         audit_policy(), audit_signing_key=SIGNING_KEY, audit_seal_interval_seconds=3600
     )
-
-
-async def sealed(h: Harness) -> None:
-    async def done() -> bool:
-        await seal_all(h.app.runtime.sessions)
-        rows = await sql(h, "SELECT count(*) AS n FROM audit_log WHERE seq IS NULL")
-        return bool(rows[0]["n"] == 0)
-
-    await h.wait_for(done)
 
 
 async def every_page(h: Harness, query: str, limit: int) -> list[dict[str, Any]]:
@@ -75,7 +66,7 @@ async def test_a_teams_rows_with_their_hashes_filtered_and_paged(
     h = await audit_quorum(make_quorum)
     request_id, _ = await approved(h)
     other = await create(h, target="prod/other")
-    await sealed(h)
+    await all_sealed(h)
     everything = await every_page(h, "", limit=100)
     assert {e["team_id"] for e in everything} == {h.app.runtime.team_ids["platform"]}
     assert all(e["seq"] and len(e["hash"]) == 64 for e in everything)
@@ -118,7 +109,7 @@ async def test_latest_checkpoint(make_quorum: QuorumFactory) -> None:
     status, data = await h.api("GET", "/api/v1/audit/checkpoints/latest", key=AUDITOR)
     assert status == 404 and data["error"]["code"] == "not_found"
     await approved(h)
-    await sealed(h)
+    await all_sealed(h)
     signed = await make_checkpoint(h.app.runtime.sessions, h.settings, force=True)
     assert signed is not None
     status, data = await h.api("GET", "/api/v1/audit/checkpoints/latest", key=OTHER_AUDITOR)
