@@ -27,7 +27,7 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import fresh_database, speed_probe_ms
+from bench import CpuMeter, fresh_database, pids_named, speed_probe_ms
 from bench.votes import (
     REDIS_URL,
     TOKEN,
@@ -46,6 +46,7 @@ from bench.votes import (
 from bot.audit import chain
 from bot.audit.sealer import BATCH, seal_once
 from bot.audit.verify import export, verify
+from bot.settings import Settings
 from quorum.app import run_loop
 from sandbox.emulator import EmulatorClient
 from storage import audit as audit_sql
@@ -94,16 +95,6 @@ async def sealer_part(rows: int) -> float:
         seal_s = time.perf_counter() - t0
         seal_rate = sealed / seal_s
         print(f"sealer: {sealed} rows in {seal_s:.2f} s = {seal_rate:.0f} rows/s ({BATCH} a round)")
-        async with sessions() as session, session.begin():
-            stored = [r async for r in audit_sql.stream_sealed(session, 1)]
-        t0 = time.perf_counter()
-        chain.chain(chain.GENESIS, 1, stored)
-        floor_s = time.perf_counter() - t0
-        print(
-            f"floor (the same rows hashed in memory, no SQL): {len(stored) / floor_s:.0f} rows/s;"
-            f" the sealer reaches {seal_rate * floor_s / len(stored):.2f} of it"
-        )
-        del stored
         t0 = time.perf_counter()
         verdict = await verify(sessions, None)
         verify_s = time.perf_counter() - t0
@@ -117,13 +108,24 @@ async def sealer_part(rows: int) -> float:
             f"export jsonl: {lines} rows, {size / 1e6:.0f} MB in {export_s:.2f} s"
             f" ({lines / export_s:.0f} rows/s); peak RSS {before:.0f} -> {peak_rss_mb():.0f} MB"
         )
+        async with sessions() as session, session.begin():
+            stored = [r async for r in audit_sql.stream_sealed(session, 1)]
+        t0 = time.perf_counter()
+        chain.chain(chain.GENESIS, 1, stored)
+        floor_s = time.perf_counter() - t0
+        print(
+            f"floor (the same rows hashed in memory, no SQL): {len(stored) / floor_s:.0f} rows/s;"
+            f" the sealer reaches {seal_rate * floor_s / len(stored):.2f} of it"
+        )
     finally:
         await engine.dispose()
     return seal_rate
 
 
 def sealer_child(db_url: str, conn: Connection) -> None:
-    """A sealer beside Quorum, as a second replica's would run (seal, rest 0.2 s when idle)."""
+    """A sealer beside Quorum, as a second replica's worker runs (seal, rest the default
+    QUORUM_AUDIT_SEAL_INTERVAL_SECONDS when idle)."""
+    rest = float(Settings.model_fields["audit_seal_interval_seconds"].default)
 
     async def main() -> None:
         engine = make_engine(db_url, pool_size=2)
@@ -134,7 +136,7 @@ def sealer_child(db_url: str, conn: Connection) -> None:
             done = await seal_once(sessions)
             total += done
             if done < BATCH:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(rest)
         conn.recv()
         await engine.dispose()
         conn.send(total)
@@ -192,7 +194,17 @@ async def votes_part(args: argparse.Namespace) -> tuple[float, float]:
                     sealer = spawn(sealer_child, db_url) if phase == "with" else None
                     if sealer is not None:
                         await asyncio.to_thread(sealer[1].recv)
+                    sealer_pids = [sealer[0].pid] if sealer else []
+                    meter = CpuMeter(
+                        {
+                            "quorum": lambda: [proc.pid],
+                            "sealer": lambda: sealer_pids,  # noqa: B023 (read right away)
+                            "postgres": lambda: pids_named("postgres"),
+                        }
+                    )
+                    meter.reset()
                     elapsed, tally = await run_closed(emu, jobs, args.concurrency)
+                    cpu = meter.line(len(jobs)).strip()
                     sealed = ""
                     if sealer is not None:
                         sealer[1].send("stop")
@@ -200,6 +212,7 @@ async def votes_part(args: argparse.Namespace) -> tuple[float, float]:
                         sealer[0].join(10)
                     rates[phase].append(len(tally.latencies) / elapsed)
                     print(f"  {phase} sealer:" + tally.line(elapsed).lstrip(" ") + sealed)
+                    print(f"    {cpu}")
             finally:
                 await stop(proc, conn, "quorum")
     finally:
@@ -229,7 +242,7 @@ def cli() -> None:
     parser.add_argument("--teams", type=int, default=20)
     parser.add_argument("--approvers", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2, help="pairs of without/with rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of without/with rounds")
     run_loop(main(parser.parse_args()))
 
 

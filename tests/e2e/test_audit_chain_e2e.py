@@ -117,6 +117,11 @@ async def test_cli_verify_export_and_keys(make_quorum: QuorumFactory, tmp_path: 
 
     public = audit_cli(tmp_path, db_url, "public-key")
     assert public.stdout.strip() == PUBLIC_KEY
+    fresh = audit_cli(tmp_path, db_url, "new-key")
+    name, _, value = fresh.stdout.strip().partition("=")
+    assert name == "QUORUM_AUDIT_SIGNING_KEY"
+    made = chain.b64(chain.public_bytes(chain.load_private_key(value).public_key()))
+    assert made in fresh.stderr and made != PUBLIC_KEY
 
     lines = audit_cli(tmp_path, db_url, "export", "--team", "platform").stdout.splitlines()
     exported = [json.loads(line) for line in lines]

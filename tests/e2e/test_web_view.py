@@ -15,7 +15,17 @@ from playwright.async_api import Browser, async_playwright
 from bot.audit import chain
 from bot.audit.sealer import make_checkpoint
 from tests.e2e.flows import all_sealed, approved, create, sql
-from tests.support import ALICE, BOT_ID, CAROL, OTHER_API_KEY, Harness, QuorumFactory, in_ci
+from tests.support import (
+    ALICE,
+    BOT_ID,
+    CAROL,
+    CHAT,
+    OTHER_API_KEY,
+    Harness,
+    QuorumFactory,
+    in_ci,
+    wait_text,
+)
 
 # Set to a directory (docs/) to keep the screenshots the README shows.
 SHOTS = os.environ.get("QUORUM_SCREENSHOTS_DIR")
@@ -133,4 +143,15 @@ async def test_sign_in_pages_and_refusals(
 async def test_web_link_only_in_private_and_only_for_approvers(make_quorum: QuorumFactory) -> None:
     h = await make_quorum()
     assert "not an approver" in await web_link(h, CAROL)
+    await h.emu.send_text(CHAT, ALICE, "/web")
+    await wait_text(h, "private chat", CHAT)
+    assert not [m for m in await h.emu.messages(CHAT) if "/ui/login" in str(m)]
+    link = await web_link(h, ALICE)
+    token = link.split("t=", 1)[1]
+    payload, mac = token.split(".")
+    forged = f"{payload[:-2]}{'A' if payload[-2] != 'A' else 'B'}{payload[-1]}.{mac}"
+    for bad in (forged, "", "x" * 600):
+        async with h.http.post(f"{h.url}/ui/login", data={"t": bad}) as resp:
+            assert resp.status == 401
+            assert "not valid" in await resp.text()
     assert not (await sql(h, "SELECT 1 FROM audit_log WHERE event = 'web.signed_in'"))
