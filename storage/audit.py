@@ -135,9 +135,11 @@ async def take_sealer_lock(session: AsyncSession) -> bool:
 
 
 async def chain_head(session: AsyncSession) -> AuditRow | None:
-    """The sealed row with the highest seq, if any."""
+    """The last sealed row, if any: sealed rows are a prefix of the (xid, id) order, so this
+    walks back over the unsealed tail only (short, with the sealer running)."""
     found = await (await raw(session)).fetchrow(
-        f"SELECT {_ROW} FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"  # noqa: S608
+        f"SELECT {_ROW} FROM audit_log WHERE seq IS NOT NULL"  # noqa: S608
+        " ORDER BY xid DESC, id DESC LIMIT 1"
     )
     return None if found is None else _row(found)
 
@@ -147,14 +149,16 @@ async def chain_head(session: AsyncSession) -> AuditRow | None:
 # xmin, so it sorts after every row sealed here. (xid, id) is the chain's order. One
 # statement, one snapshot: every row the xmin admits is visible to it.
 _UNSEALED = (
-    f"SELECT {_ROW} FROM audit_log WHERE seq IS NULL"  # noqa: S608
-    " AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid, id LIMIT $1"
+    f"SELECT {_ROW} FROM audit_log"  # noqa: S608
+    " WHERE (xid, id) > ($1::text::xid8, $2::bigint) AND seq IS NULL"
+    " AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid, id LIMIT $3"
 )
 
 
-async def unsealed(session: AsyncSession, limit: int) -> list[AuditRow]:
-    """Up to `limit` rows ready to be chained, in chain order."""
-    return [_row(r) for r in await (await raw(session)).fetch(_UNSEALED, limit)]
+async def unsealed(session: AsyncSession, head: AuditRow | None, limit: int) -> list[AuditRow]:
+    """Up to `limit` rows ready to be chained after `head`, in chain order."""
+    after = ("0", 0) if head is None else (str(head.xid), head.id)
+    return [_row(r) for r in await (await raw(session)).fetch(_UNSEALED, *after, limit)]
 
 
 async def seal(session: AsyncSession, links: list[tuple[int, int, bytes, bytes]]) -> int:
@@ -182,8 +186,8 @@ async def unsealed_count(session: AsyncSession) -> int:
 
 
 async def stream_sealed(session: AsyncSession, from_seq: int) -> AsyncIterator[AuditRow]:
-    """Sealed rows from `from_seq` on, in seq order, through a server-side cursor."""
-    sql = f"SELECT {_ROW} FROM audit_log WHERE seq >= $1 ORDER BY seq"  # noqa: S608
+    """Sealed rows from `from_seq` on, in chain order, through a server-side cursor."""
+    sql = f"SELECT {_ROW} FROM audit_log WHERE seq >= $1 ORDER BY xid, id"  # noqa: S608
     async for r in (await raw(session)).stream(sql, from_seq):
         yield _row(r)
 
@@ -195,11 +199,11 @@ async def stream_export(
     until: datetime | None,
     team_id: int | None,
 ) -> AsyncIterator[AuditRow]:
-    """Sealed rows in seq order, `since` <= at < `until`, of one team if given."""
+    """Sealed rows in chain order, `since` <= at < `until`, of one team if given."""
     sql = (
         f"SELECT {_ROW} FROM audit_log WHERE seq IS NOT NULL"  # noqa: S608
         " AND ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2)"
-        " AND ($3::int IS NULL OR team_id = $3) ORDER BY seq"
+        " AND ($3::int IS NULL OR team_id = $3) ORDER BY xid, id"
     )
     async for r in (await raw(session)).stream(sql, since, until, team_id):
         yield _row(r)

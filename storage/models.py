@@ -260,8 +260,8 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_approval", "approval_id"),
         Index("ix_audit_log_event_at", "event", "at"),
-        Index("uq_audit_log_seq", "seq", unique=True, postgresql_where=text("seq IS NOT NULL")),
-        Index("ix_audit_log_unsealed", "xid", "id", postgresql_where=text("seq IS NULL")),
+        Index("ix_audit_log_chain", "xid", "id"),
+        {"postgresql_with": {"fillfactor": 70}},
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     at: Mapped[datetime] = _now()

@@ -32,10 +32,10 @@ async def seal_once(sessions: async_sessionmaker[AsyncSession], batch: int = BAT
     async with transaction(sessions) as session:
         if not await repo.take_sealer_lock(session):
             return 0
-        rows = await repo.unsealed(session, batch)
+        head = await repo.chain_head(session)
+        rows = await repo.unsealed(session, head, batch)
         if not rows:
             return 0
-        head = await repo.chain_head(session)
         prev, first = (
             (chain.GENESIS, 1) if head is None else (head.hash or b"", (head.seq or 0) + 1)
         )

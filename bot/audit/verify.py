@@ -59,7 +59,7 @@ class _Walk:
     def step(self, row: AuditRow) -> str | None:
         """The problem with `row` as the next link, or None (and the walk moves on)."""
         if row.seq != self.expected:
-            return "row missing" if (row.seq or 0) > self.expected else "seq out of order"
+            return f"row missing or moved (seq {row.seq} found in its place)"
         if row.hash is None or row.prev_hash is None:
             return "sealed without a hash"
         if self.prev is not None and row.prev_hash != self.prev:

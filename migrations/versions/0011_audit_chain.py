@@ -14,6 +14,7 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+
 def upgrade() -> None:
     # The writing transaction's id: the sealer only chains rows whose transaction is older
     # than every running one (storage.audit.unsealed). Existing rows get this migration's.
@@ -21,10 +22,12 @@ def upgrade() -> None:
         "ALTER TABLE audit_log ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id(),"
         " ADD COLUMN seq bigint, ADD COLUMN prev_hash bytea, ADD COLUMN hash bytea"
     )
-    # Partial indexes: a new row (seq NULL) enters only the small unsealed one, which empties
-    # as the sealer works, so the vote path's insert pays for one extra index entry.
-    op.execute("CREATE UNIQUE INDEX uq_audit_log_seq ON audit_log (seq) WHERE seq IS NOT NULL")
-    op.execute("CREATE INDEX ix_audit_log_unsealed ON audit_log (xid, id) WHERE seq IS NULL")
+    # The chain's order is (xid, id), and sealed rows are always a prefix of it, so one index
+    # serves the sealer (rows after the head), verify and export. No index covers the chain
+    # columns: the sealer's UPDATE can then be a HOT update (no new index entries), given
+    # room on the page, which the fillfactor leaves for new pages.
+    op.execute("CREATE INDEX ix_audit_log_chain ON audit_log (xid, id)")
+    op.execute("ALTER TABLE audit_log SET (fillfactor = 70)")
     # UPDATE stays refused except the one the sealer makes: setting the chain columns of an
     # unsealed row, every other column unchanged.
     # (A row-typed copy compared whole, not to_jsonb: any column added later is covered too,
@@ -109,8 +112,8 @@ def downgrade() -> None:
         "FOR EACH ROW EXECUTE FUNCTION quorum_audit_refuse()"
     )
     op.execute("DROP FUNCTION quorum_audit_seal_only()")
-    op.execute("DROP INDEX ix_audit_log_unsealed")
-    op.execute("DROP INDEX uq_audit_log_seq")
+    op.execute("ALTER TABLE audit_log RESET (fillfactor)")
+    op.execute("DROP INDEX ix_audit_log_chain")
     op.execute(
         "ALTER TABLE audit_log DROP COLUMN hash, DROP COLUMN prev_hash, DROP COLUMN seq,"
         " DROP COLUMN xid"

@@ -260,7 +260,7 @@ async def test_untouched_chain_verifies(
             "UPDATE audit_log SET seq = 2 WHERE seq = 5;"
             "UPDATE audit_log SET seq = 5 WHERE seq = -1",
             2,
-            "prev_hash",
+            "moved",
         ),
         (
             "UPDATE audit_log SET seq = -seq WHERE seq >= 4;"
@@ -268,7 +268,7 @@ async def test_untouched_chain_verifies(
             "INSERT INTO audit_log (event, seq, prev_hash, hash)"
             " SELECT 't.forged', 4, hash, sha256(hash) FROM audit_log WHERE seq = 3",
             4,
-            "contents",
+            "missing",
         ),
     ],
     ids=["edit-actor", "edit-detail", "delete", "swap", "insert"],
