@@ -24,7 +24,6 @@ from tests.support import (
     Harness,
     QuorumFactory,
     in_ci,
-    wait_text,
 )
 
 # Set to a directory (docs/) to keep the screenshots the README shows.
@@ -144,7 +143,11 @@ async def test_web_link_only_in_private_and_only_for_approvers(make_quorum: Quor
     h = await make_quorum()
     assert "not an approver" in await web_link(h, CAROL)
     await h.emu.send_text(CHAT, ALICE, "/web")
-    await wait_text(h, "private chat", CHAT)
+
+    async def told_to_go_private() -> bool:
+        return any("private chat" in str(m["text"]) for m in await h.bot_messages(CHAT))
+
+    await h.wait_for(told_to_go_private)
     assert not [m for m in await h.emu.messages(CHAT) if "/ui/login" in str(m)]
     link = await web_link(h, ALICE)
     token = link.split("t=", 1)[1]
