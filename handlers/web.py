@@ -132,7 +132,8 @@ async def login(request: web.Request) -> web.Response:
         max_age=rt.settings.web_session_seconds,
         path="/ui",
         httponly=True,
-        secure=request.secure,
+        # Behind a TLS-terminating proxy the request itself is plain http.
+        secure=request.secure or rt.settings.web_base_url.startswith("https://"),
         samesite="Strict",
     )
     raise response
