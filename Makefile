@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.votes
 	$(BIN)/python -m bench.alerts
 	$(BIN)/python -m bench.storm
+	$(BIN)/python -m bench.audit
 
 # A running embedded PostgreSQL is stopped first: deleting its data under it would leave an
 # orphan server (and a stale socket) behind.

@@ -66,9 +66,13 @@ Scope = Literal[
     "incidents:read",  # list and get incidents, their timelines and postmortem drafts
     "incidents:write",  # declare incidents, change their status and commander
     "trust:reset",  # reset an action pattern's trust score to 0
+    "audit:read",  # the team's audit log (GET /api/v1/audit); never held without asking
 ]
 SCOPES: tuple[str, ...] = get_args(Scope)
 ALL_SCOPES = frozenset(SCOPES)
+# What a key without `scopes` holds: every scope that existed before scopes did. Reading the
+# audit log is a new power, so an old key does not gain it: it is granted by name only.
+DEFAULT_SCOPES = ALL_SCOPES - {"audit:read"}
 
 
 class _Strict(BaseModel):
@@ -285,7 +289,7 @@ class ApiKey:
     sha256: bytes
     rate_per_minute: int = DEFAULT_RATE_PER_MINUTE
     burst: int = DEFAULT_BURST
-    scopes: frozenset[str] = ALL_SCOPES
+    scopes: frozenset[str] = DEFAULT_SCOPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +457,7 @@ def build_team(name: str, model: TeamModel) -> Team:
                 bytes.fromhex(k.sha256),
                 k.rate_per_minute,
                 k.burst,
-                ALL_SCOPES if k.scopes is None else frozenset(k.scopes),
+                DEFAULT_SCOPES if k.scopes is None else frozenset(k.scopes),
             )
             for k in model.api_keys
         ),
@@ -585,7 +589,7 @@ def parse_scopes(text: str) -> tuple[str, ...]:
 
 def new_api_key(name: str, scopes: tuple[str, ...] | None = None) -> tuple[str, str]:
     """A fresh key and the policy line that stores only its hash (and its scopes, if given:
-    None writes none, which grants every scope)."""
+    None writes none, which grants DEFAULT_SCOPES)."""
     key = "qk_" + secrets.token_urlsafe(32)
     digest = hashlib.sha256(key.encode()).hexdigest()
     # A JSON string is a valid TOML basic string, so any name pastes safely.

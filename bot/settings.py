@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,6 +37,17 @@ def known_zone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def ed25519_key(text: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from base64 of its 32-byte seed; ValueError if it is not one."""
+    try:
+        seed = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error:
+        raise ValueError("not base64") from None
+    if len(seed) != 32:
+        raise ValueError("must be base64 of 32 bytes (an Ed25519 private key)")
+    return Ed25519PrivateKey.from_private_bytes(seed)
 
 
 class ConfigError(Exception):
@@ -93,6 +107,17 @@ class Settings(BaseSettings):
     outbox_call_timeout_seconds: float = Field(default=10.0, gt=0)
     outbox_claim_lease_seconds: float = Field(default=30.0, ge=1)
     outbox_concurrency: int = Field(default=32, ge=1)
+    # The audit chain: Ed25519 key signing checkpoints (base64 of the 32-byte seed, from
+    # `quorum audit new-key`); unset, the chain is sealed but no checkpoint is signed.
+    audit_signing_key: SecretStr = SecretStr("")
+    audit_checkpoint_seconds: float = Field(default=300.0, ge=1)
+    audit_seal_interval_seconds: float = Field(default=1.0, gt=0)
+    # Set: each checkpoint is also posted there, a copy outside the database.
+    audit_chat_id: int | None = None
+    # Where people reach the web view (/web links point there); unset: the webhook URL's
+    # origin, else http://QUORUM_HTTP_HOST:QUORUM_HTTP_PORT.
+    public_url: str = ""
+    web_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 86400)
     log_level: str = "INFO"
     # text for people, json (one object per line) for log shippers.
     log_format: Literal["text", "json"] = "text"
@@ -109,6 +134,13 @@ class Settings(BaseSettings):
     def _key_length(cls, v: SecretStr) -> SecretStr:
         if v.get_secret_value() and len(v.get_secret_value().encode()) < 32:
             raise ValueError("HS256 key must be at least 32 bytes")
+        return v
+
+    @field_validator("audit_signing_key")
+    @classmethod
+    def _audit_key(cls, v: SecretStr) -> SecretStr:
+        if v.get_secret_value():
+            ed25519_key(v.get_secret_value())  # its ValueError names the problem
         return v
 
     @field_validator("timezone")
@@ -161,6 +193,15 @@ class Settings(BaseSettings):
         """Raise the first of `runnable_problems`."""
         for variable, message in self.runnable_problems():
             raise ConfigError(f"{variable}: {message}")
+
+    @property
+    def web_base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        if self.webhook_url:
+            scheme, _, rest = self.webhook_url.partition("://")
+            return f"{scheme}://{rest.split('/', 1)[0]}"
+        return f"http://{self.http_host}:{self.http_port}"
 
     @property
     def zone(self) -> ZoneInfo:

@@ -29,6 +29,7 @@ class ApiError(web.HTTPException):
 
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
         self.status_code = status
+        self.message = message
         body = {"error": {"code": code, "message": message, **extra}}
         super().__init__(text=json.dumps(body), content_type="application/json")
 
@@ -267,16 +268,16 @@ PAGE_SIZE = 50  # a list route's page without `limit`
 PAGE_MAX = 100
 
 
-def page_limit(request: web.Request) -> int:
-    """A list route's `limit` query parameter: 1 to PAGE_MAX, PAGE_SIZE when absent."""
+def page_limit(request: web.Request, default: int = PAGE_SIZE, maximum: int = PAGE_MAX) -> int:
+    """A list route's `limit` query parameter: 1 to `maximum`, `default` when absent."""
     text = request.query.get("limit")
     if text is None:
-        return PAGE_SIZE
+        return default
     # Length first: int() refuses very long digit strings with an error of its own.
     if not (text.isascii() and text.isdigit() and len(text) <= 3) or not (
-        1 <= int(text) <= PAGE_MAX
+        1 <= int(text) <= maximum
     ):
-        fail(422, "validation_error", f"limit: an integer from 1 to {PAGE_MAX}", field="limit")
+        fail(422, "validation_error", f"limit: an integer from 1 to {maximum}", field="limit")
     return int(text)
 
 

@@ -435,13 +435,15 @@ OPERATION_SCOPES: dict[str, Scope] = {
     **INCIDENT_SCOPES,
     "listTrust": "approvals:read",
     "resetTrust": "trust:reset",
+    "listAudit": "audit:read",
+    "latestAuditCheckpoint": "audit:read",
 }
 
 _SECURITY_TEXT = (
     "An API key from the team's `api_keys` in the policy file. A key may be limited to "
     f"some of the scopes {', '.join(SCOPES)} (`scopes = [...]`); a key without `scopes` "
-    "holds all of them. A route whose scope the key lacks answers 403 insufficient_scope. "
-    "approvals:read includes an approved request's approval_token."
+    "holds all of them but audit:read. A route whose scope the key lacks answers 403 "
+    "insufficient_scope. approvals:read includes an approved request's approval_token."
 )
 
 
@@ -614,6 +616,89 @@ def _token_and_alert_paths(common: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_HEX = {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"}
+_AUDIT_ENTRY = {
+    "type": "object",
+    "description": "one audit row; seq, prev_hash and hash are null until the sealer chains it",
+    "properties": {
+        "seq": {"type": ["integer", "null"]},
+        "id": {"type": "integer"},
+        "at": {"type": "string", "format": "date-time"},
+        "event": {"type": "string"},
+        "actor": {"type": ["string", "null"]},
+        "actor_telegram_id": {"type": ["integer", "null"]},
+        "team_id": {"type": ["integer", "null"]},
+        "approval_id": {"type": ["string", "null"], "format": "uuid"},
+        "alert_id": {"type": ["integer", "null"]},
+        "chat_id": {"type": ["integer", "null"]},
+        "detail": {"type": "object"},
+        "xid": {"type": "integer"},
+        "prev_hash": _HEX,
+        "hash": _HEX,
+    },
+}
+_AUDIT_PAGE = {
+    "type": "object",
+    "required": ["entries", "next"],
+    "properties": {
+        "entries": {"type": "array", "items": _ref("AuditEntry")},
+        "next": {"type": ["string", "null"], "description": "the following page's cursor"},
+    },
+}
+_CHECKPOINT = {
+    "type": "object",
+    "description": "a signed chain head (Ed25519 over quorum-audit-checkpoint/v1, seq, hash, at)",
+    "properties": {
+        "seq": {"type": "integer"},
+        "hash": _HEX,
+        "at": {"type": "string", "format": "date-time"},
+        "key_id": {"type": "string"},
+        "signature": {"type": "string", "contentEncoding": "base64"},
+    },
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    param = {"name": name, "in": "query", "required": False, "schema": schema}
+    return {**param, "description": description} if description else param
+
+
+def _audit_paths() -> dict[str, Any]:
+    """The audit log's read-only operations."""
+    when = {"type": "string", "format": "date-time"}
+    return {
+        f"{API}/audit": {
+            "get": {
+                "operationId": "listAudit",
+                "summary": "This team's audit rows with their chain hashes, newest first",
+                "parameters": [
+                    _query("event", {"type": "string", "minLength": 1, "maxLength": 64}),
+                    _query("actor", {"type": "string", "minLength": 1, "maxLength": 256}),
+                    _query("approval_id", {"type": "string", "format": "uuid"}),
+                    _query("since", when, "rows at or after this time"),
+                    _query("until", when, "rows before this time"),
+                    *_LIST_PARAMS[1:],
+                ],
+                "responses": {
+                    "200": _json(_ref("AuditPage"), "a page of at most `limit` rows"),
+                    **_errors(401, 422, 503),
+                },
+            }
+        },
+        f"{API}/audit/checkpoints/latest": {
+            "get": {
+                "operationId": "latestAuditCheckpoint",
+                "summary": "The newest signed checkpoint of the audit chain",
+                "responses": {
+                    "200": _json(_ref("AuditCheckpoint"), "the checkpoint"),
+                    "404": _json(_ref("Error"), "no checkpoint signed yet"),
+                    **_errors(401, 503),
+                },
+            }
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document; request schemas come from the models the handlers validate."""
     _, defs = models_json_schema(
@@ -631,6 +716,9 @@ def document() -> dict[str, Any]:
         **INCIDENT_SCHEMAS,
         Trust=_TRUST,
         TrustPage=_TRUST_PAGE,
+        AuditEntry=_AUDIT_ENTRY,
+        AuditPage=_AUDIT_PAGE,
+        AuditCheckpoint=_CHECKPOINT,
     )
     common = _errors(400, 401, 413, 415, 422, 503)
     return {
@@ -653,6 +741,7 @@ def document() -> dict[str, Any]:
                 **_trust_paths(),
                 **incident_paths(_json, _errors, _body, common),
                 **_token_and_alert_paths(common),
+                **_audit_paths(),
             }
         ),
     }

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import handlers.alerts
 import handlers.approvals
+import handlers.audit
 import handlers.chats
 import handlers.commands
 import handlers.health
@@ -27,8 +28,10 @@ import handlers.incident_chat
 import handlers.incidents
 import handlers.policy
 import handlers.questions
+import handlers.web
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
+from bot.audit.sealer import run_sealer
 from bot.inbound import Inbound, prune_updates
 from bot.metrics import Metrics
 from bot.policy import Policy
@@ -106,6 +109,7 @@ def make_dispatcher() -> Dispatcher:
         handlers.alerts.make_router(),
         handlers.incident_chat.make_router(),
         handlers.chats.make_router(),
+        handlers.web.make_router(),
         handlers.commands.make_router(),
     )
     return dp
@@ -251,6 +255,7 @@ class Quorum:
             approvals.run_maintenance,
             cards.run_cards,
             alerts.run_maintenance,
+            run_sealer,
             self._retry_updates,
         ]
         if self.settings.telegram_mode == "polling":
@@ -347,6 +352,8 @@ class Quorum:
         app.add_routes(handlers.policy.routes)
         app.add_routes(handlers.alerts.routes)
         app.add_routes(handlers.incidents.routes)
+        app.add_routes(handlers.audit.routes)
+        app.add_routes(handlers.web.routes)
         return app
 
     async def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""The `quorum` command: run, migrate, sandbox, check-config, new-api-key."""
+"""The `quorum` command: run, migrate, sandbox, check-config, new-api-key, audit."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from bot.configcheck import (
 from bot.policy import SCOPES, Policy, new_api_key, parse_policy, parse_scopes, read_policy_data
 from bot.rendering import plural
 from bot.settings import ConfigError, Settings, load_settings
+from quorum.audit import add_commands as add_audit_commands
 from quorum.embedded import stop_embedded_postgres
 from quorum.logs import configure
 from quorum.online import DATABASE, Unreachable, cause, check_online, culprit, preflight
@@ -216,9 +217,10 @@ def _parser() -> argparse.ArgumentParser:
         "--scopes",
         type=_scopes,
         metavar="SCOPE,...",
-        help=f"what the key may do, of: {', '.join(SCOPES)} (default: everything)",
+        help=f"what the key may do, of: {', '.join(SCOPES)} (default: all but audit:read)",
     )
     key.set_defaults(func=cmd_new_api_key)
+    add_audit_commands(sub)
     return parser
 
 

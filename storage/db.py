@@ -212,6 +212,14 @@ class Raw:
         except Exception as exc:
             raise await self._translate(sql, exc) from exc
 
+    async def stream(self, sql: str, *args: Any, prefetch: int = 1000) -> AsyncIterator[Any]:
+        """The rows of `sql` through a server-side cursor: at most `prefetch` rows in memory."""
+        try:
+            async for row in self._driver.cursor(sql, *args, prefetch=prefetch):
+                yield row
+        except Exception as exc:
+            raise await self._translate(sql, exc) from exc
+
     async def _translate(self, sql: str, exc: Exception) -> Exception:
         if isinstance(exc, _GONE):
             # Invalidated, the session's rollback skips the dead connection and the pool

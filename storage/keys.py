@@ -59,3 +59,13 @@ def approval_rate(key_id: str) -> str:
     """The token bucket of approval requests one API key may create (by its hash, never the
     key)."""
     return f"{PREFIX}rate:approvals:{key_id}"
+
+
+def web_link_used(nonce: str) -> str:
+    """A web sign-in link's nonce once used (single use, kept until the link expires)."""
+    return f"{PREFIX}web:link:{nonce}"
+
+
+def web_session(digest: str) -> str:
+    """A web session, by the SHA-256 of its cookie (never the cookie itself)."""
+    return f"{PREFIX}web:session:{digest}"

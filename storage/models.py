@@ -23,8 +23,9 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -335,13 +336,25 @@ class InboundUpdate(Base):
     processed_at: Mapped[datetime | None]
 
 
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (pg_current_xact_id())."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
 class AuditEntry(Base):
-    """Append-only: UPDATE, DELETE and TRUNCATE are refused by trigger and by grants."""
+    """Append-only: DELETE and TRUNCATE are refused by trigger and by grants, and so is UPDATE
+    except the sealer's one setting of seq/prev_hash/hash (migration 0011)."""
 
     __tablename__ = "audit_log"
     __table_args__ = (
         Index("ix_audit_log_approval", "approval_id"),
         Index("ix_audit_log_event_at", "event", "at"),
+        Index("ix_audit_log_chain", "xid", "id"),
+        {"postgresql_with": {"fillfactor": 70}},
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     at: Mapped[datetime] = _now()
@@ -353,6 +366,24 @@ class AuditEntry(Base):
     alert_id: Mapped[int | None] = mapped_column(BigInteger)
     chat_id: Mapped[int | None] = mapped_column(BigInteger)
     detail: Mapped[Json] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    xid: Mapped[int] = mapped_column(Xid8, server_default=func.pg_current_xact_id())
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    prev_hash: Mapped[bytes | None] = mapped_column(BYTEA)
+    hash: Mapped[bytes | None] = mapped_column(BYTEA)
+
+
+class AuditCheckpoint(Base):
+    """A signed chain head (append-only like the log)."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index("ix_audit_checkpoints_seq", "seq"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[bytes] = mapped_column(BYTEA)
+    signed_at: Mapped[datetime]
+    key_id: Mapped[str] = mapped_column(Text)
+    signature: Mapped[bytes] = mapped_column(BYTEA)
+    created_at: Mapped[datetime] = _now()
 
 
 class ApprovalToken(Base):

@@ -119,3 +119,9 @@ async def resolve_chat_id(session: AsyncSession, chat_id: int) -> int:
             return chat_id
         seen.add(nxt)
         chat_id = nxt
+
+
+async def team_id_named(session: AsyncSession, name: str) -> int | None:
+    """The id of the team called `name`, if the policy ever named it."""
+    found: int | None = await session.scalar(select(Team.id).where(Team.name == name))
+    return found

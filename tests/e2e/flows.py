@@ -76,6 +76,19 @@ async def audit_events_with(h: Harness, request_id: str, event: str) -> list[str
     return events if event in events else None
 
 
+async def all_sealed(h: Harness) -> None:
+    """Seal until no audit row waits (another database's open transaction on the same server
+    can hold the cluster-wide xmin, and so the sealer, back a moment)."""
+    from bot.audit.sealer import seal_all
+
+    async def done() -> bool:
+        await seal_all(h.app.runtime.sessions)
+        rows = await sql(h, "SELECT count(*) AS n FROM audit_log WHERE seq IS NULL")
+        return bool(rows[0]["n"] == 0)
+
+    await h.wait_for(done)
+
+
 async def approved(h: Harness) -> tuple[str, str]:
     """An approved request's id and its token, approved by ALICE's tap on the card."""
     req = await create(h)
@@ -89,6 +102,7 @@ async def approved(h: Harness) -> tuple[str, str]:
 __all__ = [
     "APPROVE",
     "REJECT",
+    "all_sealed",
     "approved",
     "audit_events",
     "audit_events_with",

@@ -155,6 +155,7 @@ async def test_app_role_can_use_every_other_table(app_role: asyncpg.Connection) 
     )
     grants = {r["tablename"]: (r["s"], r["i"], r["u"], r["d"]) for r in rows}
     assert grants.pop("audit_log") == (True, True, False, False)
+    assert grants.pop("audit_checkpoints") == (True, True, False, False)
     assert grants, "no tables?"
     missing = {t: g for t, g in grants.items() if g != (True, True, True, True)}
     assert missing == {}

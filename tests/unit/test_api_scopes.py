@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.configcheck import ERROR, check
-from bot.policy import ALL_SCOPES, SCOPES, new_api_key, parse_policy, parse_scopes
+from bot.policy import ALL_SCOPES, DEFAULT_SCOPES, SCOPES, new_api_key, parse_policy, parse_scopes
 from bot.settings import ConfigError, Settings
 from handlers.openapi import OPERATION_SCOPES, document
 
@@ -30,7 +30,7 @@ def policy(*keys: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_scopes_are_read_per_key_and_absent_means_all() -> None:
+def test_scopes_are_read_per_key_and_absent_means_all_but_audit_read() -> None:
     pol = parse_policy(
         policy(
             {"name": "forwarder", "sha256": SHA, "scopes": ["alerts:write"]},
@@ -40,7 +40,7 @@ def test_scopes_are_read_per_key_and_absent_means_all() -> None:
     )
     forwarder, old, none = pol.team("platform").api_keys
     assert forwarder.scopes == frozenset({"alerts:write"})
-    assert old.scopes == ALL_SCOPES == frozenset(SCOPES)
+    assert old.scopes == DEFAULT_SCOPES == frozenset(SCOPES) - {"audit:read"}
     assert none.scopes == frozenset()
     found = pol.api_key(KEY)
     assert found is not None and found[1].scopes == frozenset({"alerts:write"})

@@ -1,0 +1,1 @@
+"""The provable audit log: hash chain, sealer, signed checkpoints, verify, export, queries."""
