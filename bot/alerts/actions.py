@@ -1,4 +1,5 @@
-"""Alert card buttons (acknowledge, resolve, silence) and /unsilence: checked, done, audited."""
+"""Alert card buttons (acknowledge, resolve, silence, details) and /unsilence: checked, done,
+audited."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import private
 from bot.alerts.card import matcher_text
+from bot.alerts.group_card import render_details
 from bot.alerts.publish import render_cards
 from bot.alerts.texts import chat_team
 from bot.errors import (
@@ -30,7 +33,7 @@ from storage.alerts import AlertRecord
 from storage.outbox import Priority, find_message
 
 SILENCE_HOURS = {"s1": 1, "s4": 4, "s24": 24}
-ACTIONS = frozenset({"ack", "res", *SILENCE_HOURS})
+ACTIONS = frozenset({"ack", "res", "det", *SILENCE_HOURS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,8 @@ async def press_button(rt: Runtime, session: AsyncSession, tap: AlertTap) -> str
     press = await _member_press(rt, session, alert, tap)
     if tap.act == "res":
         return await _resolve(rt, press)
+    if tap.act == "det":
+        return await _details(rt, press)
     if tap.act == "ack":
         added = [
             m for m in press.firing if await store.add_ack(session, m.id, tap.user_id, press.who)
@@ -171,6 +176,22 @@ async def _member_press(
     return _Press(
         session=session, alert=alert, team=team, who=approver.name, tap=tap, firing=firing, rt=rt
     )
+
+
+async def _details(rt: Runtime, press: _Press) -> str:
+    """The group's full list, sent to the tapper's private chat (a group card shows ten)."""
+    user_id = press.tap.user_id
+    if not await private.reachable(press.session, user_id):
+        # Telegram refuses a bot's first message to a person (403): they must open the chat.
+        name = f"@{rt.bot_username}" if rt.bot_username else "the bot"
+        return f"Open a private chat with {name}, press Start, then tap Details again."
+    members = (await groups_store.group_members(press.session, [press.alert.group]))[
+        press.alert.group
+    ]
+    html = render_details(members, group_by=press.team.alert_group_by, tz=rt.zone)
+    await private.send(press.session, user_id, html)
+    await press.record("alert.details_sent", alerts=len(members))
+    return "📋 The full list is in your private chat with me."
 
 
 async def _resolve(rt: Runtime, press: _Press) -> str:

@@ -203,10 +203,16 @@ def _note_lines(annotations: dict[str, Any], budget: int) -> list[str]:
 
 
 def card_markup(
-    signer: ButtonSigner, alert: AlertRecord, chat_id: int, *, firing: bool | None = None
+    signer: ButtonSigner,
+    alert: AlertRecord,
+    chat_id: int,
+    *,
+    firing: bool | None = None,
+    details: bool = False,
 ) -> dict[str, Any] | None:
     """The card's buttons, signed for this chat; a resolved card has none. On a group's card
-    they name its first alert and act on the whole group (`firing`: whether any member is)."""
+    they name its first alert and act on the whole group (`firing`: whether any member is);
+    `details` adds the button that sends the group's full list privately."""
     if not (alert.status == "firing" if firing is None else firing):
         return None
     b = signer.alert_button
@@ -221,6 +227,7 @@ def card_markup(
                 ("🔕 4h", b(alert.id, "s4", chat_id)),
                 ("🔕 24h", b(alert.id, "s24", chat_id)),
             ],
+            *([[("📋 Details", b(alert.id, "det", chat_id))]] if details else []),
             # An alert already in an incident is counted on the incident's card instead.
             *([] if alert.incident_id else [[_declare_button(signer, alert, chat_id)]]),
         ]

@@ -103,6 +103,33 @@ def render_group(
     return join_lines(lines, MAX_TEXT - 40)
 
 
+def render_details(members: Sequence[AlertRecord], *, group_by: Sequence[str], tz: ZoneInfo) -> str:
+    """Every member of a group, firing first, for a private chat (cut at Telegram's 4096
+    characters with "+N more")."""
+    anchor = min(members, key=lambda m: m.id)
+    ordered = sorted(members, key=lambda m: (m.status != "firing", m.id))
+    labels = ", ".join(f'{k}="{v}"' for k, v in group_labels(anchor, group_by).items())
+    head = [f"📋 <b>{fit(anchor.title, 300)}</b> · {plural(len(members), 'alert')}"]
+    if labels:
+        head.append(f"Group: <code>{fit(labels, 300)}</code>")
+    head.append("")
+    lines = [
+        f"{'🔥' if m.status == 'firing' else '✅'} {fit(member_name(m, group_by), 120)}"
+        f" · {plural(m.hit_count, 'hit')} · since {fmt_time(m.first_seen_at, tz)}"
+        for m in ordered
+    ]
+    budget = MAX_TEXT - 40 - sum(len(h) + 1 for h in head)
+    shown: list[str] = []
+    for i, line in enumerate(lines):
+        rest = len(lines) - i
+        if budget - len(line) - 1 < (len(f"<i>+{rest} more</i>") if rest > 1 else 0):
+            shown.append(f"<i>+{rest} more</i>")
+            break
+        shown.append(line)
+        budget -= len(line) + 1
+    return "\n".join(head + shown)
+
+
 def _summary_lines(
     members: Sequence[AlertRecord], firing: Sequence[AlertRecord], tz: ZoneInfo
 ) -> list[str]:

@@ -95,7 +95,7 @@ async def render_cards(
         cards = refs.get(gid, [])
         if cards:
             when = min((t for m in group if (t := (not_before or {}).get(m.id))), default=None)
-            await _edit_cards(rt, session, anchor, bool(firing), cards, html, when, priority)
+            await _edit_cards(rt, session, group, bool(firing), cards, html, when, priority)
         if create_missing and any(not m.silenced for m in firing):
             shown = {r.chat_id for r in cards}
             missing = [d for d in await _destinations(rt, session, anchor) if d[0] not in shown]
@@ -127,7 +127,7 @@ async def _show_new(
             at = first if new else Priority.ALERT_EDIT
             placed[digest_id] = min(placed.get(digest_id, at), at)
             continue
-        await _send_card(rt, session, anchor, (chat_id, thread_id), html, first)
+        await _send_card(rt, session, group, (chat_id, thread_id), html, first)
         audit_rows.append(_sent_row(anchor, chat_id))
     return audit_rows
 
@@ -174,20 +174,21 @@ def _sent_row(alert: AlertRecord, chat_id: int) -> dict[str, Any]:
 async def _send_card(
     rt: Runtime,
     session: AsyncSession,
-    anchor: AlertRecord,
+    group: Sequence[AlertRecord],
     where: Destination,
     html: str,
     prio: Priority,
 ) -> None:
     """Queue the group's first card in a chat (and topic); its buttons name the group's first
     alert."""
+    anchor = min(group, key=lambda m: m.id)
     chat_id, thread_id = where
     await put_message(
         session,
         chat_id=chat_id,
         purpose=CARD_PURPOSE,
         text_html=html,
-        reply_markup=card_markup(rt.signer, anchor, chat_id, firing=True),
+        reply_markup=card_markup(rt.signer, anchor, chat_id, firing=True, details=len(group) > 1),
         priority=prio,
         alert_id=anchor.id,
         thread_id=thread_id,
@@ -197,15 +198,16 @@ async def _send_card(
 async def _edit_cards(
     rt: Runtime,
     session: AsyncSession,
-    anchor: AlertRecord,
+    group: Sequence[AlertRecord],
     firing: bool,
     cards: list[CardRef],
     html: str,
     not_before: datetime | None,
     priority: Priority,
 ) -> None:
+    anchor = min(group, key=lambda m: m.id)
     for card in cards:
-        markup = card_markup(rt.signer, anchor, card.chat_id, firing=firing)
+        markup = card_markup(rt.signer, anchor, card.chat_id, firing=firing, details=len(group) > 1)
         if card.text == html and card.reply_markup == markup:
             continue  # Telegram refuses an edit that changes nothing
         await edit_message(

@@ -11,6 +11,7 @@ from tests.support import (
     ALICE,
     AM_PATH,
     API_KEY,
+    CAROL,
     CHAT,
     Harness,
     am_alert,
@@ -20,6 +21,7 @@ from tests.support import (
     free_port,
     policy_data,
     wait_text,
+    wait_until,
 )
 
 
@@ -114,3 +116,45 @@ async def test_group_silence_is_one_alertmanager_silence(
     await wait_text(h, silence["id"])  # the group card names the Alertmanager silence
     # Still exactly one silence there once Quorum's sync has settled.
     assert len(await am_silences() or []) == 1
+
+
+async def test_details_sends_the_whole_group_privately(quorum: Harness) -> None:
+    h = quorum
+    body = am_body(*(instance(i) for i in range(12)), instance(99, "CpuHot"))
+    assert (await h.api("POST", AM_PATH, body))[0] == 200
+    card = await wait_text(h, "12 alerts")
+    assert "+2 more" in card["text"]
+    # A group of one is today's card: no Details button.
+    own = await wait_text(h, "Fingerprint: f000000000000099")
+    own_buttons = [b["text"] for row in own["reply_markup"]["inline_keyboard"] for b in row]
+    assert "📋 Details" not in own_buttons
+
+    async def details(user: int) -> str:
+        tap = await h.emu.tap(CHAT, card["message_id"], user, button_text="📋 Details", wait=5)
+        answer = tap["answer"]
+        assert answer is not None
+        return str(answer["text"])
+
+    assert "not a member" in (await details(CAROL)).lower()
+    # Telegram lets the bot write only once Alice has opened the private chat.
+    assert "press Start" in await details(ALICE)
+    await h.emu.start_bot(ALICE)
+
+    async def opened() -> bool:
+        rows = await db_rows(h, f"SELECT state FROM private_chats WHERE telegram_id = {ALICE}")
+        return [r["state"] for r in rows] == ["open"]
+
+    await h.wait_for(opened)
+    assert "private chat" in await details(ALICE)
+
+    async def full_list() -> dict[str, Any] | None:
+        found = [m for m in await h.bot_messages(ALICE) if "📋" in str(m["text"])]
+        return found[0] if found else None
+
+    listing = await wait_until(full_list, 10, what="the full list in Alice's private chat")
+    assert all(f"web-{i}:9100" in listing["text"] for i in range(12))
+    assert "CpuHot" not in listing["text"]
+    sent = await db_rows(
+        h, "SELECT count(*) AS n FROM audit_log WHERE event = 'alert.details_sent'"
+    )
+    assert sent[0]["n"] == 1
