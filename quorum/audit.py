@@ -143,7 +143,7 @@ def cmd_checkpoint(_: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
         if signed is None:
-            print("quorum: nothing sealed yet (or another sealer is busy)", file=sys.stderr)
+            print("quorum: nothing sealed yet", file=sys.stderr)
             return 1
         print(json.dumps(signed.to_json()))
         return 0

@@ -125,9 +125,13 @@ def _row(r: Any) -> AuditRow:
     )
 
 
-async def take_sealer_lock(session: AsyncSession) -> bool:
+async def take_sealer_lock(session: AsyncSession, *, wait: bool = False) -> bool:
     """The transaction-level lock one sealer holds at a time across replicas (released at
-    commit, so no connection is held between rounds)."""
+    commit, so no connection is held between rounds). `wait`: for a sealer's round to end
+    (bounded by lock_timeout) instead of giving up at once."""
+    if wait:
+        await (await raw(session)).execute("SELECT pg_advisory_xact_lock($1, 0)", SEALER_LOCK)
+        return True
     got = await (await raw(session)).fetchval(
         "SELECT pg_try_advisory_xact_lock($1, 0)", SEALER_LOCK
     )

@@ -68,8 +68,9 @@ async def make_checkpoint(
         return None
     key = chain.load_private_key(secret)
     async with transaction(sessions) as session:
-        # The sealer's lock: one replica signs, and the head cannot move meanwhile.
-        if not await repo.take_sealer_lock(session):
+        # The sealer's lock: one replica signs, and the head cannot move meanwhile. On demand
+        # it waits for a running round (a replica's sealer) to end rather than giving up.
+        if not await repo.take_sealer_lock(session, wait=force):
             return None
         head = await repo.chain_head(session)
         if head is None or head.seq is None or head.hash is None:
