@@ -29,6 +29,7 @@ from bot.runtime import Runtime
 from bot.votes import APPROVE, REJECT, Decision, Outcome, requester_id, requesters
 from storage import approvals as repo
 from storage import audit
+from storage import incidents as incident_timeline
 
 VOTE_CODES = {"a": APPROVE, "r": REJECT}
 # A card under a storm of votes is re-rendered at most every 3 s: Telegram allows 20 edits a
@@ -113,6 +114,17 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
             "already_voted",
             team_id=req.team_id,
             approval_id=req.id,
+        )
+    if req.incident_id:
+        # The incident's timeline has each vote, written in the vote's transaction.
+        verb = "approved" if decision == APPROVE else "rejected"
+        await incident_timeline.approval_event(
+            session,
+            req.id,
+            "approval.voted",
+            f"{approver.name} {verb} {req.action[:200]} on {req.target[:200]}",
+            actor=approver.name,
+            actor_telegram_id=tap.user_id,
         )
     outcome = outcome_of(rt, req, votes, ctx.db_now, confirmed=confirmed)
     rt.metrics.votes.labels(decision).inc()

@@ -40,6 +40,7 @@ async def test_an_approval_for_an_incident_writes_its_steps(quorum: Harness) -> 
     assert lines == [
         ("incident.declared", "P1 declared by api:ci: Pay"),
         ("approval.requested", "approval requested: rollback on prod/payments (low)"),
+        ("approval.voted", "alice approved rollback on prod/payments"),
         ("approval.approved", "rollback on prod/payments approved by alice"),
         ("approval.redeemed", "rollback on prod/payments: token redeemed by api:ci"),
         ("approval.executed", "rollback on prod/payments succeeded: 12/12 pods"),
