@@ -45,6 +45,7 @@ from quorum.app import Quorum, run_loop, settle_heap
 from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage import approvals as approvals_sql
 from storage import updates as updates_sql
+from storage import votes as votes_sql
 from storage.db import to_sync_dsn
 
 TOKEN = "987654322:" + "C" * 35
@@ -243,7 +244,7 @@ async def run_open(
 FLOOR_SQL = {
     "inbound": updates_sql._STORE_DONE,
     "lock": approvals_sql._LOCK_FOR_VOTE,
-    "vote": approvals_sql._ADD_VOTE,
+    "vote": votes_sql._ADD_VOTE,
 }
 
 
