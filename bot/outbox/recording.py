@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from bot import chats, private
 from storage import audit
-from storage import outbox as store
+from storage import outbox_delivery as store
+from storage.outbox import enqueue_text
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ async def _note_topic_left(
         message_row_id=sent.message_row_id,
     )
     if chat_id is not None:
-        await store.enqueue_text(
+        await enqueue_text(
             session,
             chat_id,
             f"ℹ️ Topic {thread_id} is closed or deleted, so this was posted in General. "

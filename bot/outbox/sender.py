@@ -40,9 +40,10 @@ from bot.outbox.recording import Outcome, SyncSent, apply_outcome
 from bot.rendering import fit_html
 from bot.runtime import Runtime
 from bot.wakeups import BUSY_ELSEWHERE_SECONDS, FALLBACK_SECONDS
-from storage import outbox as store
+from storage import outbox_delivery as store
 from storage import wakeups
 from storage.db import transaction
+from storage.outbox import NEW_ROWS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class Sender:
 
     async def run(self) -> None:
         """Deliver rows until cancelled, woken by NOTIFY, freed slots and due times."""
-        unsubscribe = self.rt.wakeups.subscribe(store.NEW_ROWS_CHANNEL, self.wake.set)
+        unsubscribe = self.rt.wakeups.subscribe(NEW_ROWS_CHANNEL, self.wake.set)
         self.wake.set()  # rows may have been queued before this sender subscribed
         try:
             while True:
