@@ -19,7 +19,7 @@ _COLUMNS = "event, actor, actor_telegram_id, team_id, approval_id, alert_id, cha
 def insert_from(rows: str) -> str:
     """The one INSERT into audit_log: its rows come from `rows`, a FROM item aliased `r` with
     the columns of _COLUMNS (a missing detail is stored as {}). The vote path embeds it in its
-    single statement (storage.approvals._ADD_VOTE)."""
+    single statement (storage.votes._ADD_VOTE)."""
     picked = ", ".join(f"r.{c}" for c in _COLUMNS.split(", ")[:-1])
     return (
         f"INSERT INTO audit_log ({_COLUMNS})"  # noqa: S608 (our own column names)

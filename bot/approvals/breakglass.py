@@ -24,6 +24,7 @@ from bot.votes import APPROVE, REJECT, Ballot, Decision, tally
 from storage import approvals as repo
 from storage import audit
 from storage import breakglass as store
+from storage import votes as vote_repo
 from storage.outbox import Priority, edit_message, enqueue_text, put_message
 from storage.teams import active_chats
 
@@ -143,7 +144,7 @@ async def break_glass(
     if not req.pending or now >= req.expires_at:
         raise RequestClosed(f"This request is already {'expired' if req.pending else req.status}.")
     used = await _used_today(rt, session, team, now)
-    votes = (await repo.votes_for(session, [req.id]))[req.id]
+    votes = (await vote_repo.votes_for(session, [req.id]))[req.id]
     outcome = outcome_of(rt, req, votes, now, glass=GlassAsk(user_id, reason, used))
     if outcome.glass_by is None or outcome.decision is not Decision.APPROVED:
         await _refused(session, req, user_id, outcome.reason)

@@ -27,6 +27,7 @@ from bot.rendering import mention as mention
 from bot.runtime import Runtime
 from bot.votes import APPROVE, Outcome, requester_id
 from storage import approvals as repo
+from storage import votes as vote_repo
 
 RISK_BADGE = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
 STATUS_LINE = {
@@ -74,7 +75,7 @@ def actor_text(actor: str) -> str:
 
 def render_card(
     req: repo.RequestRecord,
-    votes: Sequence[repo.VoteRecord],
+    votes: Sequence[vote_repo.VoteRecord],
     outcome: Outcome,
     tz: ZoneInfo,
     alert_line: str | None = None,
@@ -178,7 +179,7 @@ def _check_line(check: Any, limit: int) -> str:
 
 
 def _vote_lines(
-    votes: Sequence[repo.VoteRecord],
+    votes: Sequence[vote_repo.VoteRecord],
     outcome: Outcome,
     tz: ZoneInfo,
     waiting: Sequence[str],
@@ -289,7 +290,7 @@ def card_markup(rt: Runtime, req: repo.RequestRecord, chat_id: int) -> dict[str,
 
 
 def awaiting_reason(
-    required: bool, votes: Sequence[repo.VoteRecord], now: datetime, wait_seconds: float
+    required: bool, votes: Sequence[vote_repo.VoteRecord], now: datetime, wait_seconds: float
 ) -> frozenset[int]:
     """Rejecters whose reason the level requires and who may still give it."""
     if not required:

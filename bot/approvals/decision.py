@@ -20,6 +20,7 @@ from storage import approvals as repo
 from storage import audit
 from storage import incidents as incident_timeline
 from storage import tokens as tokens_repo
+from storage import votes as vote_repo
 
 
 def request_hash(req: repo.RequestRecord, team_name: str) -> str:
@@ -36,7 +37,7 @@ def request_hash(req: repo.RequestRecord, team_name: str) -> str:
     )
 
 
-def decided_by(votes: Sequence[repo.VoteRecord], ids: Sequence[int]) -> list[dict[str, Any]]:
+def decided_by(votes: Sequence[vote_repo.VoteRecord], ids: Sequence[int]) -> list[dict[str, Any]]:
     """The deciders as stored on the request: id and the name they voted under."""
     by_id = {v.voter_telegram_id: v for v in votes}
     return [{"id": i, "name": by_id[i].voter_name} for i in ids if i in by_id]
@@ -46,7 +47,7 @@ async def after_decision(
     rt: Runtime,
     session: AsyncSession,
     req: repo.RequestRecord,
-    votes: Sequence[repo.VoteRecord],
+    votes: Sequence[vote_repo.VoteRecord],
     now: datetime,
     cards: Sequence[tuple[int, int]] | None,
     *,
@@ -125,7 +126,7 @@ async def _mint_token(
 
 
 def callback_holds_for_reason(
-    rule_requires: bool, status: str, votes: Sequence[repo.VoteRecord]
+    rule_requires: bool, status: str, votes: Sequence[vote_repo.VoteRecord]
 ) -> bool:
     """A rejection whose level requires reasons waits for the rejecters' (at most 10 min)."""
     return (
@@ -135,7 +136,7 @@ def callback_holds_for_reason(
     )
 
 
-def vote_reasons(votes: Sequence[repo.VoteRecord]) -> list[dict[str, Any]]:
+def vote_reasons(votes: Sequence[vote_repo.VoteRecord]) -> list[dict[str, Any]]:
     """The reasons voters gave, as the callback and the API show them."""
     return [
         {"voter_telegram_id": v.voter_telegram_id, "voter_name": v.voter_name, "reason": v.reason}
@@ -148,7 +149,7 @@ async def _queue_callback(
     rt: Runtime,
     session: AsyncSession,
     req: repo.RequestRecord,
-    votes: Sequence[repo.VoteRecord],
+    votes: Sequence[vote_repo.VoteRecord],
     url: str,
     token: str | None,
 ) -> None:

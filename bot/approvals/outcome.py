@@ -11,12 +11,13 @@ from bot.rules import GlassAsk, decide
 from bot.runtime import Runtime
 from bot.votes import Ballot, Outcome
 from storage import approvals as repo
+from storage import votes as vote_repo
 
 
 def outcome_of(
     rt: Runtime,
     req: repo.RequestRecord,
-    votes: Sequence[repo.VoteRecord],
+    votes: Sequence[vote_repo.VoteRecord],
     now: datetime,
     *,
     glass: GlassAsk | None = None,

@@ -13,6 +13,7 @@ from bot.rendering import esc, plural
 from bot.runtime import Runtime
 from bot.votes import requesters
 from storage import approvals as repo
+from storage import votes as vote_repo
 
 MAX_PRIVATE_CARDS = 10
 
@@ -29,7 +30,7 @@ async def pending_privately(rt: Runtime, session: AsyncSession, user_id: int) ->
         return "Nothing waits for your vote. 🎉"
     posted = listed = 0
     now = datetime.now(UTC)
-    votes = await repo.votes_for(session, [r.id for r in mine[:MAX_PRIVATE_CARDS]])
+    votes = await vote_repo.votes_for(session, [r.id for r in mine[:MAX_PRIVATE_CARDS]])
     for req in mine[:MAX_PRIVATE_CARDS]:
         if await repo.has_card_in(session, req.id, user_id):
             listed += 1

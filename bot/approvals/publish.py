@@ -17,6 +17,7 @@ from bot.routes import destinations
 from bot.runtime import Runtime
 from storage import approvals as repo
 from storage import audit
+from storage import votes as vote_repo
 from storage.outbox import Priority, edit_message, put_message
 from storage.teams import active_chats
 
@@ -88,7 +89,7 @@ async def refresh_cards(
     rt: Runtime,
     session: AsyncSession,
     req: repo.RequestRecord,
-    votes: Sequence[repo.VoteRecord],
+    votes: Sequence[vote_repo.VoteRecord],
     now: datetime,
     cards: Sequence[tuple[int, int]] | None = None,
 ) -> None:
@@ -112,7 +113,7 @@ async def post_card_to(
     rt: Runtime,
     session: AsyncSession,
     req: repo.RequestRecord,
-    votes: Sequence[repo.VoteRecord],
+    votes: Sequence[vote_repo.VoteRecord],
     now: datetime,
     chat_id: int,
 ) -> int:
@@ -133,7 +134,7 @@ async def card_html(
     rt: Runtime,
     session: AsyncSession,
     req: repo.RequestRecord,
-    votes: Sequence[repo.VoteRecord],
+    votes: Sequence[vote_repo.VoteRecord],
     now: datetime,
 ) -> str:
     """The card's HTML with everything it shows besides the request and its votes."""

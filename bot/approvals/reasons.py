@@ -17,6 +17,7 @@ from storage import approvals as repo
 from storage import audit
 from storage import questions as questions_repo
 from storage import tokens as tokens_repo
+from storage import votes as vote_repo
 
 MAX_REASON = 1000
 REJECT_REASON = "reject_reason"
@@ -73,7 +74,7 @@ async def store_reject_reason(rt: Runtime, session: AsyncSession, answer: questi
     if locked is None:
         return
     req, now = locked
-    if not await repo.set_vote_reason(session, int(subject["vote_id"]), reason):
+    if not await vote_repo.set_vote_reason(session, int(subject["vote_id"]), reason):
         return
     await audit.record(
         session,
@@ -84,7 +85,7 @@ async def store_reject_reason(rt: Runtime, session: AsyncSession, answer: questi
         chat_id=answer.chat_id,
         reason=reason,
     )
-    votes = (await repo.votes_for(session, [approval_id]))[approval_id]
+    votes = (await vote_repo.votes_for(session, [approval_id]))[approval_id]
     await refresh_cards(rt, session, req, votes, now)
     if not await reasons_pending(session, approval_id):
         await tokens_repo.release_held_callback(

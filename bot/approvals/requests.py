@@ -30,6 +30,7 @@ from storage import audit
 from storage import incidents as incident_timeline
 from storage import tokens as tokens_repo
 from storage import trust as trust_repo
+from storage import votes as vote_repo
 from storage.db import transaction
 
 STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")
@@ -60,7 +61,7 @@ class NewRequest:
 @dataclass(frozen=True, slots=True)
 class Details:
     request: repo.RequestRecord
-    votes: list[repo.VoteRecord]
+    votes: list[vote_repo.VoteRecord]
     outcome: Outcome
     token: tokens_repo.TokenRecord | None
     cards: list[tuple[int, int]] = field(default_factory=list)
@@ -227,7 +228,7 @@ async def _merge(
         hit_count=merged.hit_count,
         fingerprint=fingerprint,
     )
-    votes = (await repo.votes_for(session, [merged.id]))[merged.id]
+    votes = (await vote_repo.votes_for(session, [merged.id]))[merged.id]
     await refresh_cards(rt, session, merged, votes, merged.last_seen_at)
     await notify_alerts(rt, session, merged)
     return merged
@@ -304,7 +305,7 @@ async def details_of(
     rt: Runtime, session: AsyncSession, reqs: Sequence[repo.RequestRecord], now: datetime
 ) -> list[Details]:
     ids = [r.id for r in reqs]
-    votes = await repo.votes_for(session, ids)
+    votes = await vote_repo.votes_for(session, ids)
     tokens = await tokens_repo.tokens_for(session, ids)
     links = await repo.card_links(session, ids)
     return [
@@ -411,7 +412,7 @@ async def cancel_request(rt: Runtime, team: Team, request_id: uuid.UUID, actor: 
         cancelled = await repo.transition(session, request_id, "cancelled", require_live=False)
         if cancelled is None:
             raise Conflict(f"the request is already {req.status}", code="not_pending")
-        votes = (await repo.votes_for(session, [req.id]))[req.id]
+        votes = (await vote_repo.votes_for(session, [req.id]))[req.id]
         await after_decision(rt, session, cancelled, votes, now, None, actor=actor[:200])
         return (await details_of(rt, session, [cancelled], now))[0]
 
@@ -445,6 +446,6 @@ async def report_result(
                 actor=actor[:200],
             )
         await on_result(session, updated, actor)
-        votes = (await repo.votes_for(session, [req.id]))[req.id]
+        votes = (await vote_repo.votes_for(session, [req.id]))[req.id]
         await refresh_cards(rt, session, updated, votes, now)
         return (await details_of(rt, session, [updated], now))[0]

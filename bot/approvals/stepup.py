@@ -22,6 +22,7 @@ from bot.votes import APPROVE, Decision
 from storage import approvals as repo
 from storage import audit
 from storage import confirmations as store
+from storage import votes as vote_repo
 from storage.outbox import enqueue_text
 
 CONFIRM_SECONDS = 60
@@ -175,7 +176,7 @@ async def _confirm(
 async def _after_confirm(
     rt: Runtime, session: AsyncSession, req: repo.RequestRecord, now: datetime, user_id: int
 ) -> str:
-    votes = (await repo.votes_for(session, [req.id]))[req.id]
+    votes = (await vote_repo.votes_for(session, [req.id]))[req.id]
     outcome = outcome_of(rt, req, votes, now)
     if outcome.decision is Decision.APPROVED:
         decided = await repo.transition(
@@ -194,7 +195,7 @@ async def _after_confirm(
 async def _refresh(
     rt: Runtime, session: AsyncSession, req: repo.RequestRecord, now: datetime
 ) -> None:
-    votes = (await repo.votes_for(session, [req.id]))[req.id]
+    votes = (await vote_repo.votes_for(session, [req.id]))[req.id]
     await refresh_cards(rt, session, req, votes, now)
 
 

@@ -30,6 +30,7 @@ from bot.votes import APPROVE, REJECT, Decision, Outcome, requester_id, requeste
 from storage import approvals as repo
 from storage import audit
 from storage import incidents as incident_timeline
+from storage import votes as vote_repo
 
 VOTE_CODES = {"a": APPROVE, "r": REJECT}
 # A card under a storm of votes is re-rendered at most every 3 s: Telegram allows 20 edits a
@@ -93,7 +94,7 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
     req = ctx.request
     approver = await _eligible_voter(rt, session, tap, ctx)
     confirmed = await before_vote(rt, session, req, decision, tap.user_id)
-    inserted, votes = await repo.add_vote(
+    inserted, votes = await vote_repo.add_vote(
         session,
         req.id,
         team_id=req.team_id,
@@ -150,7 +151,7 @@ async def _ask_why(
     session: AsyncSession,
     tap: Tap,
     request_id: uuid.UUID,
-    votes: list[repo.VoteRecord],
+    votes: list[vote_repo.VoteRecord],
     approver: Approver,
 ) -> None:
     """After the rejection counted: ask its reason by ForceReply (outside the vote statement)."""
@@ -232,7 +233,7 @@ async def _decide(
     session: AsyncSession,
     tap: Tap,
     ctx: repo.VoteContext,
-    votes: list[repo.VoteRecord],
+    votes: list[vote_repo.VoteRecord],
     outcome: Outcome,
     approver: Approver,
 ) -> str | None:
@@ -290,7 +291,7 @@ async def withdraw(rt: Runtime, session: AsyncSession, tap: Tap) -> str:
         raise await _refuse(
             rt, session, tap, RequestClosed("This request is already closed."), "closed"
         )
-    votes = (await repo.votes_for(session, [req.id]))[req.id]
+    votes = (await vote_repo.votes_for(session, [req.id]))[req.id]
     await after_decision(
         rt,
         session,

@@ -28,6 +28,7 @@ from bot.wakeups import FALLBACK_SECONDS, sleep_for
 from storage import approvals as repo
 from storage import audit, wakeups
 from storage import tokens as tokens_repo
+from storage import votes as vote_repo
 from storage.db import transaction
 from storage.outbox import Priority, enqueue_text
 from storage.teams import active_chats
@@ -52,7 +53,7 @@ async def expire_due(rt: Runtime, limit: int = 50) -> int:
             expired = await repo.transition(session, req.id, "expired", require_live=False)
             if expired is None:
                 continue
-            votes = (await repo.votes_for(session, [req.id]))[req.id]
+            votes = (await vote_repo.votes_for(session, [req.id]))[req.id]
             await after_decision(rt, session, expired, votes, expired.updated_at, None)
         return len(due)
 
@@ -80,7 +81,7 @@ async def _escalate_level(rt: Runtime, team: Team, team_id: int, level: str, aft
         due = await repo.claim_escalations(session, team_id, level, after)
         if not due:
             return 0
-        votes = await repo.votes_for(session, [r.id for r in due])
+        votes = await vote_repo.votes_for(session, [r.id for r in due])
         links = await repo.card_links(session, [r.id for r in due])
         for req in due:
             skip = {v.voter_telegram_id for v in votes[req.id]} | requesters(req, team.approvers)
@@ -119,7 +120,7 @@ async def _warn_level(rt: Runtime, team: Team, team_id: int, level: str) -> int:
         due = await repo.claim_warnings(session, team_id, level, rule.warn_before_seconds)
         if not due:
             return 0
-        votes = await repo.votes_for(session, [r.id for r in due])
+        votes = await vote_repo.votes_for(session, [r.id for r in due])
         links = await repo.card_links(session, [r.id for r in due])
         for req in due:
             assert req.warned_at is not None
@@ -145,7 +146,7 @@ async def _warn_level(rt: Runtime, team: Team, team_id: int, level: str) -> int:
 def _warning(
     rt: Runtime,
     req: repo.RequestRecord,
-    votes: Sequence[repo.VoteRecord],
+    votes: Sequence[vote_repo.VoteRecord],
     waiting: Sequence[Approver],
     minutes: int,
 ) -> str:
@@ -171,7 +172,7 @@ async def _to_targets(session: AsyncSession, targets: Sequence[int], body: str) 
 def _reminder(
     rt: Runtime,
     req: repo.RequestRecord,
-    votes: Sequence[repo.VoteRecord],
+    votes: Sequence[vote_repo.VoteRecord],
     waiting: Sequence[Approver],
     after: int,
 ) -> str:
@@ -289,7 +290,7 @@ async def refresh_due_cards(rt: Runtime, limit: int = 10) -> int:
         due = await repo.claim_due_cards(session, limit)
         if not due:
             return 0
-        votes = await repo.votes_for(session, [d.request.id for d in due])
+        votes = await vote_repo.votes_for(session, [d.request.id for d in due])
         for d in due:
             await refresh_cards(rt, session, d.request, votes[d.request.id], d.db_now, d.cards)
         return len(due)

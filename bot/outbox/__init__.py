@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bot.outbox.methods import build_method, sanitize
 from bot.outbox.pacing import Pacer, Rates
-from bot.outbox.sender import Outcome, Sender, SyncSent, run_sender
+from bot.outbox.recording import Outcome, SyncSent
+from bot.outbox.sender import Sender, run_sender
 
 __all__ = [
     "Outcome",

@@ -9,7 +9,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 from aiogram.exceptions import (
@@ -26,7 +26,6 @@ from aiogram.types import Message, ReplyParameters
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from bot import chats, private
 from bot.outbox.methods import (
     build_method,
     fit_payload,
@@ -37,12 +36,14 @@ from bot.outbox.methods import (
     topic_gone,
 )
 from bot.outbox.pacing import UNPACED, Pacer, reraise_if_cancelled
+from bot.outbox.recording import Outcome, SyncSent, apply_outcome
 from bot.rendering import fit_html
 from bot.runtime import Runtime
 from bot.wakeups import BUSY_ELSEWHERE_SECONDS, FALLBACK_SECONDS
-from storage import audit, wakeups
-from storage import outbox as store
+from storage import outbox_delivery as store
+from storage import wakeups
 from storage.db import transaction
+from storage.outbox import NEW_ROWS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +59,6 @@ NOTIFY_COALESCE_SECONDS = 0.05
 TURN_HOLD_SECONDS = 0.1
 # How often a draining sender looks again at rows another sender holds.
 DRAIN_POLL_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class SyncSent:
-    message_row_id: int
-    message_id: int | None  # set when Telegram gave a new message its id
-    version: int
-    text: str
-    markup: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    action: Literal["done", "release", "retry", "dead", "removed", "migrated", "refused"]
-    delay: float = 0.0
-    error: str | None = None
-    sync: SyncSent | None = None
-    chat_id: int | None = None
-    new_chat_id: int | None = None
-    forget_message: bool = False  # the card is gone from Telegram: post it again
-    left_topic: int | None = None  # the forum topic it was sent outside of (closed or gone)
 
 
 @dataclass
@@ -121,7 +101,7 @@ class Sender:
 
     async def run(self) -> None:
         """Deliver rows until cancelled, woken by NOTIFY, freed slots and due times."""
-        unsubscribe = self.rt.wakeups.subscribe(store.NEW_ROWS_CHANNEL, self.wake.set)
+        unsubscribe = self.rt.wakeups.subscribe(NEW_ROWS_CHANNEL, self.wake.set)
         self.wake.set()  # rows may have been queued before this sender subscribed
         try:
             while True:
@@ -478,7 +458,7 @@ class Sender:
             following: list[store.ClaimedRow] = []
             try:
                 async with transaction(self.rt.sessions) as session:
-                    action = await self._apply(session, row, outcome)
+                    action = await apply_outcome(session, self.rt.instance, row, outcome)
                     if attempt == 0 and row.chat_id is not None and action in ("done", "dead"):
                         following = await store.claim_due(
                             session,
@@ -502,92 +482,6 @@ class Sender:
             return following[0] if following else None
         log.error("outbox row %s: outcome not recorded; it is sent again after its lease", row.id)
         return None
-
-    async def _apply(self, session: Any, row: store.ClaimedRow, outcome: Outcome) -> str:
-        """Returns what was done: the outcome's action, or 'dead' when it had to give up."""
-        me = self.rt.instance
-        action = outcome.action
-        if action == "done":
-            if outcome.sync is not None:
-                s = outcome.sync
-                await store.record_sent(
-                    session,
-                    s.message_row_id,
-                    message_id=s.message_id,
-                    version=s.version,
-                    sent_text=s.text,
-                    sent_markup=s.markup,
-                )
-                if outcome.left_topic is not None:
-                    await self._note_topic_left(session, row, s, outcome.left_topic)
-            if not await store.complete(session, row.id, me):
-                log.warning("outbox row %s: claim lost before completion", row.id)
-            return action
-        if action in ("release", "retry"):
-            if outcome.forget_message and row.telegram_message_id is not None:
-                await store.forget_message_id(session, row.telegram_message_id)
-            await store.release(
-                session,
-                row.id,
-                me,
-                delay_seconds=outcome.delay,
-                count_attempt=action == "retry",
-                error=outcome.error,
-            )
-            return action
-        if action == "removed" and outcome.chat_id is not None:
-            if await chats.bot_removed(session, outcome.chat_id, reason=outcome.error or "403"):
-                # Held while the chat is inactive; bot_added makes it due again.
-                await store.release(session, row.id, me, delay_seconds=0, error=outcome.error)
-                return action
-            action = "dead"  # not a chat we hold rows for
-        if action == "refused" and outcome.chat_id is not None:
-            if await store.refused(session, row.id, me, outcome.error or "403"):
-                await private.refused(
-                    session, outcome.chat_id, error=outcome.error or "403", outbox_id=row.id
-                )
-            return action
-        if action == "migrated" and outcome.chat_id is not None and outcome.new_chat_id:
-            await chats.chat_migrated(session, outcome.chat_id, outcome.new_chat_id)
-            await store.move_to_chat(session, row.id, outcome.chat_id, outcome.new_chat_id)
-            await store.release(session, row.id, me, delay_seconds=0)
-            return action
-        error = outcome.error or action
-        if await store.dead_letter(session, row.id, me, error):
-            await audit.record(
-                session,
-                "outbox.dead_letter",
-                chat_id=row.chat_id,
-                outbox_id=row.id,
-                method=row.method,
-                kind=row.kind,
-                attempts=row.attempts + 1,
-                error=error,
-            )
-        return "dead"
-
-    async def _note_topic_left(
-        self, session: Any, row: store.ClaimedRow, sent: SyncSent, thread_id: int
-    ) -> None:
-        """The message went to General because its topic is closed or gone: keep it there,
-        say so under it, and audit it."""
-        chat_id = row.target.chat_id if row.target is not None else row.chat_id
-        await store.leave_topic(session, sent.message_row_id)
-        await audit.record(
-            session,
-            "topic.fallback",
-            chat_id=chat_id,
-            thread_id=thread_id,
-            message_row_id=sent.message_row_id,
-        )
-        if chat_id is not None:
-            await store.enqueue_text(
-                session,
-                chat_id,
-                f"ℹ️ Topic {thread_id} is closed or deleted, so this was posted in General. "
-                "Point the route's thread_id at an open topic in the policy.",
-                reply_to=sent.message_id,
-            )
 
     def _after(self, row: store.ClaimedRow, outcome: Outcome, action: str) -> None:
         m = self.rt.metrics

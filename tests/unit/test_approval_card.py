@@ -13,7 +13,8 @@ from bot.approvals import render_card
 from bot.policy import Approver, Rule
 from bot.rendering import MAX_TEXT, visible_length
 from bot.votes import Ballot, Outcome, tally
-from storage.approvals import RequestRecord, VoteRecord
+from storage.approvals import RequestRecord
+from storage.votes import VoteRecord
 
 UTCZ = ZoneInfo("UTC")
 CREATED = datetime(2026, 1, 1, 9, 12, tzinfo=UTC)

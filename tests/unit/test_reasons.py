@@ -13,7 +13,7 @@ from bot.approvals.decision import callback_holds_for_reason, vote_reasons
 from bot.approvals.reasons import reason_problem
 from bot.policy import RiskLevel, Rule, parse_policy
 from bot.settings import ConfigError
-from storage.approvals import VoteRecord
+from storage.votes import VoteRecord
 from tests.support import policy_data
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
