@@ -18,7 +18,8 @@ from bot.buttons import ApprovalVote
 from bot.policy import RiskLevel
 from bot.runtime import RUNTIME, Runtime
 from handlers.api import authenticate, fail, page_limit, parse, read_json, text_problem
-from handlers.openapi import API, CreateApproval, RedeemToken, ReportResult, document
+from handlers.openapi import CreateApproval, RedeemToken, ReportResult, document
+from handlers.openapi_parts import API
 from handlers.replies import reply
 
 routes = web.RouteTableDef()

@@ -13,7 +13,7 @@ from bot.audit.chain import Checkpoint
 from bot.audit.verify import export_fields
 from bot.runtime import RUNTIME
 from handlers.api import authenticate, fail, page_limit, text_problem
-from handlers.openapi import API
+from handlers.openapi_parts import API
 
 routes = web.RouteTableDef()
 

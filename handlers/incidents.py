@@ -12,12 +12,12 @@ from bot.incidents.rules import OPEN_STATUSES, STATUSES
 from bot.runtime import RUNTIME, Runtime
 from handlers.api import authenticate, fail, page_limit, parse, read_json
 from handlers.openapi_incidents import (
-    API,
     ChangeCommander,
     ChangeStatus,
     CreateIncident,
     CreateMaintenance,
 )
+from handlers.openapi_parts import API
 from storage.incidents import IncidentRecord, TimelineRecord
 
 routes = web.RouteTableDef()

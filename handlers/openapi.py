@@ -10,14 +10,15 @@ from pydantic.json_schema import models_json_schema
 
 from bot.alerts.sources import MAX_ALERTS, AlertmanagerBody, GenericAlert, GrafanaBody
 from bot.policy import SCOPES, Scope
+from handlers.openapi_audit import AUDIT_SCHEMAS, AUDIT_SCOPES, audit_paths
 from handlers.openapi_incidents import (
     INCIDENT_BODIES,
     INCIDENT_SCHEMAS,
     INCIDENT_SCOPES,
     incident_paths,
 )
-
-API = "/api/v1"
+from handlers.openapi_parts import API, PAGE_PARAMS, body, errors, json_of, ref
+from handlers.openapi_trust import TRUST_SCHEMAS, TRUST_SCOPES, trust_paths
 
 CREATE_EXAMPLE: dict[str, Any] = {
     "action": "restart deployment",
@@ -258,31 +259,6 @@ _APPROVAL = {
     },
 }
 
-_TRUST = {
-    "type": "object",
-    "required": ["pattern", "score"],
-    "properties": {
-        "pattern": {"type": "string"},
-        "score": {"type": "integer"},
-        "total_approvals": {"type": "integer"},
-        "total_rejections": {"type": "integer"},
-        "last_approver": {"type": ["string", "null"]},
-        "last_approved_at": {"type": ["string", "null"], "format": "date-time"},
-        "last_rejecter": {"type": ["string", "null"]},
-        "last_rejected_at": {"type": ["string", "null"], "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-    },
-}
-
-_TRUST_PAGE = {
-    "type": "object",
-    "required": ["trust", "next"],
-    "properties": {
-        "trust": {"type": "array", "items": {"$ref": "#/components/schemas/Trust"}},
-        "next": {"type": ["string", "null"], "description": "cursor for the next page"},
-    },
-}
-
 _REDEEMED = {
     "type": "object",
     "required": ["id", "action", "target", "approvers"],
@@ -296,38 +272,6 @@ _REDEEMED = {
         "break_glass": {"type": "boolean", "description": "approved by one person's break-glass"},
     },
 }
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "malformed JSON",
-        401: "no or unknown API key",
-        403: "insufficient_scope: the API key lacks the scope this route needs",
-        404: "no such request for this key's team",
-        409: "conflict (see error.code)",
-        413: "body over the size limit",
-        415: "not application/json",
-        422: "validation error naming the field",
-        503: "storage unavailable: retry after Retry-After seconds",
-    }
-    out = {str(c): _json(_ref("Error"), text[c]) for c in codes}
-    if 503 in codes:
-        out["503"]["headers"] = {
-            "Retry-After": {"description": "seconds", "schema": {"type": "integer"}}
-        }
-    return out
-
-
-def _body(name: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
 
 _ID_PARAM = {
@@ -345,26 +289,14 @@ _LIST_PARAMS = [
         "required": False,
         "schema": {"type": "string", "enum": _STATUS_ENUM},
     },
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
-    },
-    {
-        "name": "cursor",
-        "in": "query",
-        "required": False,
-        "description": "the `next` of the previous page, as it was",
-        "schema": {"type": "string", "minLength": 1},
-    },
+    *PAGE_PARAMS,
 ]
 
 _PAGE = {
     "type": "object",
     "required": ["approvals", "next"],
     "properties": {
-        "approvals": {"type": "array", "items": _ref("Approval")},
+        "approvals": {"type": "array", "items": ref("Approval")},
         "next": {
             "type": ["string", "null"],
             "description": "cursor for the next page; null on the last one",
@@ -392,8 +324,8 @@ def _alert_intake(operation: str, summary: str, schema: dict[str, Any]) -> dict[
             "summary": summary,
             "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
             "responses": {
-                "200": _json(_ref("AlertsIngested"), "stored; cards posted or updated"),
-                **_errors(400, 401, 413, 415, 422, 503),
+                "200": json_of(ref("AlertsIngested"), "stored; cards posted or updated"),
+                **errors(400, 401, 413, 415, 422, 503),
             },
         }
     }
@@ -401,8 +333,8 @@ def _alert_intake(operation: str, summary: str, schema: dict[str, Any]) -> dict[
 
 _GENERIC_ALERTS = {
     "anyOf": [
-        _ref("GenericAlert"),
-        {"type": "array", "items": _ref("GenericAlert"), "maxItems": MAX_ALERTS},
+        ref("GenericAlert"),
+        {"type": "array", "items": ref("GenericAlert"), "maxItems": MAX_ALERTS},
     ]
 }
 
@@ -433,10 +365,8 @@ OPERATION_SCOPES: dict[str, Scope] = {
     "ingestAlertmanager": "alerts:write",
     "ingestGrafana": "alerts:write",
     **INCIDENT_SCOPES,
-    "listTrust": "approvals:read",
-    "resetTrust": "trust:reset",
-    "listAudit": "audit:read",
-    "latestAuditCheckpoint": "audit:read",
+    **TRUST_SCOPES,
+    **AUDIT_SCOPES,
 }
 
 _SECURITY_TEXT = (
@@ -454,7 +384,7 @@ def _scoped(paths: dict[str, Any]) -> dict[str, Any]:
             scope = OPERATION_SCOPES.get(op["operationId"])
             if scope is not None:
                 op["description"] = f"Needs the API-key scope `{scope}`."
-                op["responses"].update(_errors(403))
+                op["responses"].update(errors(403))
     return paths
 
 
@@ -473,19 +403,19 @@ def _approval_paths(common: dict[str, Any]) -> dict[str, Any]:
                         "schema": {"type": "string", "maxLength": 256},
                     }
                 ],
-                "requestBody": _body("CreateApproval"),
+                "requestBody": body("CreateApproval"),
                 "responses": {
-                    "201": _with_links(_json(_ref("Approval"), "created; cards posted")),
+                    "201": _with_links(json_of(ref("Approval"), "created; cards posted")),
                     "200": _with_links(
-                        _json(
-                            _ref("Approval"),
+                        json_of(
+                            ref("Approval"),
                             "same Idempotency-Key, or merged (same fingerprint and ask)",
                         )
                     ),
                     **common,
-                    **_errors(409),
-                    "422": _json(
-                        _ref("Error"),
+                    **errors(409),
+                    "422": json_of(
+                        ref("Error"),
                         "validation error naming the field, or unreachable_quorum: too "
                         "few approvers besides the requester could vote on this level",
                     ),
@@ -496,12 +426,12 @@ def _approval_paths(common: dict[str, Any]) -> dict[str, Any]:
                 "summary": "This team's requests, newest first, a page at a time",
                 "parameters": _LIST_PARAMS,
                 "responses": {
-                    "200": _json(
-                        _ref("ApprovalPage"),
+                    "200": json_of(
+                        ref("ApprovalPage"),
                         "a page of at most `limit` requests (fewer past 1 MiB); "
                         "`next` fetches the rest",
                     ),
-                    **_errors(401, 422, 503),
+                    **errors(401, 422, 503),
                 },
             },
         },
@@ -510,8 +440,8 @@ def _approval_paths(common: dict[str, Any]) -> dict[str, Any]:
                 "operationId": "getApproval",
                 "parameters": [_ID_PARAM],
                 "responses": {
-                    "200": _json(_ref("Approval"), "the request, its votes and token"),
-                    **_errors(401, 404, 503),
+                    "200": json_of(ref("Approval"), "the request, its votes and token"),
+                    **errors(401, 404, 503),
                 },
             }
         },
@@ -520,8 +450,8 @@ def _approval_paths(common: dict[str, Any]) -> dict[str, Any]:
                 "operationId": "cancelApproval",
                 "parameters": [_ID_PARAM],
                 "responses": {
-                    "200": _json(_ref("Approval"), "cancelled"),
-                    **_errors(401, 404, 409, 503),
+                    "200": json_of(ref("Approval"), "cancelled"),
+                    **errors(401, 404, 409, 503),
                 },
             }
         },
@@ -529,46 +459,11 @@ def _approval_paths(common: dict[str, Any]) -> dict[str, Any]:
             "post": {
                 "operationId": "reportResult",
                 "parameters": [_ID_PARAM],
-                "requestBody": _body("ReportResult"),
+                "requestBody": body("ReportResult"),
                 "responses": {
-                    "200": _json(_ref("Approval"), "recorded; card updated"),
+                    "200": json_of(ref("Approval"), "recorded; card updated"),
                     **common,
-                    **_errors(404, 409),
-                },
-            }
-        },
-    }
-
-
-def _trust_paths() -> dict[str, Any]:
-    """Trust per action pattern: the list, and a reset by hand."""
-    return {
-        f"{API}/trust": {
-            "get": {
-                "operationId": "listTrust",
-                "summary": "This team's action patterns and their trust, by pattern",
-                "parameters": _LIST_PARAMS[1:],
-                "responses": {
-                    "200": _json(_ref("TrustPage"), "a page of at most `limit` patterns"),
-                    **_errors(401, 422, 503),
-                },
-            }
-        },
-        f"{API}/trust/{{pattern}}/reset": {
-            "post": {
-                "operationId": "resetTrust",
-                "summary": "Reset one pattern's score to 0 (audited)",
-                "parameters": [
-                    {
-                        "name": "pattern",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "responses": {
-                    "200": _json(_ref("Trust"), "reset"),
-                    **_errors(401, 404, 422, 503),
+                    **errors(404, 409),
                 },
             }
         },
@@ -581,13 +476,13 @@ def _token_and_alert_paths(common: dict[str, Any]) -> dict[str, Any]:
         f"{API}/tokens/redeem": {
             "post": {
                 "operationId": "redeemToken",
-                "requestBody": _body("RedeemToken"),
+                "requestBody": body("RedeemToken"),
                 "responses": {
-                    "200": _json(_ref("Redeemed"), "valid; consumed now"),
+                    "200": json_of(ref("Redeemed"), "valid; consumed now"),
                     **common,
-                    **_errors(404),
-                    "409": _json(
-                        _ref("Error"),
+                    **errors(404),
+                    "409": json_of(
+                        ref("Error"),
                         "token_replayed (already redeemed), or action_mismatch (the "
                         "given action or target is not what was approved; the token "
                         "stays unredeemed)",
@@ -601,99 +496,16 @@ def _token_and_alert_paths(common: dict[str, Any]) -> dict[str, Any]:
         f"{API}/alerts/alertmanager": _alert_intake(
             "ingestAlertmanager",
             "Prometheus Alertmanager webhook",
-            _ref("AlertmanagerBody"),
+            ref("AlertmanagerBody"),
         ),
         f"{API}/alerts/grafana": _alert_intake(
-            "ingestGrafana", "Grafana webhook", _ref("GrafanaBody")
+            "ingestGrafana", "Grafana webhook", ref("GrafanaBody")
         ),
         f"{API}/openapi.json": {
             "get": {
                 "operationId": "openapi",
                 "security": [],
                 "responses": {"200": {"description": "this document"}},
-            }
-        },
-    }
-
-
-_HEX = {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"}
-_AUDIT_ENTRY = {
-    "type": "object",
-    "description": "one audit row; seq, prev_hash and hash are null until the sealer chains it",
-    "properties": {
-        "seq": {"type": ["integer", "null"]},
-        "id": {"type": "integer"},
-        "at": {"type": "string", "format": "date-time"},
-        "event": {"type": "string"},
-        "actor": {"type": ["string", "null"]},
-        "actor_telegram_id": {"type": ["integer", "null"]},
-        "team_id": {"type": ["integer", "null"]},
-        "approval_id": {"type": ["string", "null"], "format": "uuid"},
-        "alert_id": {"type": ["integer", "null"]},
-        "chat_id": {"type": ["integer", "null"]},
-        "detail": {"type": "object"},
-        "xid": {"type": "integer"},
-        "prev_hash": _HEX,
-        "hash": _HEX,
-    },
-}
-_AUDIT_PAGE = {
-    "type": "object",
-    "required": ["entries", "next"],
-    "properties": {
-        "entries": {"type": "array", "items": _ref("AuditEntry")},
-        "next": {"type": ["string", "null"], "description": "the following page's cursor"},
-    },
-}
-_CHECKPOINT = {
-    "type": "object",
-    "description": "a signed chain head (Ed25519 over quorum-audit-checkpoint/v1, seq, hash, at)",
-    "properties": {
-        "seq": {"type": "integer"},
-        "hash": _HEX,
-        "at": {"type": "string", "format": "date-time"},
-        "key_id": {"type": "string"},
-        "signature": {"type": "string", "contentEncoding": "base64"},
-    },
-}
-
-
-def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
-    param = {"name": name, "in": "query", "required": False, "schema": schema}
-    return {**param, "description": description} if description else param
-
-
-def _audit_paths() -> dict[str, Any]:
-    """The audit log's read-only operations."""
-    when = {"type": "string", "format": "date-time"}
-    return {
-        f"{API}/audit": {
-            "get": {
-                "operationId": "listAudit",
-                "summary": "This team's audit rows with their chain hashes, newest first",
-                "parameters": [
-                    _query("event", {"type": "string", "minLength": 1, "maxLength": 64}),
-                    _query("actor", {"type": "string", "minLength": 1, "maxLength": 256}),
-                    _query("approval_id", {"type": "string", "format": "uuid"}),
-                    _query("since", when, "rows at or after this time"),
-                    _query("until", when, "rows before this time"),
-                    *_LIST_PARAMS[1:],
-                ],
-                "responses": {
-                    "200": _json(_ref("AuditPage"), "a page of at most `limit` rows"),
-                    **_errors(401, 422, 503),
-                },
-            }
-        },
-        f"{API}/audit/checkpoints/latest": {
-            "get": {
-                "operationId": "latestAuditCheckpoint",
-                "summary": "The newest signed checkpoint of the audit chain",
-                "responses": {
-                    "200": _json(_ref("AuditCheckpoint"), "the checkpoint"),
-                    "404": _json(_ref("Error"), "no checkpoint signed yet"),
-                    **_errors(401, 503),
-                },
             }
         },
     }
@@ -714,13 +526,10 @@ def document() -> dict[str, Any]:
         Redeemed=_REDEEMED,
         AlertsIngested=_INGESTED,
         **INCIDENT_SCHEMAS,
-        Trust=_TRUST,
-        TrustPage=_TRUST_PAGE,
-        AuditEntry=_AUDIT_ENTRY,
-        AuditPage=_AUDIT_PAGE,
-        AuditCheckpoint=_CHECKPOINT,
+        **TRUST_SCHEMAS,
+        **AUDIT_SCHEMAS,
     )
-    common = _errors(400, 401, 413, 415, 422, 503)
+    common = errors(400, 401, 413, 415, 422, 503)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -738,10 +547,10 @@ def document() -> dict[str, Any]:
         "paths": _scoped(
             {
                 **_approval_paths(common),
-                **_trust_paths(),
-                **incident_paths(_json, _errors, _body, common),
+                **trust_paths(),
+                **incident_paths(common),
                 **_token_and_alert_paths(common),
-                **_audit_paths(),
+                **audit_paths(),
             }
         ),
     }

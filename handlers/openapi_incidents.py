@@ -8,8 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from bot.incidents.rules import SEVERITIES, STATUSES
 from bot.policy import Scope
-
-API = "/api/v1"
+from handlers.openapi_parts import API, PAGE_PARAMS, body, errors, json_of
 
 Severity = Literal["P0", "P1", "P2", "P3"]
 Service = Annotated[str, Field(min_length=1, max_length=64)]
@@ -150,21 +149,6 @@ _ID = {
     "required": True,
     "schema": {"type": "string", "pattern": r"^INC-\d{8}-[A-Z0-9]{6}$"},
 }
-_PAGE_PARAMS = [
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
-    },
-    {
-        "name": "cursor",
-        "in": "query",
-        "required": False,
-        "description": "the `next` of the previous page, as it was",
-        "schema": {"type": "string", "minLength": 1},
-    },
-]
 _STATUS_PARAM = {
     "name": "status",
     "in": "query",
@@ -185,9 +169,8 @@ INCIDENT_SCOPES: dict[str, Scope] = {
 }
 
 
-def incident_paths(json_of: Any, errors: Any, body: Any, common: dict[str, Any]) -> dict[str, Any]:
-    """The incident operations, built with the main document's helpers (passed in: that
-    module imports this one)."""
+def incident_paths(common: dict[str, Any]) -> dict[str, Any]:
+    """The incident operations; `common` is the main document's errors of a route with a body."""
     incident = {"$ref": "#/components/schemas/Incident"}
 
     def change(operation: str, model: str, what: str) -> dict[str, Any]:
@@ -226,7 +209,7 @@ def incident_paths(json_of: Any, errors: Any, body: Any, common: dict[str, Any])
             "get": {
                 "operationId": "listIncidents",
                 "summary": "This team's incidents, newest first, a page at a time",
-                "parameters": [_STATUS_PARAM, *_PAGE_PARAMS],
+                "parameters": [_STATUS_PARAM, *PAGE_PARAMS],
                 "responses": {
                     "200": json_of({"$ref": "#/components/schemas/IncidentPage"}, "a page"),
                     **errors(401, 422, 503),
@@ -249,7 +232,7 @@ def incident_paths(json_of: Any, errors: Any, body: Any, common: dict[str, Any])
         f"{API}/incidents/{{id}}/timeline": {
             "get": {
                 "operationId": "getIncidentTimeline",
-                "parameters": [_ID, *_PAGE_PARAMS],
+                "parameters": [_ID, *PAGE_PARAMS],
                 "responses": {
                     "200": json_of(
                         {"$ref": "#/components/schemas/TimelinePage"}, "oldest line first"

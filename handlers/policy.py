@@ -19,7 +19,7 @@ from bot.buttons import PolicyAction, TrustReset
 from bot.rules import PATTERN_MAX
 from bot.runtime import RUNTIME, Runtime
 from handlers.api import authenticate, fail, text_problem
-from handlers.openapi import API
+from handlers.openapi_parts import API
 from storage.outbox import enqueue_text
 from storage.trust import TrustRecord
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the app's modules load in seconds: unit tests must not pay for them
     import aiohttp
     import asyncpg
+    from aiogram.types import InlineKeyboardMarkup
     from aiohttp import web
 
     from bot.policy import Policy
@@ -603,3 +604,41 @@ def alert_record(**over: Any) -> AlertRecord:
         context={},
     )
     return dataclasses.replace(base, **over)
+
+
+# ---------------------------------------------------------------- the emulator's own tests
+
+EMU_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawq"
+EMU_GROUP = -1001
+Emu = tuple[str, "EmulatorClient"]  # the emulator's base URL and a control client
+Receiver = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
+
+
+class ShiftedClock:
+    """time.monotonic plus an offset a test moves forward: budgets refill without waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def keyboard(*pairs: tuple[str, str]) -> InlineKeyboardMarkup:
+    """One row of callback buttons, (text, callback_data) each."""
+    from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text=t, callback_data=d) for t, d in pairs]]
+    )
+
+
+async def raw_call(url: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    """POST `url + path` as is (no client library's checks); the status and JSON answer."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.post(url + path, **kwargs) as resp:
+        return resp.status, await resp.json(content_type=None)

@@ -75,7 +75,7 @@ class TelegramEmulator(Control):
 
     The class is assembled from one mixin per concern, each building on the one before:
     `World` (state.py), `Updates` (updates.py), `BotApi` (botapi.py), `Topics` (topics.py),
-    `Control` (control.py).
+    `Users` (users.py), `Control` (control.py).
     """
 
     def __init__(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from handlers.openapi import API, REQUEST_BODIES
+from handlers.openapi import REQUEST_BODIES
+from handlers.openapi_parts import API
 from tests.support import Harness
 
 
