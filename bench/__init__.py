@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -110,6 +111,33 @@ class CpuMeter:
         )
         overall = sum(total for total, _ in spent.values()) * 1000 / n
         return f"  CPU ms per {unit} (of which kernel): {per}; total {overall:.2f}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def webhook_env(
+    *, token: str, emu_url: str, port: int, db_url: str, redis_url: str, workdir: Path
+) -> dict[str, str]:
+    """The environment of a `quorum run` in webhook mode against the emulator, its policy in
+    workdir/policy.toml."""
+    return {
+        "QUORUM_TELEGRAM_TOKEN": token,
+        "QUORUM_TELEGRAM_API_URL": emu_url,
+        "QUORUM_TELEGRAM_MODE": "webhook",
+        "QUORUM_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram/webhook",
+        "QUORUM_WEBHOOK_SECRET": "bench_secret",
+        "QUORUM_TOKEN_SECRET": "bench-token-secret-0123456789abcdef-xyz",
+        "QUORUM_DATABASE_URL": db_url,
+        "QUORUM_REDIS_URL": redis_url,
+        "QUORUM_HTTP_PORT": str(port),
+        "QUORUM_POLICY_FILE": str(workdir / "policy.toml"),
+        "QUORUM_DATA_DIR": str(workdir),
+        "QUORUM_LOG_LEVEL": "WARNING",
+    }
 
 
 @contextlib.asynccontextmanager

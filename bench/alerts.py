@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import random
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import PySpy, fresh_database, peak_rss_mb, quorum_process
+from bench import PySpy, free_port, fresh_database, peak_rss_mb, quorum_process, webhook_env
 from quorum.app import run_loop
 from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage import alerts as alerts_sql
@@ -41,12 +40,6 @@ SERVER_URL = os.environ.get("QUORUM_BENCH_DATABASE_URL", "postgresql://postgres@
 USER = 7001
 STORM_TEAMS = 25  # 2 fingerprints per group chat: see explain_storm()
 STORM_FINGERPRINTS = 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def key_for(team: str) -> str:
@@ -368,20 +361,9 @@ async def main(quick: bool, incident: bool = False) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-alerts-"))
     policy = workdir / "policy.toml"
     policy.write_text(policy_toml(chats))
-    env = {
-        "QUORUM_TELEGRAM_TOKEN": TOKEN,
-        "QUORUM_TELEGRAM_API_URL": emu_url,
-        "QUORUM_TELEGRAM_MODE": "webhook",
-        "QUORUM_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram/webhook",
-        "QUORUM_WEBHOOK_SECRET": "bench_secret",
-        "QUORUM_TOKEN_SECRET": "bench-token-secret-0123456789abcdef-xyz",
-        "QUORUM_DATABASE_URL": db_url,
-        "QUORUM_REDIS_URL": REDIS_URL,
-        "QUORUM_HTTP_PORT": str(port),
-        "QUORUM_POLICY_FILE": str(policy),
-        "QUORUM_DATA_DIR": str(workdir),
-        "QUORUM_LOG_LEVEL": "WARNING",
-    }
+    env = webhook_env(
+        token=TOKEN, emu_url=emu_url, port=port, db_url=db_url, redis_url=REDIS_URL, workdir=workdir
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         async with quorum_process(env, port, workdir) as proc, aiohttp.ClientSession() as http:

@@ -18,7 +18,6 @@ import asyncio
 import os
 import random
 import resource
-import socket
 import statistics
 import time
 from multiprocessing.connection import Connection
@@ -30,18 +29,17 @@ from redis.asyncio import Redis
 from bench import CpuMeter, fresh_database, pids_named, speed_probe_ms
 from bench.votes import (
     REDIS_URL,
-    TOKEN,
     card_ids,
-    chat_id,
+    child_settings,
     create_requests,
     emulator_child,
     jobs_for,
     make_policy,
+    populate,
     quorum_child,
     run_closed,
     spawn,
     stop,
-    user_id,
 )
 from bot.audit import chain
 from bot.audit.sealer import BATCH, seal_once
@@ -154,26 +152,9 @@ async def votes_part(args: argparse.Namespace) -> tuple[float, float]:
     rates: dict[str, list[float]] = {"without": [], "with": []}
     try:
         async with EmulatorClient(emu_url) as emu:
-            await emu.add_bot(TOKEN, username="quorum_bench_bot", first_name="Quorum")
-            for i in range(args.teams):
-                members = [user_id(i, j) for j in range(args.approvers)]
-                for uid in members:
-                    await emu.add_user(uid, f"User{uid}")
-                await emu.add_chat(chat_id(i), "supergroup", title=f"team{i}", members=members)
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
+            port = await populate(emu, args.teams, args.approvers)
             values = {
-                "telegram_token": TOKEN,
-                "telegram_api_url": emu_url,
-                "telegram_mode": "webhook",
-                "webhook_url": f"http://127.0.0.1:{port}/telegram/webhook",
-                "webhook_secret": "bench_webhook_secret",
-                "token_secret": "bench-token-secret-0123456789abcdef-xyz",
-                "database_url": db_url,
-                "redis_url": REDIS_URL,
-                "http_port": port,
-                "log_level": "WARNING",
+                **child_settings(emu_url, port, db_url),
                 "audit_seal_interval_seconds": 86400,  # parked: the rounds decide
             }
             proc, conn = spawn(quorum_child, values, make_policy(args.teams, args.approvers))

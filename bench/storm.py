@@ -38,8 +38,8 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import fresh_database, quorum_process
-from bench.alerts import free_port, key_for, post
+from bench import free_port, fresh_database, quorum_process, webhook_env
+from bench.alerts import key_for, post
 from quorum.app import run_loop
 from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage.db import to_sync_dsn
@@ -278,20 +278,9 @@ async def main(only: int | None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="quorum-bench-storm-"))
     policy = workdir / "policy.toml"
     policy.write_text(policy_toml())
-    env = {
-        "QUORUM_TELEGRAM_TOKEN": TOKEN,
-        "QUORUM_TELEGRAM_API_URL": emu_url,
-        "QUORUM_TELEGRAM_MODE": "webhook",
-        "QUORUM_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram/webhook",
-        "QUORUM_WEBHOOK_SECRET": "bench_secret",
-        "QUORUM_TOKEN_SECRET": "bench-token-secret-0123456789abcdef-xyz",
-        "QUORUM_DATABASE_URL": db_url,
-        "QUORUM_REDIS_URL": REDIS_URL,
-        "QUORUM_HTTP_PORT": str(port),
-        "QUORUM_POLICY_FILE": str(policy),
-        "QUORUM_DATA_DIR": str(workdir),
-        "QUORUM_LOG_LEVEL": "WARNING",
-    }
+    env = webhook_env(
+        token=TOKEN, emu_url=emu_url, port=port, db_url=db_url, redis_url=REDIS_URL, workdir=workdir
+    )
     base = f"http://127.0.0.1:{port}"
     results = []
     try:

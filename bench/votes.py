@@ -34,7 +34,15 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from bench import CpuMeter, PySpy, fresh_database, peak_rss_mb, pids_named, speed_probe_ms
+from bench import (
+    CpuMeter,
+    PySpy,
+    free_port,
+    fresh_database,
+    peak_rss_mb,
+    pids_named,
+    speed_probe_ms,
+)
 from bench.vote_floor import Floor, seed_floor
 from bot.policy import parse_policy
 from bot.settings import load_settings
@@ -206,6 +214,33 @@ def tap_list(jobs: list[tuple[int, int, int]]) -> list[dict[str, Any]]:
     ]
 
 
+async def populate(emu: EmulatorClient, teams: int, approvers: int) -> int:
+    """The bot, the approvers and a chat per team in the emulator; a free port for Quorum."""
+    await emu.add_bot(TOKEN, username="quorum_bench_bot", first_name="Quorum")
+    for i in range(teams):
+        members = [user_id(i, j) for j in range(approvers)]
+        for uid in members:
+            await emu.add_user(uid, f"User{uid}")
+        await emu.add_chat(chat_id(i), "supergroup", title=f"team{i}", members=members)
+    return free_port()
+
+
+def child_settings(emu_url: str, port: int, db_url: str) -> dict[str, Any]:
+    """The settings of the Quorum child (quorum_child) in webhook mode against the emulator."""
+    return {
+        "telegram_token": TOKEN,
+        "telegram_api_url": emu_url,
+        "telegram_mode": "webhook",
+        "webhook_url": f"http://127.0.0.1:{port}/telegram/webhook",
+        "webhook_secret": "bench_webhook_secret",
+        "token_secret": "bench-token-secret-0123456789abcdef-xyz",
+        "database_url": db_url,
+        "redis_url": REDIS_URL,
+        "http_port": port,
+        "log_level": "WARNING",
+    }
+
+
 async def run_closed(
     emu: EmulatorClient, jobs: list[tuple[int, int, int]], concurrency: int
 ) -> tuple[float, Tally]:
@@ -298,28 +333,8 @@ async def main(args: argparse.Namespace) -> None:
     quorum_p99: dict[float, float] = {}
     try:
         async with EmulatorClient(emu_url) as emu:
-            await emu.add_bot(TOKEN, username="quorum_bench_bot", first_name="Quorum")
-            for i in range(args.teams):
-                members = [user_id(i, j) for j in range(args.approvers)]
-                for uid in members:
-                    await emu.add_user(uid, f"User{uid}")
-                await emu.add_chat(chat_id(i), "supergroup", title=f"team{i}", members=members)
-            sock = __import__("socket").socket()
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            sock.close()
-            values = {
-                "telegram_token": TOKEN,
-                "telegram_api_url": emu_url,
-                "telegram_mode": "webhook",
-                "webhook_url": f"http://127.0.0.1:{port}/telegram/webhook",
-                "webhook_secret": "bench_webhook_secret",
-                "token_secret": "bench-token-secret-0123456789abcdef-xyz",
-                "database_url": db_url,
-                "redis_url": REDIS_URL,
-                "http_port": port,
-                "log_level": "WARNING",
-            }
+            port = await populate(emu, args.teams, args.approvers)
+            values = child_settings(emu_url, port, db_url)
             policy = make_policy(args.teams, args.approvers)
             proc, conn = spawn(quorum_child, values, policy)
             if await asyncio.to_thread(conn.recv) != "started":

@@ -19,12 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import alerts as service
 from bot.alerts.sources import Kind
 from bot.buttons import AlertAction
-from bot.errors import ForgedButton, Invalid, QuorumError
+from bot.errors import ForgedButton, Invalid
 from bot.policy import Team
-from bot.rendering import esc
 from bot.runtime import RUNTIME, Runtime
 from handlers.api import ApiError, authenticate, domain_error, read_json, unprocessable
-from handlers.replies import reply
+from handlers.replies import answer_tap, reply_with
 from storage.alerts import IncomingAlert
 
 log = logging.getLogger(__name__)
@@ -120,27 +119,15 @@ async def press_alert_button(
         message_id=msg.message_id,
         user_id=callback.from_user.id,
     )
-    try:
-        toast = await service.press_button(runtime, session, tap)
-    except QuorumError as exc:
-        return callback.answer(exc.message[:200], show_alert=True)
-    return callback.answer(toast[:200])
+    return await answer_tap(callback, service.press_button(runtime, session, tap))
 
 
 async def show_alerts(message: Message, session: AsyncSession, runtime: Runtime) -> None:
-    try:
-        text = await service.list_firing(runtime, session, message.chat.id)
-    except QuorumError as exc:
-        text = esc(exc.message)
-    await reply(session, message, text)
+    await reply_with(session, message, service.list_firing(runtime, session, message.chat.id))
 
 
 async def show_silences(message: Message, session: AsyncSession, runtime: Runtime) -> None:
-    try:
-        text = await service.list_silences(runtime, session, message.chat.id)
-    except QuorumError as exc:
-        text = esc(exc.message)
-    await reply(session, message, text)
+    await reply_with(session, message, service.list_silences(runtime, session, message.chat.id))
 
 
 async def remove_silence(
@@ -149,17 +136,17 @@ async def remove_silence(
     sender = message.from_user
     # None: posted on behalf of a channel or the group, not by a person.
     user_id = sender.id if sender is not None and message.sender_chat is None else None
-    try:
-        text = await service.unsilence(
+    await reply_with(
+        session,
+        message,
+        service.unsilence(
             runtime,
             session,
             chat_id=message.chat.id,
             user_id=user_id,
             ref=command.args or "",
-        )
-    except QuorumError as exc:
-        text = esc(exc.message)
-    await reply(session, message, text)
+        ),
+    )
 
 
 def make_router() -> Router:

@@ -14,7 +14,7 @@ from bot.errors import ForgedButton, QuorumError
 from bot.incidents import chat
 from bot.rendering import esc
 from bot.runtime import Runtime
-from handlers.replies import reply
+from handlers.replies import answer_tap, reply, reply_with
 
 
 def _sender(message: Message) -> chat.Sender:
@@ -25,102 +25,76 @@ def _sender(message: Message) -> chat.Sender:
     return chat.Sender(message.chat.id, user.id, user.username or user.first_name)
 
 
-async def press_incident_button(
-    callback: CallbackQuery, callback_data: IncidentAction, session: AsyncSession, runtime: Runtime
-) -> AnswerCallbackQuery:
+def _tap(callback: CallbackQuery, ref: str, act: str, tag: str) -> chat.IncidentTap | None:
     msg = callback.message
     if msg is None:
-        return callback.answer(ForgedButton().message, show_alert=True)
+        return None
     user = callback.from_user
-    tap = chat.IncidentTap(
-        ref=callback_data.ref,
-        act=callback_data.act,
-        tag=callback_data.tag,
+    return chat.IncidentTap(
+        ref=ref,
+        act=act,
+        tag=tag,
         chat_id=msg.chat.id,
         message_id=msg.message_id,
         user_id=user.id,
         name=user.username or user.first_name,
     )
-    try:
-        toast = await chat.press(runtime, session, tap)
-    except QuorumError as exc:
-        return callback.answer(exc.message[:200], show_alert=True)
-    return callback.answer(toast[:200])
+
+
+async def press_incident_button(
+    callback: CallbackQuery, callback_data: IncidentAction, session: AsyncSession, runtime: Runtime
+) -> AnswerCallbackQuery:
+    tap = _tap(callback, callback_data.ref, callback_data.act, callback_data.tag)
+    if tap is None:
+        return callback.answer(ForgedButton().message, show_alert=True)
+    return await answer_tap(callback, chat.press(runtime, session, tap))
 
 
 async def press_declare_button(
     callback: CallbackQuery, callback_data: DeclareIncident, session: AsyncSession, runtime: Runtime
 ) -> AnswerCallbackQuery:
-    msg = callback.message
-    if msg is None:
+    tap = _tap(callback, callback_data.ref, "dec", callback_data.tag)
+    if tap is None:
         return callback.answer(ForgedButton().message, show_alert=True)
-    user = callback.from_user
-    tap = chat.IncidentTap(
-        ref=callback_data.ref,
-        act="dec",
-        tag=callback_data.tag,
-        chat_id=msg.chat.id,
-        message_id=msg.message_id,
-        user_id=user.id,
-        name=user.username or user.first_name,
-    )
-    try:
-        toast = await chat.declare_from_alert(runtime, session, tap)
-    except QuorumError as exc:
-        return callback.answer(exc.message[:200], show_alert=True)
-    return callback.answer(toast[:200])
+    return await answer_tap(callback, chat.declare_from_alert(runtime, session, tap))
 
 
 async def declare_incident(
     message: Message, command: CommandObject, session: AsyncSession, runtime: Runtime
 ) -> None:
-    try:
-        text = await chat.declare(runtime, session, _sender(message), command.args or "")
-    except QuorumError as exc:
-        text = esc(exc.message)
-    await reply(session, message, text)
+    await reply_with(
+        session, message, chat.declare(runtime, session, _sender(message), command.args or "")
+    )
 
 
 async def add_note(
     message: Message, command: CommandObject, session: AsyncSession, runtime: Runtime
 ) -> None:
-    try:
-        text = await chat.note(runtime, session, _sender(message), command.args or "")
-    except QuorumError as exc:
-        text = esc(exc.message)
-    await reply(session, message, text)
+    await reply_with(
+        session, message, chat.note(runtime, session, _sender(message), command.args or "")
+    )
 
 
 async def show_timeline(
     message: Message, command: CommandObject, session: AsyncSession, runtime: Runtime
 ) -> None:
-    try:
-        text = await chat.timeline_text(runtime, session, message.chat.id, command.args or "")
-    except QuorumError as exc:
-        text = esc(exc.message)
-    await reply(session, message, text)
+    await reply_with(
+        session, message, chat.timeline_text(runtime, session, message.chat.id, command.args or "")
+    )
 
 
 async def show_incidents(message: Message, session: AsyncSession, runtime: Runtime) -> None:
-    try:
-        text = await chat.open_text(runtime, session, message.chat.id)
-    except QuorumError as exc:
-        text = esc(exc.message)
-    await reply(session, message, text)
+    await reply_with(session, message, chat.open_text(runtime, session, message.chat.id))
 
 
 async def open_maintenance(
     message: Message, command: CommandObject, session: AsyncSession, runtime: Runtime
 ) -> None:
-    try:
-        who = _sender(message)
-        args = command.args or ""
-        text = await maintenance.from_chat(
-            runtime, session, chat_id=who.chat_id, user_id=who.user_id, args=args
-        )
-    except QuorumError as exc:
-        text = esc(exc.message)
-    await reply(session, message, text)
+    who = _sender(message)
+    window = maintenance.from_chat(
+        runtime, session, chat_id=who.chat_id, user_id=who.user_id, args=command.args or ""
+    )
+    await reply_with(session, message, window)
 
 
 class ReplyToBot(Filter):

@@ -20,6 +20,7 @@ from bot.rules import PATTERN_MAX
 from bot.runtime import RUNTIME, Runtime
 from handlers.api import authenticate, fail, text_problem
 from handlers.openapi_parts import API
+from handlers.replies import answer_tap
 from storage.outbox import enqueue_text
 from storage.trust import TrustRecord
 
@@ -47,13 +48,12 @@ async def reset_trust_button(
     msg = query.message
     if msg is None:
         return query.answer("This button is not valid.", show_alert=True)
-    try:
-        toast = await trust.reset_by_button(
+    return await answer_tap(
+        query,
+        trust.reset_by_button(
             runtime, msg.chat.id, query.from_user.id, callback_data.ref, callback_data.tag
-        )
-    except errors.QuorumError as exc:
-        return query.answer(exc.message[:200], show_alert=True)
-    return query.answer(toast[:200])
+        ),
+    )
 
 
 async def policy_button(

@@ -1,11 +1,37 @@
-"""Answers to chat commands: queued in the outbox as a reply to the command's message."""
+"""Answers to chat commands (queued in the outbox as a reply to the command's message) and to
+button taps (the toast)."""
 
 from __future__ import annotations
 
-from aiogram.types import Message
+from collections.abc import Awaitable
+
+from aiogram.methods import AnswerCallbackQuery
+from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.errors import QuorumError
+from bot.rendering import esc
 from storage.outbox import enqueue_text
+
+TOAST_LIMIT = 200  # Telegram shows at most 200 characters of an answerCallbackQuery text
+
+
+async def reply_with(session: AsyncSession, message: Message, answer: Awaitable[str]) -> None:
+    """Reply with what a command's service said; a refusal (QuorumError) with its message."""
+    try:
+        text = await answer
+    except QuorumError as exc:
+        text = esc(exc.message)
+    await reply(session, message, text)
+
+
+async def answer_tap(callback: CallbackQuery, press: Awaitable[str]) -> AnswerCallbackQuery:
+    """Answer a tap with what its service said; a refusal (QuorumError) as an alert."""
+    try:
+        text = await press
+    except QuorumError as exc:
+        return callback.answer(exc.message[:TOAST_LIMIT], show_alert=True)
+    return callback.answer(text[:TOAST_LIMIT])
 
 
 def topic_of(message: Message) -> int | None:

@@ -301,41 +301,27 @@ async def release(
 
 async def dead_letter(session: AsyncSession, row_id: int, instance: str, error: str) -> bool:
     """Give up on a claimed row; operators see it in /readyz and the audit log."""
-    result = (
-        await session.execute(
-            update(OutboxItem)
-            .where(_mine(row_id, instance))
-            .values(
-                status="dead",
-                done_at=func.now(),
-                claimed_until=None,
-                attempts=OutboxItem.attempts + 1,
-                last_error=error,
-            )
-            .returning(OutboxItem.telegram_message_id)
-        )
-    ).first()
-    if result is None:
-        return False
-    if result.telegram_message_id is not None:
-        await session.execute(
-            update(TelegramMessage)
-            .where(TelegramMessage.id == result.telegram_message_id)
-            .values(status="failed", last_error=error)
-        )
-    return True
+    return await _finish_failed(session, row_id, instance, error, status="dead")
 
 
 async def refused(session: AsyncSession, row_id: int, instance: str, error: str) -> bool:
     """Telegram refused the row for good (a person who never opened or blocked the private
     chat): it is finished, with the reason, and never sent again. Not a dead letter: nothing
     is wrong with Quorum, and the caller audits it."""
+    return await _finish_failed(session, row_id, instance, error, status="done")
+
+
+async def _finish_failed(
+    session: AsyncSession, row_id: int, instance: str, error: str, *, status: str
+) -> bool:
+    """End a claimed row that was not delivered (its message marked failed); False if the
+    claim was lost."""
     result = (
         await session.execute(
             update(OutboxItem)
             .where(_mine(row_id, instance))
             .values(
-                status="done",
+                status=status,
                 done_at=func.now(),
                 claimed_until=None,
                 attempts=OutboxItem.attempts + 1,

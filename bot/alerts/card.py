@@ -37,7 +37,9 @@ def render_card(
 ) -> str:
     """The card's HTML: every outside string escaped and the whole within Telegram's 4096."""
     top = [_head_line(alert), f"<b>{fit(alert.title, 300)}</b>"]
-    meta = _state_lines(alert, tz) + _activity_lines(alert, tz, acks, silence, approvals)
+    meta = _state_lines(alert, tz) + activity_lines(
+        tz, acks, silence, approvals, firing=alert.status == "firing"
+    )
     runbook = _runbook_url(alert)
     tail = [_fingerprint_line(alert, runbook)]
     fixed = len("\n".join(top + meta + tail)) + 40
@@ -101,20 +103,22 @@ def _state_lines(alert: AlertRecord, tz: ZoneInfo) -> list[str]:
     return lines
 
 
-def _activity_lines(
-    alert: AlertRecord,
+def activity_lines(
     tz: ZoneInfo,
     acks: Sequence[AckRecord],
     silence: SilenceRecord | None,
     approvals: Sequence[LinkedApproval],
+    *,
+    firing: bool,
 ) -> list[str]:
-    """What people did about the alert: acknowledgements, a silence, pending approvals."""
+    """What people did about an alert or a group: acknowledgements, a silence (while
+    `firing`), pending approvals."""
     lines = []
     if acks:
         names = ", ".join(f"{fit(a.name, 40)} ({fmt_time(a.at, tz)})" for a in acks[:5])
         more = f" +{len(acks) - 5} more" if len(acks) > 5 else ""
         lines.append(f"👀 Acknowledged by {names}{more}")
-    if silence is not None and alert.status == "firing":
+    if silence is not None and firing:
         line = (
             f"🔕 Silenced until {fmt_time(silence.ends_at, tz)} by "
             f"{fit(silence.created_by_name, 40)} (silence {silence.id})"

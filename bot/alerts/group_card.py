@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.alerts.card import SEVERITY_ICON, matcher_text, render_card
+from bot.alerts.card import SEVERITY_ICON, activity_lines, render_card
 from bot.rendering import MAX_TEXT, fit, fmt_duration, fmt_time, join_lines, plural
 from storage.alerts import AckRecord, AlertRecord, LinkedApproval, SilenceRecord
 
@@ -99,7 +99,7 @@ def render_group(
         lines.append(f"<i>+{len(members) - SHOWN_MEMBERS} more</i>")
     lines.append("")
     lines += _summary_lines(members, firing, tz)
-    lines += _people_lines(acks, silence, approvals, tz, bool(firing))
+    lines += activity_lines(tz, acks, silence, approvals, firing=bool(firing))
     return join_lines(lines, MAX_TEXT - 40)
 
 
@@ -142,39 +142,6 @@ def _summary_lines(
         f"First seen here {fmt_time(min(m.first_seen_at for m in members), tz)}"
         f" · last {fmt_time(max(m.last_seen_at for m in members), tz)}",
     ]
-
-
-def _people_lines(
-    acks: Sequence[AckRecord],
-    silence: SilenceRecord | None,
-    approvals: Sequence[LinkedApproval],
-    tz: ZoneInfo,
-    firing: bool,
-) -> list[str]:
-    lines = []
-    if acks:
-        names = ", ".join(f"{fit(a.name, 40)} ({fmt_time(a.at, tz)})" for a in acks[:5])
-        more = f" +{len(acks) - 5} more" if len(acks) > 5 else ""
-        lines.append(f"👀 Acknowledged by {names}{more}")
-    if silence is not None and firing:
-        line = (
-            f"🔕 Silenced until {fmt_time(silence.ends_at, tz)} by "
-            f"{fit(silence.created_by_name, 40)}"
-        )
-        matchers = silence.matchers.get("matchers") or []
-        if silence.alertmanager_silence_id:
-            line += f" · Alertmanager <code>{fit(silence.alertmanager_silence_id, 64)}</code>"
-        if matchers:
-            line += f" matching <code>{fit(matcher_text(matchers), 300)}</code>"
-        else:
-            line += " · in Quorum only"
-        lines.append(line)
-    for req in approvals[:3]:
-        lines.append(
-            f"⏳ Pending approval: {fit(req.action, 60)} on {fit(req.target, 100)}"
-            f" (<code>{str(req.id)[:8]}</code>)"
-        )
-    return lines
 
 
 def digest_line(members: Sequence[AlertRecord]) -> str:
