@@ -3,12 +3,14 @@ and the `quorum audit` commands as an operator runs them."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import os
 import subprocess
 import sys
+from asyncio.subprocess import PIPE
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +26,23 @@ SIGNING_KEY = chain.new_private_key()
 PUBLIC_KEY = chain.b64(chain.public_bytes(chain.load_private_key(SIGNING_KEY).public_key()))
 
 
-def audit_cli(
+async def audit_cli(
     cwd: Path, db_url: str, *args: str, key: str = SIGNING_KEY
 ) -> subprocess.CompletedProcess[str]:
-    """`quorum audit …` in a directory of its own (no .env), this checkout's code."""
+    """`quorum audit …` in a directory of its own (no .env), this checkout's code. Awaited,
+    not run blocking: the Quorum under test shares this event loop, and its sealer must be
+    able to commit (and release its lock) while the command waits for that lock."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
     env.update(PYTHONPATH=str(ROOT), QUORUM_DATABASE_URL=db_url, QUORUM_AUDIT_SIGNING_KEY=key)
-    return subprocess.run(
-        [sys.executable, "-m", "quorum.cli", "audit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    argv = [sys.executable, "-m", "quorum.cli", "audit", *args]
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, env=env, stdout=PIPE, stderr=PIPE
     )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    code = process.returncode
+    assert code is not None
+    return subprocess.CompletedProcess(argv, code, out.decode(), err.decode())
 
 
 async def sealed_quorum(make_quorum: QuorumFactory) -> Harness:
@@ -82,10 +86,12 @@ async def test_running_quorum_seals_votes_and_posts_signed_checkpoints(
     assert chain.signature_valid(chain.load_public_key(PUBLIC_KEY), posted)
     (tmp_path / "checkpoint.json").write_text(document)
     db_url = h.settings.database_url
-    unchecked = audit_cli(tmp_path, db_url, "verify", "--checkpoint", "checkpoint.json", key="")
+    unchecked = await audit_cli(
+        tmp_path, db_url, "verify", "--checkpoint", "checkpoint.json", key=""
+    )
     assert unchecked.returncode == 0, unchecked.stderr
     assert "signatures are not checked" in unchecked.stderr
-    done = audit_cli(
+    done = await audit_cli(
         tmp_path,
         db_url,
         "verify",
@@ -106,34 +112,33 @@ async def test_cli_verify_export_and_keys(make_quorum: QuorumFactory, tmp_path: 
     await h.wait_for(lambda: everything_sealed(h))
     db_url = h.settings.database_url
 
-    signed = audit_cli(tmp_path, db_url, "checkpoint")
+    signed = await audit_cli(tmp_path, db_url, "checkpoint")
     assert signed.returncode == 0, signed.stderr
     head = json.loads(signed.stdout)
-    ok = audit_cli(tmp_path, db_url, "verify")
+    ok = await audit_cli(tmp_path, db_url, "verify")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith(
         f"verified {head['seq']} rows, head seq {head['seq']} {head['hash']}"
     )
 
-    public = audit_cli(tmp_path, db_url, "public-key")
+    public = await audit_cli(tmp_path, db_url, "public-key")
     assert public.stdout.strip() == PUBLIC_KEY
-    fresh = audit_cli(tmp_path, db_url, "new-key")
+    fresh = await audit_cli(tmp_path, db_url, "new-key")
     name, _, value = fresh.stdout.strip().partition("=")
     assert name == "QUORUM_AUDIT_SIGNING_KEY"
     made = chain.b64(chain.public_bytes(chain.load_private_key(value).public_key()))
     assert made in fresh.stderr and made != PUBLIC_KEY
 
-    lines = audit_cli(tmp_path, db_url, "export", "--team", "platform").stdout.splitlines()
+    lines = (await audit_cli(tmp_path, db_url, "export", "--team", "platform")).stdout.splitlines()
     exported = [json.loads(line) for line in lines]
     assert exported and all(r["team_id"] is not None for r in exported)
     assert [r["seq"] for r in exported] == sorted(r["seq"] for r in exported)
     assert any(r["approval_id"] == request_id and len(r["hash"]) == 64 for r in exported)
-    table = list(
-        csv.DictReader(io.StringIO(audit_cli(tmp_path, db_url, "export", "--format", "csv").stdout))
-    )
+    as_csv = await audit_cli(tmp_path, db_url, "export", "--format", "csv")
+    table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert len(table) == head["seq"]
     assert json.loads(table[0]["detail"]) is not None
-    nothing = audit_cli(tmp_path, db_url, "export", "--since", "2999-01-01T00:00:00Z")
+    nothing = await audit_cli(tmp_path, db_url, "export", "--since", "2999-01-01T00:00:00Z")
     assert (nothing.returncode, nothing.stdout) == (0, "")
 
     # A superuser edits one row with the triggers off: verify exits 1 naming its seq.
@@ -143,8 +148,8 @@ async def test_cli_verify_export_and_keys(make_quorum: QuorumFactory, tmp_path: 
         await conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
     finally:
         await conn.close()
-    bad = audit_cli(tmp_path, db_url, "verify")
+    bad = await audit_cli(tmp_path, db_url, "verify")
     assert bad.returncode == 1
     assert bad.stderr.startswith("seq 2: hash does not match")
-    later = audit_cli(tmp_path, db_url, "verify", "--from-seq", "3")
+    later = await audit_cli(tmp_path, db_url, "verify", "--from-seq", "3")
     assert later.returncode == 0, later.stderr
