@@ -37,25 +37,42 @@ class MalformedApprovalButton(Filter):
 async def vote_by_button(
     query: CallbackQuery, callback_data: ApprovalVote, session: AsyncSession, runtime: Runtime
 ) -> AnswerCallbackQuery:
+    tap = tap_of(query, callback_data)
+    if tap is None:
+        return query.answer("This button is not valid.", show_alert=True)
+    return await press_vote(query.id, tap, session, runtime)
+
+
+def tap_of(query: CallbackQuery, button: ApprovalVote) -> approvals.Tap | None:
+    """The tap of a vote button's callback query (None without the message it was under)."""
     msg = query.message
     if msg is None:
-        return query.answer("This button is not valid.", show_alert=True)
-    tap = approvals.Tap(
-        ref=callback_data.ref,
-        vote=callback_data.vote,
-        tag=callback_data.tag,
+        return None
+    return approvals.Tap(
+        ref=button.ref,
+        vote=button.vote,
+        tag=button.tag,
         chat_id=msg.chat.id,
         message_id=msg.message_id,
         user_id=query.from_user.id,
         user_name=query.from_user.username or query.from_user.first_name,
     )
+
+
+async def press_vote(
+    query_id: str, tap: approvals.Tap, session: AsyncSession, runtime: Runtime
+) -> AnswerCallbackQuery:
+    """A vote or withdraw button pressed: counted (or refused) and answered with a toast."""
     try:
-        if callback_data.vote == approvals.WITHDRAW:
-            return query.answer(await approvals.withdraw(runtime, session, tap))
-        result = await approvals.vote(runtime, session, tap)
+        if tap.vote == approvals.WITHDRAW:
+            text = await approvals.withdraw(runtime, session, tap)
+        else:
+            text = (await approvals.vote(runtime, session, tap)).toast
     except errors.Refused as exc:
-        return query.answer(exc.message[:200], show_alert=exc.show_alert)
-    return query.answer(result.toast[:200])
+        return AnswerCallbackQuery(
+            callback_query_id=query_id, text=exc.message[:200], show_alert=exc.show_alert
+        )
+    return AnswerCallbackQuery(callback_query_id=query_id, text=text[:200])
 
 
 async def refuse_malformed_button(

@@ -28,6 +28,7 @@ import handlers.incident_chat
 import handlers.incidents
 import handlers.policy
 import handlers.questions
+import handlers.taps
 import handlers.web
 import handlers.webhook
 from bot import alerts, approvals, cards, outbox
@@ -228,7 +229,7 @@ class Quorum:
             )
         async with transaction(rt.sessions) as session:
             rt.team_ids = await sync_teams(session, team_chats(self.policy))
-        self.inbound = Inbound(rt, self.dp)
+        self.inbound = Inbound(rt, self.dp, [handlers.taps.press_vote_fast])
         with suppress(Exception):
             me = await rt.bot.get_me()
             rt.bot_id, rt.bot_username = me.id, me.username or ""

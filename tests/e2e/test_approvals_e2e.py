@@ -422,7 +422,12 @@ async def test_card_goes_to_every_chat_of_the_team(make_quorum: QuorumFactory) -
 
 
 async def inject_tap(
-    h: Harness, message_id: int, user: int, data: str, chat: int = CHAT
+    h: Harness,
+    message_id: int,
+    user: int,
+    data: str,
+    chat: int = CHAT,
+    chat_fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     qid = f"forged-{message_id}-{user}-{abs(hash(data)) % 10**9}-{chat}"
     await h.emu.inject_update(
@@ -433,7 +438,7 @@ async def inject_tap(
                 "message": {
                     "message_id": message_id,
                     "date": 0,
-                    "chat": {"id": chat, "type": "supergroup", "title": "x"},
+                    "chat": {"id": chat, "type": "supergroup", "title": "x", **(chat_fields or {})},
                 },
                 "chat_instance": "1",
                 "data": data,
@@ -490,6 +495,28 @@ async def test_emulator_plays_many_taps_open_and_closed_loop(quorum: Harness) ->
         assert sum("not an approver" in t for t in texts) == 1
     # Three taps at 20/s take at least the two gaps of the schedule.
     assert opened["issued_seconds"] >= 0.09
+
+
+async def test_a_tap_left_to_the_dispatcher_counts_as_one_in_the_fast_lane(
+    quorum: Harness,
+) -> None:
+    # A field of the chat the fast lane (handlers.taps) does not read sends the tap through
+    # aiogram's models and routers: the same vote, the same ballot.
+    req = await create(quorum, risk_level="critical")
+    msg = await card(quorum, req["id"])
+    data = msg["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    photo = {
+        "photo": {
+            **{"small_file_id": "s", "small_file_unique_id": "su"},
+            **{"big_file_id": "b", "big_file_unique_id": "bu"},
+        }
+    }
+    slow = await inject_tap(quorum, msg["message_id"], ALICE, data, chat_fields=photo)
+    assert "recorded (1/2" in slow["text"]
+    assert "already voted" in (await tap(quorum, msg, ALICE))["text"]
+    assert "Approved" in (await tap(quorum, msg, BOB))["text"]
+    _status, got = await quorum.api("GET", f"/api/v1/approvals/{req['id']}")
+    assert [v["voter_telegram_id"] for v in got["votes"]] == [ALICE, BOB]
 
 
 async def test_forged_callback_data_is_refused_and_audited(quorum: Harness) -> None:
