@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db import raw
 from storage.models import Alert, ApprovalRequest, Incident, TimelineEvent
 
 OPEN = ("investigating", "mitigating")
@@ -258,16 +259,22 @@ async def list_for_team(
     return [incident_record(r) for r in rows]
 
 
+# The status list spelled as the partial index ix_incidents_open's predicate, so the planner
+# uses it. Run on the session's asyncpg connection: through the ORM this one query cost a
+# quarter of a single alert's intake CPU (bench.alerts, py-spy).
+_OPEN_GROUPS = (
+    "SELECT id, group_labels FROM incidents"
+    " WHERE team_id = $1 AND status IN ('investigating', 'mitigating')"
+    " ORDER BY created_at, id"
+)
+
+
 async def open_groups(
     session: AsyncSession, team_id: int
 ) -> list[tuple[str, dict[str, list[str]]]]:
     """(id, grouping labels) of the team's open incidents, oldest first: the one cheap query
     alert intake makes per batch (partial index ix_incidents_open; usually no row)."""
-    rows = await session.execute(
-        select(Incident.id, Incident.group_labels)
-        .where(Incident.team_id == team_id, Incident.status.in_(OPEN))
-        .order_by(Incident.created_at, Incident.id)
-    )
+    rows = await (await raw(session)).fetch(_OPEN_GROUPS, team_id)
     return [(r[0], dict(r[1])) for r in rows]
 
 

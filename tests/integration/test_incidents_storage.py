@@ -125,3 +125,22 @@ async def test_another_teams_incident_is_not_found(
 async def _lines_in(session: AsyncSession) -> list[str]:
     rows = await session.scalars(select(TimelineEvent.kind).order_by(TimelineEvent.id))
     return list(rows)
+
+
+async def test_open_groups_lists_the_teams_open_incidents_oldest_first(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    team_id = await _team(sessions)
+    other = await _team(sessions, "data")
+    declared = []
+    for team in (team_id, team_id, team_id, other):
+        async with transaction(sessions) as session:  # one now() each: created_at orders them
+            declared.append(await _declare(session, team))
+    first, second, resolved, _ = declared
+    for incident, status in ((second, "mitigating"), (resolved, "resolved")):
+        async with transaction(sessions) as session:
+            await store.change(session, incident.id, {"status": status}, [])
+    async with sessions() as session:
+        found = await store.open_groups(session, team_id)
+    assert found == [(first.id, {"service": ["payments"]}), (second.id, {"service": ["payments"]})]
+    assert store.OPEN == ("investigating", "mitigating")  # as spelled in _OPEN_GROUPS
