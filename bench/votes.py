@@ -361,7 +361,8 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 await asyncio.sleep(2)  # the cards' own edits settle
                 meter.reset()
-                await asyncio.sleep(IDLE_SECONDS)
+                with PySpy(proc.pid, "idle"):
+                    await asyncio.sleep(IDLE_SECONDS)
                 idle = {k: v / IDLE_SECONDS * 100 for k, (v, _) in meter.spent().items()}
                 print(
                     f"idle for {IDLE_SECONDS:.0f} s before the taps, CPU % of a core:",
