@@ -70,7 +70,6 @@ class Refused(QuorumError):
     (commit it). Shown to the person as an alert toast."""
 
     code = "refused"
-    show_alert = True
 
 
 class ForgedButton(Refused):

@@ -119,7 +119,7 @@ async def press_alert_button(
         message_id=msg.message_id,
         user_id=callback.from_user.id,
     )
-    return await answer_tap(callback, service.press_button(runtime, session, tap))
+    return await answer_tap(callback.id, service.press_button(runtime, session, tap))
 
 
 async def show_alerts(message: Message, session: AsyncSession, runtime: Runtime) -> None:

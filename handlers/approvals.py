@@ -13,14 +13,14 @@ from aiogram.types import CallbackQuery, Message
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import approvals, errors
+from bot import approvals
 from bot.buttons import ApprovalVote
 from bot.policy import RiskLevel
 from bot.runtime import RUNTIME, Runtime
 from handlers.api import authenticate, fail, page_limit, parse, read_json, text_problem
 from handlers.openapi import CreateApproval, RedeemToken, ReportResult, document
 from handlers.openapi_parts import API
-from handlers.replies import reply
+from handlers.replies import answer_tap, reply
 
 routes = web.RouteTableDef()
 
@@ -63,16 +63,13 @@ async def press_vote(
     query_id: str, tap: approvals.Tap, session: AsyncSession, runtime: Runtime
 ) -> AnswerCallbackQuery:
     """A vote or withdraw button pressed: counted (or refused) and answered with a toast."""
-    try:
-        if tap.vote == approvals.WITHDRAW:
-            text = await approvals.withdraw(runtime, session, tap)
-        else:
-            text = (await approvals.vote(runtime, session, tap)).toast
-    except errors.Refused as exc:
-        return AnswerCallbackQuery(
-            callback_query_id=query_id, text=exc.message[:200], show_alert=exc.show_alert
-        )
-    return AnswerCallbackQuery(callback_query_id=query_id, text=text[:200])
+    return await answer_tap(query_id, _count(tap, session, runtime))
+
+
+async def _count(tap: approvals.Tap, session: AsyncSession, runtime: Runtime) -> str:
+    if tap.vote == approvals.WITHDRAW:
+        return await approvals.withdraw(runtime, session, tap)
+    return (await approvals.vote(runtime, session, tap)).toast
 
 
 async def refuse_malformed_button(

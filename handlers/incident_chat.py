@@ -47,7 +47,7 @@ async def press_incident_button(
     tap = _tap(callback, callback_data.ref, callback_data.act, callback_data.tag)
     if tap is None:
         return callback.answer(ForgedButton().message, show_alert=True)
-    return await answer_tap(callback, chat.press(runtime, session, tap))
+    return await answer_tap(callback.id, chat.press(runtime, session, tap))
 
 
 async def press_declare_button(
@@ -56,7 +56,7 @@ async def press_declare_button(
     tap = _tap(callback, callback_data.ref, "dec", callback_data.tag)
     if tap is None:
         return callback.answer(ForgedButton().message, show_alert=True)
-    return await answer_tap(callback, chat.declare_from_alert(runtime, session, tap))
+    return await answer_tap(callback.id, chat.declare_from_alert(runtime, session, tap))
 
 
 async def declare_incident(

@@ -49,7 +49,7 @@ async def reset_trust_button(
     if msg is None:
         return query.answer("This button is not valid.", show_alert=True)
     return await answer_tap(
-        query,
+        query.id,
         trust.reset_by_button(
             runtime, msg.chat.id, query.from_user.id, callback_data.ref, callback_data.tag
         ),

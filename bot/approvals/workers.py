@@ -84,8 +84,7 @@ async def _escalate_level(rt: Runtime, team: Team, team_id: int, level: str, aft
         votes = await vote_repo.votes_for(session, [r.id for r in due])
         links = await repo.card_links(session, [r.id for r in due])
         for req in due:
-            skip = {v.voter_telegram_id for v in votes[req.id]} | requesters(req, team.approvers)
-            waiting = [a for a in team.approvers.values() if a.telegram_id not in skip]
+            waiting = _waiting(team, req, votes[req.id])
             body = _reminder(rt, req, votes[req.id], waiting, after)
             await _post_reminder(session, team_id, req, body, dict(links[req.id]))
             await _to_targets(session, team.rule(RiskLevel(req.risk_level)).escalate_to, body)
@@ -128,8 +127,7 @@ async def _warn_level(rt: Runtime, team: Team, team_id: int, level: str) -> int:
         links = await repo.card_links(session, [r.id for r in due])
         for req in due:
             assert req.warned_at is not None
-            skip = {v.voter_telegram_id for v in votes[req.id]} | requesters(req, team.approvers)
-            waiting = [a for a in team.approvers.values() if a.telegram_id not in skip]
+            waiting = _waiting(team, req, votes[req.id])
             left = max(1, math.ceil((req.expires_at - req.warned_at).total_seconds() / 60))
             body = _warning(rt, req, votes[req.id], waiting, left)
             await _post_reminder(session, team_id, req, body, dict(links[req.id]))
@@ -147,6 +145,31 @@ async def _warn_level(rt: Runtime, team: Team, team_id: int, level: str) -> int:
         return len(due)
 
 
+def _waiting(
+    team: Team, req: repo.RequestRecord, votes: Sequence[vote_repo.VoteRecord]
+) -> list[Approver]:
+    """The team's approvers who may vote on `req` and have not."""
+    skip = {v.voter_telegram_id for v in votes} | requesters(req, team.approvers)
+    return [a for a in team.approvers.values() if a.telegram_id not in skip]
+
+
+def _standing(
+    rt: Runtime,
+    req: repo.RequestRecord,
+    votes: Sequence[vote_repo.VoteRecord],
+    waiting: Sequence[Approver],
+) -> tuple[str, str]:
+    """What a warning or a reminder says of a request: its action and tally, and the people
+    still to vote (mentioned, so Telegram notifies them)."""
+    outcome = outcome_of(rt, req, votes, datetime.now(UTC))
+    mentions = ", ".join(mention(a.telegram_id, a.name) for a in waiting[:MAX_MENTIONS])
+    tally = (
+        f"<code>{clip(req.action, 200)}</code> on <code>{clip(req.target, 200)}</code> has "
+        f"{len(outcome.approvals)}/{outcome.required} approvals"
+    )
+    return tally, mentions or "Nobody left to ask."
+
+
 def _warning(
     rt: Runtime,
     req: repo.RequestRecord,
@@ -154,14 +177,8 @@ def _warning(
     waiting: Sequence[Approver],
     minutes: int,
 ) -> str:
-    outcome = outcome_of(rt, req, votes, datetime.now(UTC))
-    mentions = ", ".join(mention(a.telegram_id, a.name) for a in waiting[:MAX_MENTIONS])
-    return (
-        f"⏳ <b>Expires in {minutes} min</b>: <code>{clip(req.action, 200)}</code> on "
-        f"<code>{clip(req.target, 200)}</code> has "
-        f"{len(outcome.approvals)}/{outcome.required} approvals.\n"
-        f"{mentions or 'Nobody left to ask.'}"
-    )
+    tally, who = _standing(rt, req, votes, waiting)
+    return f"⏳ <b>Expires in {minutes} min</b>: {tally}.\n{who}"
 
 
 async def _to_targets(session: AsyncSession, targets: Sequence[int], body: str) -> None:
@@ -180,16 +197,9 @@ def _reminder(
     waiting: Sequence[Approver],
     after: int,
 ) -> str:
-    outcome = outcome_of(rt, req, votes, datetime.now(UTC))
-    mentions = ", ".join(mention(a.telegram_id, a.name) for a in waiting[:MAX_MENTIONS])
-    return (
-        f"⏰ <b>Still waiting</b> ({fmt_duration(after)}): "
-        f"<code>{clip(req.action, 200)}</code> on "
-        f"<code>{clip(req.target, 200)}</code> has "
-        f"{len(outcome.approvals)}/{outcome.required} approvals, expires "
-        f"{esc(fmt_time(req.expires_at, rt.zone))}.\n"
-        f"{mentions or 'Nobody left to ask.'}"
-    )
+    tally, who = _standing(rt, req, votes, waiting)
+    expires = esc(fmt_time(req.expires_at, rt.zone))
+    return f"⏰ <b>Still waiting</b> ({fmt_duration(after)}): {tally}, expires {expires}.\n{who}"
 
 
 async def _post_reminder(
