@@ -113,3 +113,24 @@ __all__ = [
     "sql",
     "tap",
 ]
+
+
+async def answer_question(
+    h: Harness, chat: int, question: dict[str, Any], user: int, text: str
+) -> None:
+    """`user` replies `text` to the bot's ForceReply `question` in `chat`, once Quorum has
+    recorded the question as sent. Telegram shows a message before its sendMessage answer
+    reaches the bot, and a reply in that gap finds no question (a person cannot type that
+    fast; a test on a loaded machine can)."""
+
+    async def recorded() -> bool:
+        rows = await sql(
+            h,
+            "SELECT 1 FROM telegram_messages WHERE chat_id = $1 AND message_id = $2",
+            chat,
+            question["message_id"],
+        )
+        return bool(rows)
+
+    await h.wait_for(recorded)
+    await h.emu.reply(chat, question["message_id"], user, text)

@@ -10,7 +10,16 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from bot.totp import code_at
-from tests.e2e.flows import APPROVE, REJECT, audit_events, card, card_where, create, tap
+from tests.e2e.flows import (
+    APPROVE,
+    REJECT,
+    answer_question,
+    audit_events,
+    card,
+    card_where,
+    create,
+    tap,
+)
 from tests.support import (
     ALICE,
     BOB,
@@ -322,7 +331,7 @@ async def test_break_glass_with_reason_review_and_daily_limit(make_quorum: Quoru
     assert "reason" in asked["text"], asked
     question = await question_for(h, "bob")
     assert question["reply_markup"]["force_reply"] is True
-    await h.emu.reply(CHAT, question["message_id"], BOB, "payments down, vendor outage")
+    await answer_question(h, CHAT, question, BOB, "payments down, vendor outage")
 
     async def approved() -> dict[str, Any] | None:
         _, got = await h.api("GET", f"/api/v1/approvals/{req['id']}")
@@ -384,7 +393,7 @@ async def answer_code(h: Harness, user: int, code: str, asked: int) -> None:
         return found if len(found) >= asked else None
 
     question = (await h.wait_for(ready, timeout=30))[asked - 1]
-    await h.emu.reply(user, question["message_id"], user, code)
+    await answer_question(h, user, question, user, code)
 
 
 async def test_totp_step_up_enrol_confirm_and_lock(make_quorum: QuorumFactory) -> None:

@@ -9,7 +9,17 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.e2e.flows import REJECT, audit_events_with, body, card, card_where, create, sql, tap
+from tests.e2e.flows import (
+    REJECT,
+    answer_question,
+    audit_events_with,
+    body,
+    card,
+    card_where,
+    create,
+    sql,
+    tap,
+)
 from tests.support import ALICE, BOB, CHAT, Harness, QuorumFactory, hook_server, policy_data
 
 
@@ -93,7 +103,7 @@ async def test_a_rejection_counts_at_once_and_its_reason_follows_by_reply(
         assert held["held"] is True
 
         # Only the rejecter's reply is the answer.
-        await h.emu.reply(CHAT, question["message_id"], ALICE, "I think it is fine")
+        await answer_question(h, CHAT, question, ALICE, "I think it is fine")
         await h.emu.reply(CHAT, question["message_id"], BOB, "wrong cluster")
         final = await card_where(h, req["id"], lambda m: "❌ bob: wrong cluster" in m["text"])
         assert "REJECTED" in final["text"]
