@@ -16,11 +16,14 @@ from storage import updates as updates_sql
 from storage import votes as votes_sql
 from storage.db import to_sync_dsn
 
-# The statements one counted vote makes, taken from the modules that run them: the update row
-# (dedupe and durable record), the request's lock, and the vote with its audit row and the
-# request's card refresh (the card worker renders cards apart from the taps, at most once a
-# second per card, so a render is not part of a vote).
+# The statements one counted vote makes, taken from the modules that run them. Quorum first
+# tries the plain vote (one autocommit statement: update row, vote, audit row, card refresh);
+# when it writes nothing (the last two votes a request needs, refusals) the vote takes a
+# transaction: the update row (dedupe and durable record), the request's lock, and the vote
+# with its audit row and card refresh. The card worker renders cards apart from the taps, at
+# most once per interval per card, so a render is not part of a vote.
 FLOOR_SQL = {
+    "plain": votes_sql._PLAIN_VOTE,
     "inbound": updates_sql._STORE_DONE,
     "lock": approvals_sql._LOCK_FOR_VOTE,
     "vote": votes_sql._ADD_VOTE,
@@ -72,7 +75,8 @@ class Floor:
 
     def __init__(self, db_url: str, pool_size: int) -> None:
         self.db_url, self.pool_size = db_url, pool_size
-        self.requests: dict[int, uuid.UUID] = {}  # card message id -> request (seed_floor)
+        # card message id -> (request, team id), filled by seed_floor
+        self.requests: dict[int, tuple[uuid.UUID, int]] = {}
         self.update_ids = iter(range(10_000_000, 20_000_000))
         self.payload = json.dumps({"callback_query": {"id": "x", "data": "ap:" + "x" * 40}})
 
@@ -88,13 +92,44 @@ class Floor:
         await self.pool.close()
 
     async def vote(self, job: tuple[int, int, int], latencies: list[float]) -> None:
+        """Quorum's statements: the plain vote, and the transaction when it wrote nothing."""
         chat, message_id, user = job
         t0 = time.perf_counter()
         uid = next(self.update_ids)
-        async with self.pool.acquire() as conn, conn.transaction():
+        request_id, team_id = self.requests[message_id]
+        async with self.pool.acquire() as conn:
+            name = f"user{user}"
+            seat = ([team_id], ["critical"], [name], [name])
+            plain = await conn.fetchrow(
+                FLOOR_SQL["plain"],
+                uid,
+                self.payload,
+                request_id,
+                chat,
+                message_id,
+                user,
+                CARD_REFRESH_SECONDS,
+                *seat,
+            )
+            if plain is None:
+                await self._transaction(conn, uid, job)
+        latencies.append((time.perf_counter() - t0) * 1000)
+
+    async def vote_in_transaction(self, job: tuple[int, int, int], latencies: list[float]) -> None:
+        """Every vote in a transaction: the floor before the plain vote."""
+        t0 = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            await self._transaction(conn, next(self.update_ids), job)
+        latencies.append((time.perf_counter() - t0) * 1000)
+
+    async def _transaction(
+        self, conn: asyncpg.Connection, uid: int, job: tuple[int, int, int]
+    ) -> None:
+        chat, message_id, user = job
+        async with conn.transaction():
             await conn.fetchrow(FLOOR_SQL["inbound"], uid, self.payload)
             row = await conn.fetchrow(
-                FLOOR_SQL["lock"], self.requests[message_id], chat, message_id
+                FLOOR_SQL["lock"], self.requests[message_id][0], chat, message_id
             )
             assert row is not None
             await conn.fetch(
@@ -108,7 +143,6 @@ class Floor:
                 row["team_id"],
                 CARD_REFRESH_SECONDS,
             )
-        latencies.append((time.perf_counter() - t0) * 1000)
 
     async def vote_one(self, job: tuple[int, int, int], latencies: list[float]) -> None:
         """The same vote as one statement (FLOOR_ONE_SQL)."""
@@ -120,7 +154,7 @@ class Floor:
                 FLOOR_ONE_SQL,
                 uid,
                 self.payload,
-                self.requests[message_id],
+                self.requests[message_id][0],
                 chat,
                 message_id,
                 user,
@@ -131,11 +165,14 @@ class Floor:
         latencies.append((time.perf_counter() - t0) * 1000)
 
     async def closed(
-        self, jobs: list[tuple[int, int, int]], concurrency: int, *, one: bool = False
+        self, jobs: list[tuple[int, int, int]], concurrency: int, *, mode: str = "quorum"
     ) -> tuple[float, list[float]]:
+        """`mode`: "quorum" (Quorum's statements), "transaction" or "one" (FLOOR_ONE_SQL)."""
         pending = iter(jobs)
         latencies: list[float] = []
-        vote = self.vote_one if one else self.vote
+        vote = {"quorum": self.vote, "transaction": self.vote_in_transaction}.get(
+            mode, self.vote_one
+        )
 
         async def worker() -> None:
             for job in pending:
@@ -159,7 +196,11 @@ class Floor:
 
 
 async def seed_floor(
-    db_url: str, chats: Sequence[int], approvers: int, rounds: int, requests: dict[int, uuid.UUID]
+    db_url: str,
+    chats: Sequence[int],
+    approvers: int,
+    rounds: int,
+    requests: dict[int, tuple[uuid.UUID, int]],
 ) -> list[list[int]]:
     """Copies of the tap requests with cards at known message ids (no Telegram involved):
     `rounds` cards per team (team i's chat is chats[i]), as message ids per round; `requests`
@@ -175,8 +216,8 @@ async def seed_floor(
                 await conn.execute(
                     "INSERT INTO approval_requests (id, team_id, action, target, risk_level,"
                     " approval_level, required_approvals, reject_threshold, requested_by,"
-                    " expires_at) VALUES ($1, $2, 'floor', 'svc', 'critical', 'critical', $3, 50,"
-                    " 'bench', now() + interval '1 hour')",
+                    " requester_key, expires_at) VALUES ($1, $2, 'floor', 'svc', 'critical',"
+                    " 'critical', $3, 50, 'bench', 'bench', now() + interval '1 hour')",
                     rid,
                     team_id,
                     min(approvers, 50),
@@ -190,7 +231,7 @@ async def seed_floor(
                     rid,
                 )
                 ids.append(message_id)
-                requests[message_id] = rid
+                requests[message_id] = (rid, team_id)
             out.append(ids)
     finally:
         await conn.close()

@@ -12,8 +12,10 @@ one decides. First a closed-loop maximum with --concurrency taps unanswered at o
 open-loop taps at each of --rates for --seconds (a tap starts on schedule whether or not
 earlier ones were answered). Each prints taps/s, p50/p99 of the emulator-measured latency from
 tap to answerCallbackQuery and the CPU each process spent per tap. Then the floor: the same
-SQL statements a vote makes, run directly with asyncpg, closed loop and at the
-same rates, and the ratio of the two.
+SQL statements Quorum's votes make (the plain vote, else the transaction), run directly with
+asyncpg, closed loop and at the same rates, and the ratio of the two; and two more closed
+loops: every vote in a transaction (the floor before the plain vote) and the lower floor, the
+best single statement a vote could be.
 """
 
 from __future__ import annotations
@@ -419,32 +421,34 @@ async def main(args: argparse.Namespace) -> None:
     floor_p99: dict[float, float] = {}
     async with Floor(db_url, args.concurrency) as floor:
         chats = [chat_id(i) for i in range(args.teams)]
-        floor_ids = await seed_floor(db_url, chats, args.approvers, 2 + open_cards, floor.requests)
+        floor_ids = await seed_floor(db_url, chats, args.approvers, 3 + open_cards, floor.requests)
         floor_jobs = [j for ids in floor_ids for j in jobs_for(args.teams, args.approvers, ids)]
-        closed_floor, one_floor = floor_jobs[:per_card], floor_jobs[per_card : 2 * per_card]
-        open_floor = floor_jobs[2 * per_card :]
-        floor_meter.reset()
-        f_elapsed, f_lat = await floor.closed(closed_floor, args.concurrency)
-        floor_cpu = floor_meter.line(len(f_lat), "vote")  # before the pool's backends exit
-        floor_client = floor_meter.spent()["floor client"][0] * 1000 / len(f_lat)
-        f_rate = len(f_lat) / f_elapsed
-        f_p99 = pct(f_lat, 0.99)
-        print(
-            f"floor (the same SQL, asyncpg direct), closed loop at concurrency"
-            f" {args.concurrency}: {f_rate:.0f} votes/s  p50 {statistics.median(f_lat):.1f} ms"
-            f"  p99 {f_p99:.1f} ms"
+        floor_rounds = [floor_jobs[i * per_card : (i + 1) * per_card] for i in range(3)]
+        open_floor = floor_jobs[3 * per_card :]
+        f_rate, f_p99, floor_client = await floor_closed(
+            floor,
+            floor_meter,
+            floor_rounds[0],
+            args.concurrency,
+            "quorum",
+            "floor (Quorum's statements: the plain vote, else the transaction; asyncpg direct)",
         )
-        print(floor_cpu)
-        floor_meter.reset()
-        one_elapsed, one_lat = await floor.closed(one_floor, args.concurrency, one=True)
-        one_cpu = floor_meter.line(len(one_lat), "vote")
-        one_client = floor_meter.spent()["floor client"][0] * 1000 / len(one_lat)
-        one_rate = len(one_lat) / one_elapsed
-        print(
-            f"lower floor (the vote as one statement, FLOOR_ONE_SQL), closed loop: {one_rate:.0f}"
-            f" votes/s  p50 {statistics.median(one_lat):.1f} ms  p99 {pct(one_lat, 0.99):.1f} ms"
+        txn_rate, _, _ = await floor_closed(
+            floor,
+            floor_meter,
+            floor_rounds[1],
+            args.concurrency,
+            "transaction",
+            "transaction floor (every vote in a transaction, as before the plain vote)",
         )
-        print(one_cpu)
+        one_rate, _, one_client = await floor_closed(
+            floor,
+            floor_meter,
+            floor_rounds[2],
+            args.concurrency,
+            "one",
+            "lower floor (the vote as one statement, FLOOR_ONE_SQL)",
+        )
         start = 0
         for offered, n in zip(rates, open_taps, strict=True):
             jobs, start = open_floor[start : start + n], start + n
@@ -470,12 +474,35 @@ async def main(args: argparse.Namespace) -> None:
         f"RESULT votes closed_ratio={rate / f_rate:.2f} cpu_ratio={quorum_ms / floor_client:.2f}"
         f" p99_{last:.0f}={quorum_p99[last]:.1f} idle_cpu_pct={idle['quorum']:.2f}"
         f" rss_mb={rss_peak:.0f} rss_now_mb={rss_now:.0f} taps_per_s={rate:.0f}"
-        f" floor_per_s={f_rate:.0f} one_stmt_per_s={one_rate:.0f}"
+        f" floor_per_s={f_rate:.0f} txn_floor_ratio={rate / txn_rate:.2f}"
+        f" one_stmt_per_s={one_rate:.0f}"
         f" one_stmt_ratio={rate / one_rate:.2f} cpu_ratio_one_stmt={quorum_ms / one_client:.2f}"
     )
 
 
 TARGET_RATE = 500.0
+
+
+async def floor_closed(
+    floor: Floor,
+    meter: CpuMeter,
+    jobs: list[tuple[int, int, int]],
+    concurrency: int,
+    mode: str,
+    title: str,
+) -> tuple[float, float, float]:
+    """One closed loop of the floor in `mode`, printed: (votes/s, p99 ms, client CPU ms/vote)."""
+    meter.reset()
+    elapsed, lat = await floor.closed(jobs, concurrency, mode=mode)
+    cpu = meter.line(len(lat), "vote")  # before the pool's backends exit
+    client = meter.spent()["floor client"][0] * 1000 / len(lat)
+    rate, p99 = len(lat) / elapsed, pct(lat, 0.99)
+    print(
+        f"{title}, closed loop at concurrency {concurrency}: {rate:.0f} votes/s"
+        f"  p50 {statistics.median(lat):.1f} ms  p99 {p99:.1f} ms"
+    )
+    print(cpu)
+    return rate, p99, client
 
 
 def budget_line(closed_cpu: dict[str, float], taps: int, floor_client_ms: float) -> str:

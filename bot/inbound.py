@@ -40,13 +40,26 @@ def lean_update(raw: dict[str, Any]) -> dict[str, Any]:
 FastLane = Callable[[dict[str, Any], AsyncSession, Runtime], Awaitable[TelegramMethod[Any]] | None]
 
 
+# A handler that takes some webhook updates (the JSON and its text) before any session is
+# opened, as one autocommit statement that stores the update with what it does (the approval
+# taps: handlers.taps.count_vote_plainly). Its awaitable returns the webhook reply, or None
+# when it wrote nothing: the update then goes the ordinary way. Webhook only: its answer
+# rides in the webhook reply, where polling would need the outbox (a session).
+PlainLane = Callable[[dict[str, Any], str, Runtime], Awaitable[TelegramMethod[Any] | None] | None]
+
+
 class Inbound:
     def __init__(
-        self, runtime: Runtime, dispatcher: Dispatcher, fast_lanes: Sequence[FastLane] = ()
+        self,
+        runtime: Runtime,
+        dispatcher: Dispatcher,
+        fast_lanes: Sequence[FastLane] = (),
+        plain_lanes: Sequence[PlainLane] = (),
     ) -> None:
         self.rt = runtime
         self.dp = dispatcher
         self.fast_lanes = tuple(fast_lanes)
+        self.plain_lanes = tuple(plain_lanes)
 
     async def receive(
         self, raw: dict[str, Any], *, source: str, body: str | None = None
@@ -68,6 +81,10 @@ class Inbound:
         update_id = int(raw["update_id"])
         reply: TelegramMethod[Any] | None = None
         text = json.dumps(raw) if body is None else body
+        if source == "webhook":
+            for plain in self.plain_lanes:
+                if (taken := plain(raw, text, rt)) is not None and (done := await taken):
+                    return done
         try:
             async with rt.sessions() as session, session.begin():
                 if not await updates.store_done(session, update_id, text):

@@ -48,6 +48,11 @@ class Metrics:
             "quorum_outbox_paced", "Outbox rows put back to respect a rate budget", registry=r
         )
         self.votes = Counter("quorum_votes", "Votes by outcome", ["outcome"], registry=r)
+        self.votes_plain = Counter(
+            "quorum_votes_plain",
+            "Approvals counted by one autocommit statement (bot.approvals.plain)",
+            registry=r,
+        )
         self.alerts_received = Counter(
             "quorum_alerts_received",
             "Alerts received, by intake route (alertmanager, grafana, generic)",

@@ -15,10 +15,12 @@ from bot.buttons import ButtonSigner
 from bot.metrics import Metrics
 from bot.policy import Policy, Team
 from bot.rate_limits import CreationLimits
+from bot.seats import seats_by_voter
 from bot.settings import Settings
 from bot.tokens import TokenService
 from bot.totp import Sealer
 from bot.wakeups import Wakeups
+from storage.votes import Seat
 
 
 @dataclass
@@ -45,6 +47,10 @@ class Runtime:
     zone: ZoneInfo = field(init=False)
     creation_limits: CreationLimits = field(init=False)
     sealer: Sealer = field(init=False)
+    # bot.seats, built once the teams have their ids (rebuilt if team_ids is replaced).
+    _seats: tuple[dict[str, int], dict[int, Seat]] | None = field(
+        default=None, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.signer = ButtonSigner(
@@ -58,6 +64,12 @@ class Runtime:
             self.settings.token_secret.get_secret_value(),
             [old.get_secret_value() for old in self.settings.token_previous_secrets],
         )
+
+    def seat(self, user_id: int) -> Seat | None:
+        """Where this person's approval may be counted by the plain vote (bot.seats)."""
+        if self._seats is None or self._seats[0] is not self.team_ids:
+            self._seats = (self.team_ids, seats_by_voter(self.policy, self.team_ids))
+        return self._seats[1].get(user_id)
 
     def team_name(self, team_id: int) -> str | None:
         for name, tid in self.team_ids.items():

@@ -78,12 +78,17 @@ class Outcome:
         return ()
 
 
+def name_key(name: str) -> str:
+    """A name as requesters compares it (stored with each request for the plain vote)."""
+    return name.strip().casefold()
+
+
 def requesters(request: Subject, approvers: Mapping[int, Approver]) -> frozenset[int]:
     """The approvers who asked for a request: its requester's Telegram id if given, and any
     approver whose policy name is its `requested_by` (ignoring case and blanks). The id is
     optional for the client, so the name alone must also keep a requester from approving."""
-    name = request.requested_by.strip().casefold()
-    ids = {a.telegram_id for a in approvers.values() if a.name.strip().casefold() == name}
+    name = name_key(request.requested_by)
+    ids = {a.telegram_id for a in approvers.values() if name_key(a.name) == name}
     if request.requester_telegram_id is not None:
         ids.add(request.requester_telegram_id)
     return frozenset(ids)
@@ -94,10 +99,8 @@ def requester_id(request: Subject, approvers: Mapping[int, Approver]) -> int | N
     else the approver its `requested_by` names; None when neither is known."""
     if request.requester_telegram_id is not None:
         return request.requester_telegram_id
-    name = request.requested_by.strip().casefold()
-    return next(
-        (a.telegram_id for a in approvers.values() if a.name.strip().casefold() == name), None
-    )
+    name = name_key(request.requested_by)
+    return next((a.telegram_id for a in approvers.values() if name_key(a.name) == name), None)
 
 
 def counts(voter: int, asked: frozenset[int], approvers: Mapping[int, Approver]) -> bool:

@@ -32,10 +32,14 @@ async def answer_tap(query_id: str, press: Awaitable[str]) -> AnswerCallbackQuer
     try:
         text = await press
     except QuorumError as exc:
-        return AnswerCallbackQuery(
-            callback_query_id=query_id, text=exc.message[:TOAST_LIMIT], show_alert=True
-        )
-    return AnswerCallbackQuery(callback_query_id=query_id, text=text[:TOAST_LIMIT])
+        return toast(query_id, exc.message, show_alert=True)
+    return toast(query_id, text)
+
+
+def toast(query_id: str, text: str, *, show_alert: bool | None = None) -> AnswerCallbackQuery:
+    return AnswerCallbackQuery(
+        callback_query_id=query_id, text=text[:TOAST_LIMIT], show_alert=show_alert
+    )
 
 
 def topic_of(message: Message) -> int | None:

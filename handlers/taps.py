@@ -16,6 +16,7 @@ from bot import approvals
 from bot.buttons import ApprovalVote
 from bot.runtime import Runtime
 from handlers.approvals import press_vote
+from handlers.replies import toast
 
 BIGINT = 2**63
 
@@ -121,3 +122,21 @@ def press_vote_fast(
     not take go through aiogram as any update does."""
     found = read_tap(update)
     return None if found is None else press_vote(*found, session, runtime)
+
+
+def count_vote_plainly(
+    update: dict[str, Any], body: str, runtime: Runtime
+) -> Awaitable[AnswerCallbackQuery | None] | None:
+    """The plain lane (bot.inbound.PlainLane): an approval tap counted by one statement before
+    any session is opened (bot.approvals.count_plainly); None for any update it cannot take."""
+    found = read_tap(update)
+    if found is None or found[1].vote != "a":
+        return None
+    return _count_plainly(found[0], found[1], update["update_id"], body, runtime)
+
+
+async def _count_plainly(
+    query_id: str, tap: approvals.Tap, update_id: int, body: str, runtime: Runtime
+) -> AnswerCallbackQuery | None:
+    counted = await approvals.count_plainly(runtime, update_id, body, tap)
+    return None if counted is None else toast(query_id, counted.toast)

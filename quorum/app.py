@@ -229,7 +229,9 @@ class Quorum:
             )
         async with transaction(rt.sessions) as session:
             rt.team_ids = await sync_teams(session, team_chats(self.policy))
-        self.inbound = Inbound(rt, self.dp, [handlers.taps.press_vote_fast])
+        self.inbound = Inbound(
+            rt, self.dp, [handlers.taps.press_vote_fast], [handlers.taps.count_vote_plainly]
+        )
         with suppress(Exception):
             me = await rt.bot.get_me()
             rt.bot_id, rt.bot_username = me.id, me.username or ""

@@ -243,6 +243,16 @@ class Raw:
         return exc
 
 
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[Raw]:
+    """A pooled connection outside any transaction: each statement commits on its own (no
+    BEGIN and COMMIT round trips, no session). For single statements that are a whole unit of
+    work (storage.votes.count_plain)."""
+    async with engine.connect() as conn:
+        fairy = await conn.get_raw_connection()
+        yield Raw(conn, fairy.dbapi_connection, fairy.driver_connection)
+
+
 async def raw(session: AsyncSession) -> Raw:
     """The asyncpg connection under `session`, inside the transaction the session has begun.
 

@@ -138,6 +138,10 @@ class ApprovalRequest(Base):
     cards_rendered_at: Mapped[datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)
     warned_at: Mapped[datetime | None]  # the one expiry warning was posted
+    # Every vote inserted (an unconfirmed approval withdrawn stays counted: an upper bound is
+    # all the plain vote needs), and requested_by as bot.votes.requesters compares it.
+    votes_cast: Mapped[int] = mapped_column(Integer, server_default="0")
+    requester_key: Mapped[str | None] = mapped_column(Text)
 
 
 class TrustRecord(Base):

@@ -11,7 +11,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import audit
-from storage.db import raw
+from storage.approvals import REQUEST_SQL, RequestRecord, request_from_row
+from storage.db import Raw, raw
 from storage.models import Vote
 
 
@@ -52,6 +53,7 @@ _ADD_VOTE = f"""
         UPDATE approval_requests
            SET cards_due_at = coalesce(cards_due_at, greatest(now(),
                    cards_rendered_at + make_interval(secs => $8::float8)))
+           , votes_cast = votes_cast + 1
          WHERE id = $1 AND EXISTS (SELECT 1 FROM ins)
     )
     SELECT id, voter_telegram_id, voter_name, decision, created_at, false AS mine
@@ -93,6 +95,128 @@ async def add_vote(
         inserted = inserted or bool(r[5])
         votes.append(VoteRecord(r[0], r[1], r[2], r[3], r[4]))
     return inserted, votes
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    """Where a voter's approval may be counted by the plain vote, as parallel arrays: the
+    team, the risk level (one without step-up), the voter's name there and its name key."""
+
+    team_ids: list[int]
+    levels: list[str]
+    names: list[str]
+    keys: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PlainVote:
+    """A vote the plain statement counted: its request as the statement left it, the
+    database's clock, and the request's votes (this one last)."""
+
+    request: RequestRecord
+    db_now: datetime
+    votes: list[VoteRecord]
+
+
+_PLAIN_AUDIT = audit.insert_from(
+    """(SELECT 'vote.accepted' AS event, ins.voter_name AS actor,
+               ins.voter_telegram_id AS actor_telegram_id, req.team_id, req.id AS approval_id,
+               NULL::bigint AS alert_id, $4::bigint AS chat_id,
+               jsonb_build_object('decision', ins.decision, 'message_id', $5::bigint) AS detail
+          FROM ins JOIN req ON req.id = ins.request_id) AS r"""
+)
+# The plain vote: an approval that cannot decide its request, counted by one autocommit
+# statement, or nothing written at all (the caller then handles the tap as any other, in a
+# transaction: its refusal must not find the update already stored). It counts only when:
+# the request is pending, live, not an incident's, carded in the chat and the tapped message
+# none of anything else's (as _LOCK_FOR_VOTE); the voter sits at its team and risk level
+# (Seat: an approver there, no step-up) and is not its requester (by id, or by the name key
+# the request was stored with); no one rejected it; and its tally, every vote inserted, is
+# at least two below the approvals it was stored with, so that under any current rule
+# (bot.votes.tally: at least one fewer than stored, by trust) this vote cannot approve it.
+# The row lock (FOR NO KEY UPDATE, re-checked on the newest row version after a wait) orders
+# it after any concurrent vote, which bumped the tally; the update row and the vote are
+# written together (a repeated delivery finds its vote and writes nothing).
+_PLAIN_VOTE = f"""
+    WITH req AS (
+        SELECT {REQUEST_SQL}, s.name AS seat_name
+          FROM approval_requests AS r
+          JOIN unnest($8::bigint[], $9::text[], $10::text[], $11::text[]) AS s(team_id, level,
+               name, key) ON s.team_id = r.team_id AND s.level = r.risk_level
+         WHERE r.id = $3 AND r.status = 'pending' AND r.expires_at > now()
+           AND r.incident_id IS NULL AND r.votes_cast + 3 <= r.required_approvals
+           AND r.requester_key <> s.key AND r.requester_telegram_id IS DISTINCT FROM $6
+           AND NOT EXISTS (SELECT 1 FROM votes AS v
+                            WHERE v.request_id = r.id AND v.decision = 'reject')
+           AND NOT EXISTS (SELECT 1 FROM inbound_updates AS u WHERE u.update_id = $1)
+           AND EXISTS (SELECT 1 FROM telegram_messages AS tm
+                        WHERE tm.approval_id = r.id AND tm.chat_id = $4)
+           AND NOT EXISTS (SELECT 1 FROM telegram_messages AS tm
+                            WHERE tm.chat_id = $4 AND tm.message_id = $5
+                              AND tm.approval_id IS DISTINCT FROM r.id)
+           FOR NO KEY UPDATE OF r
+    ), ins AS (
+        INSERT INTO votes (request_id, voter_telegram_id, voter_name, decision, chat_id, message_id)
+        SELECT id, $6, seat_name, 'approve', $4, $5 FROM req
+        ON CONFLICT DO NOTHING
+        RETURNING id, request_id, voter_telegram_id, voter_name, decision, created_at
+    ), stored AS (
+        INSERT INTO inbound_updates (update_id, payload, status, processed_at)
+        SELECT $1, $2::jsonb, 'done', now() FROM ins
+        ON CONFLICT (update_id) DO NOTHING
+    ), audited AS (
+        {_PLAIN_AUDIT}
+    ), counted AS (
+        UPDATE approval_requests
+           SET votes_cast = votes_cast + 1, cards_due_at = coalesce(cards_due_at,
+               greatest(now(), cards_rendered_at + make_interval(secs => $7::float8)))
+          FROM ins WHERE approval_requests.id = ins.request_id
+    )
+    SELECT r.*, now() AS db_now, v.*
+      FROM req AS r, ins, LATERAL (
+           SELECT array_agg(b.id ORDER BY b.id), array_agg(b.voter_telegram_id ORDER BY b.id),
+                  array_agg(b.voter_name ORDER BY b.id), array_agg(b.decision ORDER BY b.id),
+                  array_agg(b.created_at ORDER BY b.id)
+             FROM (SELECT id, voter_telegram_id, voter_name, decision, created_at
+                     FROM votes WHERE request_id = ins.request_id
+                   UNION ALL
+                   SELECT ins.id, ins.voter_telegram_id, ins.voter_name, ins.decision,
+                          ins.created_at) AS b) AS v
+"""  # noqa: S608 (fixed fragments of our own)
+
+
+async def count_plain(
+    conn: Raw,
+    update_id: int,
+    body: str,
+    *,
+    request_id: uuid.UUID,
+    chat_id: int,
+    message_id: int,
+    voter: int,
+    seat: Seat,
+    refresh_interval: float,
+) -> PlainVote | None:
+    """The plain vote (_PLAIN_VOTE) on an autocommit connection; None when it wrote nothing."""
+    row = await conn.fetchrow(
+        _PLAIN_VOTE,
+        update_id,
+        body,
+        request_id,
+        chat_id,
+        message_id,
+        voter,
+        refresh_interval,
+        seat.team_ids,
+        seat.levels,
+        seat.names,
+        seat.keys,
+    )
+    if row is None:
+        return None
+    n = len(row)
+    ballots = zip(*(row[i] for i in range(n - 5, n)), strict=True)
+    return PlainVote(request_from_row(row), row["db_now"], [VoteRecord(*b) for b in ballots])
 
 
 async def votes_for(

@@ -13,6 +13,7 @@ from bot.approvals.card import (
 )
 from bot.approvals.decision import request_hash
 from bot.approvals.outcome import outcome_of
+from bot.approvals.plain import count_plainly
 from bot.approvals.private_votes import pending_privately
 from bot.approvals.publish import refresh_cards
 from bot.approvals.redeem import Redeemed, redeem_token
@@ -77,6 +78,7 @@ __all__ = [
     "cancel_request",
     "card_link",
     "card_markup",
+    "count_plainly",
     "create_request",
     "cursor_of",
     "deliver_callbacks",

@@ -24,7 +24,7 @@ from bot.policy import APPROVAL_LEVEL, RiskLevel, Rule, Team
 from bot.rules import trust_pattern
 from bot.runtime import Runtime
 from bot.trust import on_result
-from bot.votes import Decision, Outcome, reach, unreachable_reason
+from bot.votes import Decision, Outcome, name_key, reach, unreachable_reason
 from storage import approvals as repo
 from storage import audit
 from storage import incidents as incident_timeline
@@ -258,6 +258,7 @@ async def _insert(
             "reject_threshold": rule.reject_threshold,
             "requested_by": new.requested_by,
             "requester_telegram_id": new.requested_by_telegram_id,
+            "requester_key": name_key(new.requested_by),
             "fingerprint": new.fingerprint,
             "incident_id": new.incident_id,
             "blast_radius": new.blast_radius,

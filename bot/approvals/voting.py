@@ -139,12 +139,13 @@ async def vote(rt: Runtime, session: AsyncSession, tap: Tap) -> VoteResult:
     if confirmed is not None and decision == APPROVE:
         await ask(rt, session, req, tap.user_id)
         return VoteResult(req.id, Decision.PENDING, "🔐 Confirm it in your private chat with me.")
+    return VoteResult(req.id, Decision.PENDING, recorded_toast(decision, outcome))
+
+
+def recorded_toast(decision: str, outcome: Outcome) -> str:
+    """The toast of a vote counted on a request it left pending."""
     mark = "✅ Approval" if decision == APPROVE else "❌ Rejection"
-    return VoteResult(
-        req.id,
-        Decision.PENDING,
-        f"{mark} recorded ({len(outcome.approvals)}/{outcome.required} approvals).",
-    )
+    return f"{mark} recorded ({len(outcome.approvals)}/{outcome.required} approvals)."
 
 
 async def _ask_why(
