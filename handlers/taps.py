@@ -130,7 +130,7 @@ def count_vote_plainly(
     """The plain lane (bot.inbound.PlainLane): an approval tap counted by one statement before
     any session is opened (bot.approvals.count_plainly); None for any update it cannot take."""
     found = read_tap(update)
-    if found is None or found[1].vote != "a":
+    if found is None:
         return None
     return _count_plainly(found[0], found[1], update["update_id"], body, runtime)
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import logging
 
 from bot.approvals.outcome import outcome_of
-from bot.approvals.voting import CARD_REFRESH_SECONDS, Tap, VoteResult, recorded_toast
-from bot.buttons import ref_uuid
+from bot.approvals.voting import (
+    CARD_REFRESH_SECONDS,
+    VOTE_CODES,
+    Tap,
+    VoteResult,
+    recorded_toast,
+    ref_or_none,
+)
 from bot.outages import storage_outage
 from bot.runtime import Runtime
 from bot.votes import APPROVE, Decision
@@ -23,11 +29,8 @@ async def count_plainly(rt: Runtime, update_id: int, body: str, tap: Tap) -> Vot
     decision is made. Saves the transaction's round trips and the session on most taps (every
     vote of an N-of-M request but the last two, bench.votes)."""
     seat = rt.seat(tap.user_id)
-    if tap.vote != "a" or seat is None:
-        return None
-    try:
-        request_id = ref_uuid(tap.ref)
-    except ValueError:
+    request_id = ref_or_none(tap.ref)
+    if VOTE_CODES.get(tap.vote) != APPROVE or seat is None or request_id is None:
         return None
     if not rt.signer.check("ap", tap.ref, tap.vote, tap.chat_id, tap.tag):
         return None

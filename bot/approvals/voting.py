@@ -173,10 +173,7 @@ async def _genuine_card(
 ) -> tuple[repo.VoteContext, str]:
     """The request locked for the vote and the decision, if the button is ours and on its card."""
     decision = VOTE_CODES.get(tap.vote)
-    try:
-        request_id = ref_uuid(tap.ref)
-    except ValueError:
-        request_id = None
+    request_id = ref_or_none(tap.ref)
     if decision is None or request_id is None:
         raise await _refuse(rt, session, tap, ForgedButton("This button is not valid."), "bad_ref")
     if not rt.signer.check("ap", tap.ref, tap.vote, tap.chat_id, tap.tag):
@@ -267,7 +264,7 @@ async def _decide(
 async def withdraw(rt: Runtime, session: AsyncSession, tap: Tap) -> str:
     """The requester's 🚫 Withdraw: the request is cancelled with them as the actor (audited);
     anyone else is refused with a toast (and audited)."""
-    request_id = _ref_or_none(tap.ref)
+    request_id = ref_or_none(tap.ref)
     if request_id is None or not rt.signer.check("ap", tap.ref, tap.vote, tap.chat_id, tap.tag):
         raise await _refuse(rt, session, tap, ForgedButton(), "bad_tag")
     ctx = await repo.lock_for_vote(session, request_id, tap.chat_id, tap.message_id)
@@ -306,7 +303,7 @@ async def withdraw(rt: Runtime, session: AsyncSession, tap: Tap) -> str:
     return "🚫 Withdrawn: the request is cancelled."
 
 
-def _ref_or_none(ref: str) -> uuid.UUID | None:
+def ref_or_none(ref: str) -> uuid.UUID | None:
     try:
         return ref_uuid(ref)
     except ValueError:
