@@ -154,7 +154,7 @@ async def votes_part(args: argparse.Namespace) -> tuple[float, float]:
         async with EmulatorClient(emu_url) as emu:
             port = await populate(emu, args.teams, args.approvers)
             values = {
-                **child_settings(emu_url, port, db_url),
+                **child_settings(emu_url, port, db_url, args.concurrency),
                 "audit_seal_interval_seconds": 86400,  # parked: the rounds decide
             }
             proc, conn = spawn(quorum_child, values, make_policy(args.teams, args.approvers))

@@ -227,7 +227,7 @@ async def populate(emu: EmulatorClient, teams: int, approvers: int) -> int:
     return free_port()
 
 
-def child_settings(emu_url: str, port: int, db_url: str) -> dict[str, Any]:
+def child_settings(emu_url: str, port: int, db_url: str, concurrency: int) -> dict[str, Any]:
     """The settings of the Quorum child (quorum_child) in webhook mode against the emulator."""
     return {
         "telegram_token": TOKEN,
@@ -240,6 +240,9 @@ def child_settings(emu_url: str, port: int, db_url: str) -> dict[str, Any]:
         "redis_url": REDIS_URL,
         "http_port": port,
         "log_level": "WARNING",
+        # As many deliveries at once as the taps the benchmark keeps unanswered (Telegram's
+        # default is 40; the floor runs at the full concurrency).
+        "webhook_max_connections": min(100, concurrency),
     }
 
 
@@ -336,7 +339,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         async with EmulatorClient(emu_url) as emu:
             port = await populate(emu, args.teams, args.approvers)
-            values = child_settings(emu_url, port, db_url)
+            values = child_settings(emu_url, port, db_url, args.concurrency)
             policy = make_policy(args.teams, args.approvers)
             proc, conn = spawn(quorum_child, values, policy)
             if await asyncio.to_thread(conn.recv) != "started":

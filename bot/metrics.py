@@ -59,6 +59,11 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.alerts_plain = Counter(
+            "quorum_alerts_plain",
+            "Alert repeats counted by one autocommit statement (bot.alerts.intake)",
+            registry=r,
+        )
         # Team names come from the policy and severities from P0-P3: closed label sets.
         hours = (60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 24 * 3600, 72 * 3600)
         self.incident_time_to_acknowledge = Histogram(

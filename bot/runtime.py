@@ -51,6 +51,11 @@ class Runtime:
     _seats: tuple[dict[str, int], dict[int, Seat]] | None = field(
         default=None, init=False, repr=False
     )
+    # team id -> name, built from team_ids the same way (the workers look a team up per
+    # pending request per pass: a scan of team_ids was 2% of the process's CPU, bench.votes).
+    _names: tuple[dict[str, int], dict[int, str]] | None = field(
+        default=None, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.signer = ButtonSigner(
@@ -72,10 +77,9 @@ class Runtime:
         return self._seats[1].get(user_id)
 
     def team_name(self, team_id: int) -> str | None:
-        for name, tid in self.team_ids.items():
-            if tid == team_id:
-                return name
-        return None
+        if self._names is None or self._names[0] is not self.team_ids:
+            self._names = (self.team_ids, {tid: name for name, tid in self.team_ids.items()})
+        return self._names[1].get(team_id)
 
     def team(self, team_id: int) -> Team | None:
         name = self.team_name(team_id)

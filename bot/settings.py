@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     telegram_mode: Literal["webhook", "polling"] = "polling"
     webhook_url: str = ""
     webhook_secret: SecretStr = SecretStr("")
+    # setWebhook's max_connections: updates Telegram delivers at once (1-100; Telegram's
+    # default is 40). Replicas behind one webhook share them.
+    webhook_max_connections: int = Field(default=40, ge=1, le=100)
     database_url: str = ""
     redis_url: str = ""
     token_secret: SecretStr = SecretStr("")

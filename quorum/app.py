@@ -296,6 +296,7 @@ class Quorum:
                 s.webhook_url.rstrip("/"),
                 secret_token=s.webhook_secret.get_secret_value(),
                 allowed_updates=ALLOWED_UPDATES,
+                max_connections=s.webhook_max_connections,
             )
         else:
             await rt.bot.delete_webhook()

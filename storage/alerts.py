@@ -13,8 +13,6 @@ from sqlalchemy import ColumnElement, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import audit
-from storage.db import raw
 from storage.models import Alert, AlertAcknowledgement, ApprovalRequest, TelegramMessage
 
 # Silences live in storage.silences; these names stay importable from here.
@@ -165,114 +163,8 @@ def alert_record(row: Alert) -> AlertRecord:
     )
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-# SQL text, not Core: a set-based upsert over jsonb_to_recordset with a partial-index conflict
-# target and an xmax test, which Core would only obscure (the one text() style in storage).
-# One statement per body: a conflict on the partial index uq_alerts_firing turns the insert
-# into a repeat. Rows go in fingerprint order so concurrent bodies lock in the same order.
-# A repeat never re-renders the card here: it schedules a coalesced refresh (card_due_at) no
-# earlier than one edit interval after the last one; a silenced alert schedules none.
-_UPSERT_FIRING = text(
-    """
-    INSERT INTO alerts AS a (team_id, fingerprint, occurrence, status, source, title, severity,
-        labels, annotations, url, incident_id, starts_at, ends_at, hit_count, silenced, context)
-    SELECT :team_id, r.fingerprint,
-        coalesce((SELECT max(o.occurrence) FROM alerts o
-                  WHERE o.team_id = :team_id AND o.fingerprint = r.fingerprint), 0) + 1,
-        'firing', r.source, r.title, r.severity, r.labels, r.annotations, r.url,
-        r.incident_id, r.starts_at, r.ends_at, r.hits,
-        EXISTS (SELECT 1 FROM silences s
-                WHERE s.team_id = :team_id
-                  AND (s.fingerprint = r.fingerprint
-                       OR (s.fingerprint = 'maintenance' AND r.labels @> (s.matchers->'labels')))
-                  AND s.cancelled_at IS NULL AND s.starts_at <= now() AND s.ends_at > now()),
-        r.context
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(fingerprint text, source text,
-        title text, severity text, labels jsonb, annotations jsonb, url text,
-        incident_id text, starts_at timestamptz, ends_at timestamptz, hits int, context jsonb)
-    ORDER BY r.fingerprint
-    ON CONFLICT (team_id, fingerprint) WHERE status = 'firing' DO UPDATE SET
-        hit_count = a.hit_count + EXCLUDED.hit_count,
-        last_seen_at = now(),
-        updated_at = now(),
-        title = EXCLUDED.title,
-        severity = EXCLUDED.severity,
-        labels = EXCLUDED.labels,
-        annotations = EXCLUDED.annotations,
-        url = coalesce(EXCLUDED.url, a.url),
-        incident_id = coalesce(EXCLUDED.incident_id, a.incident_id),
-        ends_at = EXCLUDED.ends_at,
-        context = EXCLUDED.context,
-        silenced = EXCLUDED.silenced,
-        card_due_at = CASE WHEN EXCLUDED.silenced THEN a.card_due_at
-            ELSE coalesce(a.card_due_at, greatest(now(),
-                a.last_card_edit_at + make_interval(secs => CAST(:interval AS float8))))
-            END
-    RETURNING a.id, a.fingerprint, (a.xmax = 0) AS inserted, a.silenced
-    """
-)
-
-
-# The upsert with its audit rows, as one prepared statement on the session's asyncpg
-# connection: a concurrent body repeating the same fingerprints waits on these rows' locks
-# until this transaction commits, so every round trip and every turn of the event loop between
-# the upsert and COMMIT is time the others queue (one alert per request at 32 senders over 20
-# fingerprints ran at a fifth of its SQL's rate with the audit as a second statement).
-_UPSERT_FIRING_RAW = (
-    str(_UPSERT_FIRING).replace(":team_id", "$1").replace(":rows", "$2").replace(":interval", "$3")
-)
-_FIRING_AUDIT = audit.insert_from(
-    """(SELECT CASE WHEN up.inserted THEN 'alert.received' ELSE 'alert.deduplicated' END
-               AS event,
-               r.source AS actor, NULL::bigint AS actor_telegram_id, $1::int AS team_id,
-               NULL::uuid AS approval_id, up.id AS alert_id, NULL::bigint AS chat_id,
-               jsonb_build_object('fingerprint', up.fingerprint, 'hits', r.hits,
-                                  'silenced', up.silenced) AS detail
-          FROM up JOIN jsonb_to_recordset(CAST($2 AS jsonb))
-               AS r(fingerprint text, source text, hits int)
-            ON r.fingerprint = up.fingerprint) AS r"""
-)
-_UPSERT_FIRING_AUDITED = f"""
-    WITH up AS ({_UPSERT_FIRING_RAW}), audited AS ({_FIRING_AUDIT})
-    SELECT id, fingerprint, inserted, silenced FROM up
-"""  # noqa: S608 (fixed fragments of our own)
-
-
-async def upsert_firing(
-    session: AsyncSession,
-    team_id: int,
-    alerts: Sequence[tuple[IncomingAlert, int]],
-    *,
-    edit_interval: float,
-) -> list[UpsertRow]:
-    """Insert new occurrences or count repeats, each with its audit row (alert.received or
-    alert.deduplicated); `alerts` holds (alert, hits) per fingerprint."""
-    if not alerts:
-        return []
-    rows = [
-        {
-            "fingerprint": a.fingerprint,
-            "source": a.source,
-            "title": a.title,
-            "severity": a.severity,
-            "labels": a.labels,
-            "annotations": a.annotations,
-            "url": a.url,
-            "incident_id": a.incident_id,
-            "starts_at": _iso(a.starts_at),
-            "ends_at": _iso(a.ends_at),
-            "hits": hits,
-            "context": a.context,
-        }
-        for a, hits in alerts
-    ]
-    result = await (await raw(session)).fetch(
-        _UPSERT_FIRING_AUDITED, team_id, json.dumps(rows), float(edit_interval)
-    )
-    return [UpsertRow(r[0], r[1], bool(r[2]), bool(r[3])) for r in result]
 
 
 async def get_alerts(session: AsyncSession, ids: Iterable[int]) -> list[AlertRecord]:
@@ -334,7 +226,7 @@ async def resolve_firing(
     ids = list(await session.scalars(locked))
     if not ids:
         return []
-    rows = [{"fingerprint": fp, "ends_at": _iso(end)} for fp, end in ends.items()]
+    rows = [{"fingerprint": fp, "ends_at": iso(end)} for fp, end in ends.items()]
     result = await session.execute(
         _RESOLVE,
         {

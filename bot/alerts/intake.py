@@ -16,11 +16,11 @@ from bot.alerts.sources import Kind
 from bot.incidents.rules import group_alerts
 from bot.policy import Team
 from bot.runtime import Runtime
+from storage import alert_firing, audit, incidents
 from storage import alert_groups as groups_store
 from storage import alerts as store
-from storage import audit, incidents
 from storage.alerts import AlertRecord, IncomingAlert
-from storage.db import transaction
+from storage.db import autocommit, transaction
 from storage.outbox import Priority
 
 RACE_RETRIES = 3
@@ -76,6 +76,10 @@ async def ingest(
     # Labelled by intake route, never by the sender's free-text `source`: every distinct label
     # value is a series kept for the life of the process and listed on each /metrics scrape.
     rt.metrics.alerts_received.labels(kind).inc(len(alerts))
+    if len(batch.firing) == 1 and not batch.resolved:
+        counted = await _count_repeat(rt, batch)
+        if counted is not None:
+            return counted
     for attempt in range(RACE_RETRIES):
         try:
             return await _ingest_once(rt, team, batch)
@@ -89,6 +93,23 @@ async def ingest(
     raise AssertionError("unreachable")
 
 
+async def _count_repeat(rt: Runtime, batch: _Batch) -> IngestResult | None:
+    """A body of one firing alert that repeats a firing one, counted by one autocommit
+    statement (storage.alert_firing.count_repeat) with its audit row; None when it wrote
+    nothing (a new occurrence, an open incident): the body then takes the transaction."""
+    alert, hits = batch.firing[0]
+    async with autocommit(rt.engine) as conn:
+        row = await alert_firing.count_repeat(
+            conn, batch.team_id, alert, hits, edit_interval=rt.settings.alert_edit_interval_seconds
+        )
+    if row is None:
+        return None
+    rt.metrics.alerts_plain.inc()
+    return IngestResult(
+        received=batch.received, new=0, repeats=1, resolved=0, silenced=int(row.silenced)
+    )
+
+
 async def _ingest_once(rt: Runtime, team: Team, batch: _Batch) -> IngestResult:
     interval = rt.settings.alert_edit_interval_seconds
     team_id = batch.team_id
@@ -96,7 +117,7 @@ async def _ingest_once(rt: Runtime, team: Team, batch: _Batch) -> IngestResult:
         # The one query incidents add to every batch (usually no row: no open incident).
         groups = await incidents.open_groups(session, team_id)
         firing = group_alerts(batch.firing, groups) if groups else batch.firing
-        rows = await store.upsert_firing(session, team_id, firing, edit_interval=interval)
+        rows = await alert_firing.upsert_firing(session, team_id, firing, edit_interval=interval)
         done = await store.resolve_firing(session, team_id, batch.resolved, edit_interval=interval)
         if groups:
             await incidents.record_ingest(

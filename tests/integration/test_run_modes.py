@@ -27,6 +27,17 @@ async def test_a_second_poller_of_the_same_bot_and_database_is_refused(
     await make_quorum(mode="polling")
 
 
+async def test_webhook_mode_sets_the_deliveries_telegram_may_make_at_once(
+    make_quorum: QuorumFactory,
+) -> None:
+    default = await make_quorum()
+    info = await default.app.runtime.bot.get_webhook_info()
+    assert info.max_connections == 40  # Telegram's own default, said explicitly
+    wide = await make_quorum(webhook_max_connections=100)
+    info = await wide.app.runtime.bot.get_webhook_info()
+    assert info.url.endswith("/telegram/webhook") and info.max_connections == 100
+
+
 async def test_readyz_says_how_the_process_runs(quorum: Harness) -> None:
     status, body = await quorum.api("GET", "/readyz", key=None)
     assert status == 200, body
