@@ -36,6 +36,20 @@ async def fresh_database(server_url: str, name: str) -> str:
     return url
 
 
+async def _keep(conn: asyncpg.Connection) -> None:
+    """A released connection is kept as it is (see floor_pool)."""
+
+
+async def floor_pool(db_url: str, size: int) -> asyncpg.Pool:
+    """`size` open connections for a floor: its statements and nothing else. asyncpg's default
+    reset sends a query on every release (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *,
+    RESET ALL), a round trip per unit of work that Quorum's pool does not make; the floors
+    leave no session state behind (a transaction still open is rolled back either way)."""
+    pool = await asyncpg.create_pool(to_sync_dsn(db_url), min_size=size, max_size=size, reset=_keep)
+    assert pool is not None
+    return pool
+
+
 def _cpu(pid: int) -> tuple[float, float]:
     """(user + system, system) CPU seconds the process has used, or zeros if it is gone."""
     try:

@@ -26,7 +26,15 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from bench import PySpy, free_port, fresh_database, peak_rss_mb, quorum_process, webhook_env
+from bench import (
+    PySpy,
+    floor_pool,
+    free_port,
+    fresh_database,
+    peak_rss_mb,
+    quorum_process,
+    webhook_env,
+)
 from quorum.app import run_loop
 from sandbox.emulator import EmulatorClient, TelegramEmulator
 from storage import alert_firing
@@ -215,10 +223,7 @@ async def floor_single(db_url: str, mode: str) -> float:
     `mode` "quorum" runs them as the intake does (the plain repeat in autocommit, else the
     upsert with its audit rows in a transaction); "transaction" every alert in the transaction
     (the floor before the plain repeat)."""
-    pool = await asyncpg.create_pool(
-        to_sync_dsn(db_url), min_size=SINGLE_SENDERS, max_size=SINGLE_SENDERS
-    )
-    assert pool is not None
+    pool = await floor_pool(db_url, SINGLE_SENDERS)
     async with pool.acquire() as conn:
         team_id = await conn.fetchval("SELECT id FROM teams WHERE name = 'single'")
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from bench import floor_pool
 from bot.approvals import CARD_REFRESH_SECONDS
 from storage import approvals as approvals_sql
 from storage import updates as updates_sql
@@ -81,11 +82,7 @@ class Floor:
         self.payload = json.dumps({"callback_query": {"id": "x", "data": "ap:" + "x" * 40}})
 
     async def __aenter__(self) -> Floor:
-        pool = await asyncpg.create_pool(
-            to_sync_dsn(self.db_url), min_size=self.pool_size, max_size=self.pool_size
-        )
-        assert pool is not None
-        self.pool = pool
+        self.pool = await floor_pool(self.db_url, self.pool_size)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -193,20 +193,20 @@ async def list_for_team(
     return [_request(r) for r in rows]
 
 
-# The request `r` as the first columns of a statement run on the raw asyncpg connection (here
-# and in storage.votes), read back by request_from_row.
-REQUEST_SQL = ", ".join(f"r.{c.name}" for c in _COLUMNS)
+# The request `r` as the first columns of a statement run on the raw asyncpg connection, read
+# back by _request_from_row.
+_REQUEST_SQL = ", ".join(f"r.{c.name}" for c in _COLUMNS)
 _N = len(_COLUMNS)
 
 
-def request_from_row(row: Any) -> RequestRecord:
+def _request_from_row(row: Any) -> RequestRecord:
     """A record from an asyncpg row whose first columns are _COLUMNS (json already decoded)."""
     return RequestRecord(*(row[i] for i in range(_N)))
 
 
 # A request `r` as a VoteContext: its columns, the database's clock and every card of it
 # ([[row id, chat id], ...]), for statements run on the raw asyncpg connection.
-_CONTEXT = f"""{REQUEST_SQL}, now() AS db_now,
+_CONTEXT = f"""{_REQUEST_SQL}, now() AS db_now,
            (SELECT json_agg(json_build_array(tm2.id, tm2.chat_id) ORDER BY tm2.id)
               FROM telegram_messages AS tm2 WHERE tm2.approval_id = r.id) AS cards"""  # noqa: S608
 
@@ -246,7 +246,7 @@ async def lock_for_vote(
 def _context(row: Any) -> VoteContext:
     """A VoteContext from a row selected as _CONTEXT."""
     cards = tuple((int(c[0]), int(c[1])) for c in row["cards"] or ())
-    return VoteContext(request_from_row(row), cards, row["db_now"])
+    return VoteContext(_request_from_row(row), cards, row["db_now"])
 
 
 async def lock(
@@ -266,7 +266,7 @@ _TRANSITION = f"""
     UPDATE approval_requests AS r
        SET status = $2, decided_by = $3::jsonb, decided_at = now(), updated_at = now()
      WHERE r.id = $1 AND r.status = 'pending' AND (NOT $4 OR r.expires_at > now())
-    RETURNING {REQUEST_SQL}
+    RETURNING {_REQUEST_SQL}
 """  # noqa: S608 (column names from our own table)
 
 
@@ -289,7 +289,7 @@ async def transition(
         json.dumps(decided_by),  # None is JSON null, as the ORM column stored it
         require_live,
     )
-    return request_from_row(row) if row else None
+    return _request_from_row(row) if row else None
 
 
 async def mark_policy(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import audit
-from storage.approvals import REQUEST_SQL, RequestRecord, request_from_row
 from storage.db import Raw, raw
 from storage.models import Vote
 
@@ -109,13 +108,36 @@ class Seat:
 
 
 @dataclass(frozen=True, slots=True)
-class PlainVote:
-    """A vote the plain statement counted: its request as the statement left it, the
-    database's clock, and the request's votes (this one last)."""
+class PlainRequest:
+    """What judging a plain vote's request needs of it (bot.rules.Asked, its team and trust):
+    read back from the statement instead of the whole request, whose columns (JSON among
+    them) cost more to decode than the rest of the statement's answer."""
 
-    request: RequestRecord
+    id: uuid.UUID
+    team_id: int
+    action: str
+    target: str
+    risk_level: str
+    trust_score: int
+    required_approvals: int
+    reject_threshold: int
+    requester_telegram_id: int | None
+    requested_by: str
+    expires_at: datetime
+
+
+_PLAIN_COLUMNS = tuple(f.name for f in fields(PlainRequest))
+_PLAIN_REQUEST = ", ".join(f"r.{name}" for name in _PLAIN_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class PlainVote:
+    """A vote the plain statement counted: its request as the statement saw it, the
+    database's clock, and the request's ballots as (voter, decision), this one last."""
+
+    request: PlainRequest
     db_now: datetime
-    votes: list[VoteRecord]
+    ballots: list[tuple[int, str]]
 
 
 _PLAIN_AUDIT = audit.insert_from(
@@ -139,7 +161,7 @@ _PLAIN_AUDIT = audit.insert_from(
 # written together (a repeated delivery finds its vote and writes nothing).
 _PLAIN_VOTE = f"""
     WITH req AS (
-        SELECT {REQUEST_SQL}, s.name AS seat_name
+        SELECT {_PLAIN_REQUEST}, s.name AS seat_name
           FROM approval_requests AS r
           JOIN unnest($8::bigint[], $9::text[], $10::text[], $11::text[]) AS s(team_id, level,
                name, key) ON s.team_id = r.team_id AND s.level = r.risk_level
@@ -172,16 +194,14 @@ _PLAIN_VOTE = f"""
                greatest(now(), cards_rendered_at + make_interval(secs => $7::float8)))
           FROM ins WHERE approval_requests.id = ins.request_id
     )
-    SELECT r.*, now() AS db_now, v.*
+    SELECT {_PLAIN_REQUEST}, now() AS db_now, v.voters, v.decisions
       FROM req AS r, ins, LATERAL (
-           SELECT array_agg(b.id ORDER BY b.id), array_agg(b.voter_telegram_id ORDER BY b.id),
-                  array_agg(b.voter_name ORDER BY b.id), array_agg(b.decision ORDER BY b.id),
-                  array_agg(b.created_at ORDER BY b.id)
-             FROM (SELECT id, voter_telegram_id, voter_name, decision, created_at
+           SELECT array_agg(b.voter_telegram_id ORDER BY b.id) AS voters,
+                  array_agg(b.decision ORDER BY b.id) AS decisions
+             FROM (SELECT id, voter_telegram_id, decision
                      FROM votes WHERE request_id = ins.request_id
                    UNION ALL
-                   SELECT ins.id, ins.voter_telegram_id, ins.voter_name, ins.decision,
-                          ins.created_at) AS b) AS v
+                   SELECT ins.id, ins.voter_telegram_id, ins.decision) AS b) AS v
 """  # noqa: S608 (fixed fragments of our own)
 
 
@@ -214,9 +234,8 @@ async def count_plain(
     )
     if row is None:
         return None
-    n = len(row)
-    ballots = zip(*(row[i] for i in range(n - 5, n)), strict=True)
-    return PlainVote(request_from_row(row), row["db_now"], [VoteRecord(*b) for b in ballots])
+    ballots = list(zip(row["voters"], row["decisions"], strict=True))
+    return PlainVote(PlainRequest(*row[: len(_PLAIN_COLUMNS)]), row["db_now"], ballots)
 
 
 async def votes_for(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from bot.approvals.outcome import outcome_of
+from bot.approvals.outcome import judge
 from bot.approvals.voting import (
     CARD_REFRESH_SECONDS,
     VOTE_CODES,
@@ -15,7 +15,7 @@ from bot.approvals.voting import (
 )
 from bot.outages import storage_outage
 from bot.runtime import Runtime
-from bot.votes import APPROVE, Decision
+from bot.votes import APPROVE, Ballot, Decision
 from storage import votes as vote_repo
 from storage.db import autocommit
 
@@ -58,7 +58,9 @@ async def count_plainly(rt: Runtime, update_id: int, body: str, tap: Tap) -> Vot
         return None
     rt.metrics.votes.labels(APPROVE).inc()
     rt.metrics.votes_plain.inc()
-    outcome = outcome_of(rt, counted.request, counted.votes, counted.db_now)
+    ballots = [Ballot(voter, decision) for voter, decision in counted.ballots]
+    # No step-up at a level the plain vote counts at: nobody's approval awaits confirmation.
+    outcome = judge(rt, counted.request, ballots, frozenset(), counted.db_now)
     if outcome.decision is not Decision.PENDING:
         # The statement's conditions should make this impossible; the next vote in a
         # transaction (or expiry) decides it.
