@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import statistics
 import tempfile
 import time
 from collections import Counter
@@ -194,35 +195,22 @@ async def closed_loop(n: int, senders: int, one: Any) -> float:
     return time.perf_counter() - start
 
 
-async def bench_single(http: aiohttp.ClientSession, base: str) -> float:
-    """One alert per request on the generic endpoint, SINGLE_SENDERS at once."""
+SINGLE_ROUNDS = 3  # each side's rounds, taken in turn: the machine's speed drifts in a run
+
+
+async def bench_single(http: aiohttp.ClientSession, base: str, db_url: str) -> dict[str, float]:
+    """One alert per request on the generic endpoint, SINGLE_SENDERS at once, against its
+    floors: the same statements straight on asyncpg, no HTTP, no parsing, no ORM session;
+    "floor" runs them as the intake does (the plain repeat in autocommit, else the upsert
+    with its audit rows in a transaction), "transaction floor" every alert in the transaction
+    (the floor before the plain repeat). SINGLE_ROUNDS rounds of each in turn; the medians."""
     url, statuses = base + "/api/v1/alerts", Counter[int]()
     bodies = [json.dumps(generic_alert(i)).encode() for i in range(SINGLE_ALERTS)]
 
-    async def one(i: int) -> None:
+    async def quorum(i: int) -> None:
         await post(http, url, bodies[i], key_for("single"), statuses)
 
-    await closed_loop(SINGLE_FINGERPRINTS, 1, one)  # new alerts (their cards) first; not timed
-    # Then, not timed either, repeats at full concurrency: Quorum's pool opens its connections
-    # and prepares its statements on them, as the floor's pool has before it is timed.
-    await closed_loop(4 * SINGLE_SENDERS, SINGLE_SENDERS, one)
-    statuses.clear()
-    elapsed = await closed_loop(SINGLE_ALERTS, SINGLE_SENDERS, one)
-    rate = SINGLE_ALERTS / elapsed
-    print(
-        f"[4] one alert per request (POST /api/v1/alerts, {SINGLE_SENDERS} senders,"
-        f" {SINGLE_ALERTS} alerts over {SINGLE_FINGERPRINTS} fingerprints):"
-        f" {rate:,.0f} alerts/s; HTTP statuses {dict(statuses)}"
-    )
-    return rate
-
-
-async def floor_single(db_url: str, mode: str) -> float:
-    """The same statements per alert straight on asyncpg: no HTTP, no parsing, no ORM session.
-
-    `mode` "quorum" runs them as the intake does (the plain repeat in autocommit, else the
-    upsert with its audit rows in a transaction); "transaction" every alert in the transaction
-    (the floor before the plain repeat)."""
+    await closed_loop(SINGLE_FINGERPRINTS, 1, quorum)  # new alerts (their cards) first
     pool = await floor_pool(db_url, SINGLE_SENDERS)
     async with pool.acquire() as conn:
         team_id = await conn.fetchval("SELECT id FROM teams WHERE name = 'single'")
@@ -232,25 +220,39 @@ async def floor_single(db_url: str, mode: str) -> float:
         row = {k: a.get(k) for k in ("fingerprint", "title", "severity", "labels", "source")}
         return json.dumps([{**row, "annotations": a["annotations"], "hits": 1, "context": {}}])
 
-    async def one(i: int) -> None:
+    async def floor(i: int) -> None:
         async with pool.acquire() as conn:
-            body = rows(i)
-            if mode == "quorum" and await conn.fetchrow(FLOOR_SQL["plain"], team_id, body, 10.0):
-                return
-            async with conn.transaction():
-                await conn.fetch(FLOOR_SQL["upsert"], team_id, body, 10.0)
+            if not await conn.fetchrow(FLOOR_SQL["plain"], team_id, rows(i), 10.0):
+                async with conn.transaction():
+                    await conn.fetch(FLOOR_SQL["upsert"], team_id, rows(i), 10.0)
 
+    async def transaction_floor(i: int) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.fetch(FLOOR_SQL["upsert"], team_id, rows(i), 10.0)
+
+    sides = {"Quorum": quorum, "floor": floor, "transaction floor": transaction_floor}
+    rates: dict[str, list[float]] = {name: [] for name in sides}
     try:
-        elapsed = await closed_loop(SINGLE_ALERTS, SINGLE_SENDERS, one)
+        # Not timed: every side's connections opened and its statements prepared on them.
+        for one in sides.values():
+            await closed_loop(4 * SINGLE_SENDERS, SINGLE_SENDERS, one)
+        statuses.clear()
+        for _ in range(SINGLE_ROUNDS):
+            for name, one in sides.items():
+                rates[name].append(
+                    SINGLE_ALERTS / await closed_loop(SINGLE_ALERTS, SINGLE_SENDERS, one)
+                )
     finally:
         await pool.close()
-    rate = SINGLE_ALERTS / elapsed
-    title = {
-        "quorum": "floor (Quorum's statements: the plain repeat, else the transaction)",
-        "transaction": "transaction floor (the upsert + audit in a transaction per alert)",
-    }[mode]
-    print(f"    {title}, asyncpg direct: {rate:,.0f} alerts/s")
-    return rate
+    print(
+        f"[4] one alert per request (POST /api/v1/alerts, {SINGLE_SENDERS} senders,"
+        f" {SINGLE_ALERTS} alerts over {SINGLE_FINGERPRINTS} fingerprints, {SINGLE_ROUNDS}"
+        f" rounds of each side in turn); HTTP statuses {dict(statuses)}"
+    )
+    for name, got in rates.items():
+        rounds = ", ".join(f"{r:,.0f}" for r in got)
+        print(f"    {name}: {rounds} alerts/s; median {statistics.median(got):,.0f}")
+    return {name: statistics.median(got) for name, got in rates.items()}
 
 
 def explain_storm(seconds: float) -> None:
@@ -400,9 +402,9 @@ async def main(quick: bool, incident: bool = False) -> None:
             total, seconds = (2000, 12.0) if quick else (10_000, 60.0)
             await bench_storm(http, base, emu, db_url, chats, total, seconds, grouped=incident)
             with PySpy(proc.pid, "single alerts"):
-                single = await bench_single(http, base)
-            floor = await floor_single(db_url, "quorum")
-            txn_floor = await floor_single(db_url, "transaction")
+                medians = await bench_single(http, base, db_url)
+            single, floor = medians["Quorum"], medians["floor"]
+            txn_floor = medians["transaction floor"]
             rss_peak, rss_now = peak_rss_mb(proc.pid)
             print(f"[3] Quorum RSS: peak (VmHWM) {rss_peak:.1f} MiB, now {rss_now:.1f} MiB")
             print(
