@@ -44,11 +44,7 @@ FLOOR_ONE_SQL = f"""
         SELECT r.id, r.team_id FROM approval_requests r
          WHERE r.id = $3 AND r.status = 'pending' AND r.expires_at > now()
            AND EXISTS (SELECT 1 FROM upd)
-           AND EXISTS (SELECT 1 FROM telegram_messages tm
-                        WHERE tm.approval_id = r.id AND tm.chat_id = $4)
-           AND NOT EXISTS (SELECT 1 FROM telegram_messages tm
-                            WHERE tm.chat_id = $4 AND tm.message_id = $5
-                              AND tm.approval_id IS DISTINCT FROM r.id)
+           AND {approvals_sql.tapped_card("$4", "$5")}
     ), ins AS (
         INSERT INTO votes (request_id, voter_telegram_id, voter_name, decision, chat_id,
                            message_id)

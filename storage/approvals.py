@@ -211,21 +211,27 @@ _CONTEXT = f"""{_REQUEST_SQL}, now() AS db_now,
               FROM telegram_messages AS tm2 WHERE tm2.approval_id = r.id) AS cards"""  # noqa: S608
 
 
+def tapped_card(chat: str, message: str) -> str:
+    """SQL: the tapped message (`message` in chat `chat`, parameter references) may carry a
+    vote on request `r`. The request must have a card in the chat, and the tapped message must
+    not be anything else we sent there. A message we never stored is a card whose id the
+    sender has not recorded yet (the tap raced it), or a duplicate card (Telegram posted a
+    card whose send timed out on our side, and the retry posted it again): both map to the
+    request, and votes count once per person. The vote's transaction and the plain vote
+    (storage.votes) check it alike."""
+    return f"""EXISTS (SELECT 1 FROM telegram_messages AS tm
+                    WHERE tm.approval_id = r.id AND tm.chat_id = {chat})
+       AND NOT EXISTS (SELECT 1 FROM telegram_messages AS tm
+                        WHERE tm.chat_id = {chat} AND tm.message_id = {message}
+                          AND tm.approval_id IS DISTINCT FROM r.id)"""  # noqa: S608
+
+
 # The request a tapped button names (its tag, checked before, proves the request and the
-# chat) as a VoteContext, prepared once per connection. The request must have a card in the
-# chat, and the tapped message must not be anything else we sent there. A message we never
-# stored is a card whose id the sender has not recorded yet (the tap raced it), or a duplicate
-# card (Telegram posted a card whose send timed out on our side, and the retry posted it
-# again): both map to the request, and votes count once per person.
+# chat) as a VoteContext, prepared once per connection.
 _LOCK_FOR_VOTE = f"""
     SELECT {_CONTEXT}
       FROM approval_requests AS r
-     WHERE r.id = $1
-       AND EXISTS (SELECT 1 FROM telegram_messages AS tm
-                    WHERE tm.approval_id = r.id AND tm.chat_id = $2)
-       AND NOT EXISTS (SELECT 1 FROM telegram_messages AS tm
-                        WHERE tm.chat_id = $2 AND tm.message_id = $3
-                          AND tm.approval_id IS DISTINCT FROM r.id)
+     WHERE r.id = $1 AND {tapped_card("$2", "$3")}
        FOR NO KEY UPDATE OF r
 """  # noqa: S608 (column names from our own table)
 

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import audit
+from storage.approvals import tapped_card
 from storage.db import Raw, raw
 from storage.models import Vote
 
@@ -171,11 +172,7 @@ _PLAIN_VOTE = f"""
            AND NOT EXISTS (SELECT 1 FROM votes AS v
                             WHERE v.request_id = r.id AND v.decision = 'reject')
            AND NOT EXISTS (SELECT 1 FROM inbound_updates AS u WHERE u.update_id = $1)
-           AND EXISTS (SELECT 1 FROM telegram_messages AS tm
-                        WHERE tm.approval_id = r.id AND tm.chat_id = $4)
-           AND NOT EXISTS (SELECT 1 FROM telegram_messages AS tm
-                            WHERE tm.chat_id = $4 AND tm.message_id = $5
-                              AND tm.approval_id IS DISTINCT FROM r.id)
+           AND {tapped_card("$4", "$5")}
            FOR NO KEY UPDATE OF r
     ), ins AS (
         INSERT INTO votes (request_id, voter_telegram_id, voter_name, decision, chat_id, message_id)

@@ -241,6 +241,11 @@ class DatabaseClones:
         await asyncio.gather(*self._behind)
 
 
+def metric(h: Harness, name: str) -> float | None:
+    """A sample of this app's Prometheus registry, as a scrape would read it."""
+    return h.app.runtime.metrics.registry.get_sample_value(name)
+
+
 async def db_rows(h: Harness | str, query: str, *args: Any) -> list[asyncpg.Record]:
     """Rows of `query` on the app's database (or the one at a URL), beside the app's pool."""
     import asyncpg

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage import alert_firing
 from storage.alerts import IncomingAlert
 from storage.db import autocommit, transaction
-from tests.support import Harness, db_rows, wait_cards, wait_text
+from tests.support import Harness, db_rows, metric, wait_cards, wait_text
 
 GENERIC = "/api/v1/alerts"
 # What a repeat may change, and what it must not (the comparison of the two statements).
@@ -37,12 +36,10 @@ def body(fingerprint: str = "disk-db-1", **changes: Any) -> dict[str, Any]:
     }
 
 
-async def plain_repeats(h: Harness) -> float:
-    async with h.http.get(h.url + "/metrics") as resp:
-        text = await resp.text()
-    found = re.search(r"^quorum_alerts_plain_total (\S+)$", text, re.MULTILINE)
-    assert found is not None, text[:2000]
-    return float(found.group(1))
+def plain_repeats(h: Harness) -> float:
+    value = metric(h, "quorum_alerts_plain_total")
+    assert value is not None
+    return value
 
 
 async def post(h: Harness, data: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +55,7 @@ async def test_repeats_are_plain_and_the_card_counts_them(quorum: Harness) -> No
     for _ in range(3):
         answer = await post(h, body())
         assert (answer["new"], answer["repeats"], answer["silenced"]) == (0, 1, 0)
-    assert await plain_repeats(h) == 3
+    assert plain_repeats(h) == 3
     await wait_text(h, "Hits: 4")
     rows = await db_rows(h, "SELECT hit_count FROM alerts")
     assert [r["hit_count"] for r in rows] == [4]
@@ -67,7 +64,7 @@ async def test_repeats_are_plain_and_the_card_counts_them(quorum: Harness) -> No
     # Resolved, then firing again: a new occurrence with its own card, never a plain repeat.
     assert (await post(h, body(status="resolved")))["resolved"] == 1
     assert (await post(h, body()))["new"] == 1
-    assert await plain_repeats(h) == 3
+    assert plain_repeats(h) == 3
     await wait_cards(h, 2)
 
 
@@ -76,7 +73,7 @@ async def test_concurrent_repeats_count_each_once(quorum: Harness) -> None:
     await post(h, body())
     answers = await asyncio.gather(*(post(h, body()) for _ in range(40)))
     assert all(a["repeats"] == 1 for a in answers)
-    assert await plain_repeats(h) == 40
+    assert plain_repeats(h) == 40
     rows = await db_rows(h, "SELECT hit_count FROM alerts")
     assert [r["hit_count"] for r in rows] == [41]
     dedup = await db_rows(h, "SELECT 1 FROM audit_log WHERE event = 'alert.deduplicated'")
@@ -92,7 +89,7 @@ async def test_an_open_incident_takes_the_transaction(quorum: Harness) -> None:
     labelled = body(labels={"host": "db-1", "service": "db"})
     assert (await post(h, labelled))["new"] == 1
     assert (await post(h, labelled))["repeats"] == 1
-    assert await plain_repeats(h) == 0
+    assert plain_repeats(h) == 0
     rows = await db_rows(h, "SELECT incident_id, hit_count FROM alerts")
     assert [(r["incident_id"], r["hit_count"]) for r in rows] == [(inc["id"], 2)]
 

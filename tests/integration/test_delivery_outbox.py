@@ -12,7 +12,7 @@ from bot.outbox import Sender, sanitize
 from storage.db import transaction
 from storage.models import AuditEntry, Chat, OutboxItem, TelegramMessage
 from storage.outbox import Priority, edit_message, enqueue_call, enqueue_text, put_message
-from tests.support import BOT_TOKEN, CHAT, Harness, QuorumFactory
+from tests.support import BOT_TOKEN, CHAT, Harness, QuorumFactory, metric
 
 FAST: dict[str, Any] = {"outbox_retry_base_seconds": 0.05, "outbox_call_timeout_seconds": 1.0}
 KEYBOARD = {"inline_keyboard": [[{"text": "OK", "callback_data": "ok"}]]}
@@ -58,11 +58,6 @@ async def outbox(h: Harness) -> list[OutboxItem]:
 
 async def drained(h: Harness) -> bool:
     return all(r.status in ("done", "dead") for r in await outbox(h))
-
-
-def metric(h: Harness, name: str) -> float | None:
-    """A sample of this app's Prometheus registry, as a scrape would read it."""
-    return h.app.runtime.metrics.registry.get_sample_value(name)
 
 
 async def sent(h: Harness, row_id: int, version: int = 1) -> bool:

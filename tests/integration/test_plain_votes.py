@@ -4,7 +4,6 @@ its transaction (a refusal audited once, the deciding vote deciding once)."""
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from typing import Any
 
@@ -16,6 +15,7 @@ from tests.support import (
     Harness,
     QuorumFactory,
     button_data,
+    metric,
     policy_data,
     post_update,
     tap_update,
@@ -47,12 +47,10 @@ async def started(
     return h, ids
 
 
-async def plain_votes(h: Harness) -> float:
-    async with h.http.get(h.url + "/metrics") as resp:
-        text = await resp.text()
-    found = re.search(r"^quorum_votes_plain_total (\S+)$", text, re.MULTILINE)
-    assert found is not None, text[:2000]
-    return float(found.group(1))
+def plain_votes(h: Harness) -> float:
+    value = metric(h, "quorum_votes_plain_total")
+    assert value is not None
+    return value
 
 
 async def tally(h: Harness, request_id: str) -> dict[str, Any]:
@@ -79,17 +77,17 @@ async def test_approvals_that_cannot_decide_are_plain_and_the_deciding_one_decid
     h, ids = await started(make_quorum, [f"approver{i}" for i in range(5)], required=5)
     req = await create(h, risk_level="critical")
     msg = await card(h, req["id"])
-    before = await plain_votes(h)
+    before = plain_votes(h)
     toasts = [(await tap(h, msg, uid))["text"] for uid in ids[:3]]
     # Three below the stored five can never approve it, whatever the rule: counted plainly.
     assert toasts == [f"✅ Approval recorded ({n}/5 approvals)." for n in (1, 2, 3)]
-    assert await plain_votes(h) == before + 3
+    assert plain_votes(h) == before + 3
     assert (await tally(h, req["id"]))["votes_cast"] == 3
     fourth = await tap(h, msg, ids[3])
     assert fourth["text"] == "✅ Approval recorded (4/5 approvals)."
     fifth = await tap(h, msg, ids[4])
     assert "Approved" in fifth["text"]
-    assert await plain_votes(h) == before + 3
+    assert plain_votes(h) == before + 3
     assert await tally(h, req["id"]) == {
         "status": "approved",
         "votes_cast": 5,
@@ -107,7 +105,7 @@ async def test_concurrent_taps_count_each_approver_once_and_decide_once(
     h, ids = await started(make_quorum, [f"approver{i}" for i in range(30)], required=30)
     req = await create(h, risk_level="critical")
     msg = await card(h, req["id"])
-    before = await plain_votes(h)
+    before = plain_votes(h)
 
     async def one(uid: int) -> str:
         res = await h.emu.tap(CHAT, msg["message_id"], uid, button_text=APPROVE, wait=30)
@@ -121,7 +119,7 @@ async def test_concurrent_taps_count_each_approver_once_and_decide_once(
     refused = [t for t in texts if "recorded" not in t and "Approved:" not in t]
     assert len(refused) == 30 and all("already" in t for t in refused), refused
     # The row lock orders the plain votes: the first 28 (two below the 30 required).
-    assert await plain_votes(h) == before + 28
+    assert plain_votes(h) == before + 28
     assert await tally(h, req["id"]) == {
         "status": "approved",
         "votes_cast": 30,
@@ -164,10 +162,10 @@ async def test_a_refused_tap_writes_nothing_plainly_and_is_refused_once(
     elif case == "forged":
         data = data[:-1] + ("A" if data[-1] != "A" else "B")
     counted = await tally(h, req["id"])
-    before = await plain_votes(h)
+    before = plain_votes(h)
     status, answer = await post_update(h, tap_update(88_000_001, msg, voter, data))
     assert status == 200 and answer["show_alert"] is True, answer
-    assert await plain_votes(h) == before
+    assert plain_votes(h) == before
     after = await tally(h, req["id"])
     assert after == {**counted, "taps_stored": counted["taps_stored"] + 1}
     rows = await sql(
@@ -184,12 +182,12 @@ async def test_a_redelivered_plain_vote_counts_once(make_quorum: QuorumFactory) 
     req = await create(h, risk_level="critical")
     msg = await card(h, req["id"])
     update = tap_update(77_000_001, msg, ids[0], button_data(msg, APPROVE))
-    before = await plain_votes(h)
+    before = plain_votes(h)
     first, second = await post_update(h, update), await post_update(h, update)
     assert first[0] == 200 and first[1]["method"] == "answerCallbackQuery", first
     assert "recorded (1/5" in first[1]["text"]
     assert second == (200, {"ok": True})  # a duplicate: nothing to answer
-    assert await plain_votes(h) == before + 1
+    assert plain_votes(h) == before + 1
     assert (await tally(h, req["id"]))["votes"] == 1
 
 
@@ -208,9 +206,9 @@ async def test_other_votes_take_the_transaction(make_quorum: QuorumFactory, case
         )
     if case == "rejection":
         await tap(h, msg, ids[1], REJECT)
-    before = await plain_votes(h)
+    before = plain_votes(h)
     answer = await tap(h, msg, ids[0])
     assert "Approval recorded" in answer["text"], answer
-    assert await plain_votes(h) == before
+    assert plain_votes(h) == before
     counted = await tally(h, req["id"])
     assert counted["votes"] == counted["votes_cast"] == (2 if case == "rejection" else 1)
