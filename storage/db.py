@@ -137,6 +137,10 @@ _GONE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
+    # The client's protocol in a state it cannot leave ("cannot switch to state 11; another
+    # operation (2) is in progress"), seen on a pooled connection whose backend was terminated
+    # while it sat idle: the plain repeat answered 500 instead of 503.
+    asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
 )
