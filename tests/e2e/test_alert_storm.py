@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+
 from tests.e2e import flows
 from tests.support import (
     AM_PATH,
@@ -105,12 +107,19 @@ async def test_approval_card_goes_first_mid_storm(make_quorum: QuorumFactory) ->
     await h.wait_for(backlog, timeout=20)
     created = await flows.create(h, risk_level="low")
     await flows.card(h, created["id"])  # shown within its deadline despite the backlog
-    rows = await db_rows(
-        h,
-        "SELECT o.created_at, o.done_at, o.status, m.approval_id FROM outbox o"
-        " JOIN telegram_messages m ON m.id = o.telegram_message_id WHERE o.chat_id = $1",
-        CHAT,
-    )
+
+    async def sent() -> list[asyncpg.Record] | None:
+        # The card is in the chat before the sender marks its outbox row done.
+        rows = await db_rows(
+            h,
+            "SELECT o.created_at, o.done_at, o.status, m.approval_id FROM outbox o"
+            " JOIN telegram_messages m ON m.id = o.telegram_message_id WHERE o.chat_id = $1",
+            CHAT,
+        )
+        (card,) = [r for r in rows if str(r["approval_id"]) == created["id"]]
+        return rows if card["status"] == "done" else None
+
+    rows = await h.wait_for(sent, timeout=10)
     (mine,) = [r for r in rows if str(r["approval_id"]) == created["id"]]
     overtaken = [
         r
