@@ -139,3 +139,8 @@ class InsufficientScope(QuorumError):
     def __init__(self, scope: str) -> None:
         super().__init__(f"this API key lacks the scope {scope}, which this route needs")
         self.scope = scope
+
+
+class Deferred(Exception):
+    """An update that cannot be handled yet because something it needs is still in flight
+    (not a fault): stored for the failed-update retry loop, without a traceback."""

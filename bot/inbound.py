@@ -12,6 +12,7 @@ from aiogram.methods import AnswerCallbackQuery, TelegramMethod
 from aiogram.types import Update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.errors import Deferred
 from bot.outages import storage_outage
 from bot.runtime import Runtime
 from storage import audit, updates
@@ -32,6 +33,15 @@ def lean_update(raw: dict[str, Any]) -> dict[str, Any]:
     msg = query["message"]
     lean_msg = {k: msg[k] for k in _TAPPED_MESSAGE_KEYS if k in msg}
     return {**raw, "callback_query": {**query, "message": lean_msg}}
+
+
+def _log_failure(exc: Exception, message: str, update_id: int) -> None:
+    """A failed handling with its traceback; a deferred one (expected, retried) without."""
+    extra = {"update_id": update_id}
+    if isinstance(exc, Deferred):
+        log.info(message + " (deferred: %s)", update_id, exc, extra=extra)
+    else:
+        log.exception(message, update_id, extra=extra)
 
 
 # A handler that takes some updates straight from their JSON, ahead of the dispatcher (the vote
@@ -95,10 +105,9 @@ class Inbound:
             if storage_outage(exc):
                 raise
             # A bug in handling must not lose the update: store it for the retry loop.
-            log.exception(
-                "update %s failed; stored for retry", update_id, extra={"update_id": update_id}
-            )
-            rt.metrics.updates_failed.inc()
+            _log_failure(exc, "update %s failed; stored for retry", update_id)
+            if not isinstance(exc, Deferred):
+                rt.metrics.updates_failed.inc()
             await self._store_failed(update_id, raw, text, repr(exc)[:500])
             return None
         return reply
@@ -151,11 +160,7 @@ class Inbound:
                         await self._dispatch(row.payload, session, webhook_reply=False)
                     await updates.mark_done(session, row.id)
                 except Exception as exc:
-                    log.exception(
-                        "retry of update %s failed",
-                        row.update_id,
-                        extra={"update_id": row.update_id},
-                    )
+                    _log_failure(exc, "retry of update %s failed", row.update_id)
                     await updates.mark_failed(session, row.id, repr(exc)[:500])
                 done += 1
         return done

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.errors import Deferred
 from bot.runtime import Runtime
 from storage import questions as store
 from storage.outbox import Priority, put_message
@@ -115,6 +116,9 @@ async def route_reply(
     """A reply to one of the bot's messages: if it answers an open question put to this
     user, store it and call the kind's handler; True when it was such an answer."""
     question = await store.asked_by_message(session, chat_id, replied_message_id)
+    if question is None and await store.being_sent(session, chat_id, user_id):
+        # Perhaps its answer: held until the sender has recorded the question's message id.
+        raise Deferred(f"a question to {user_id} in chat {chat_id} is being sent")
     if question is None or question.asked_telegram_id != user_id:
         return False  # someone else's question, or not a question: an ordinary reply
     taken = await store.take_answer(session, question.id, text)

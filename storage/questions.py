@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Question, TelegramMessage
+from storage.models import OutboxItem, Question, TelegramMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,27 @@ async def asked_by_message(
         .where(TelegramMessage.chat_id == chat_id, TelegramMessage.message_id == message_id)
     )
     return _record(row) if row else None
+
+
+async def being_sent(session: AsyncSession, chat_id: int, user_id: int) -> bool:
+    """Whether an open question to `user_id` in `chat_id` is being sent right now: Telegram
+    shows the message before the sender learns its id, so a reply can arrive first."""
+    in_flight = (
+        select(Question.id)
+        .join(TelegramMessage, TelegramMessage.id == Question.message_row_id)
+        .join(OutboxItem, OutboxItem.telegram_message_id == TelegramMessage.id)
+        .where(
+            Question.chat_id == chat_id,
+            Question.asked_telegram_id == user_id,
+            Question.answered_at.is_(None),
+            Question.expires_at > func.now(),
+            TelegramMessage.message_id.is_(None),
+            OutboxItem.status == "sending",
+            OutboxItem.claimed_until > func.now(),
+        )
+        .exists()
+    )
+    return bool(await session.scalar(select(in_flight)))
 
 
 async def take_answer(session: AsyncSession, question_id: int, text: str) -> QuestionRecord | None:

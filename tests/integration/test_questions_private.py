@@ -102,6 +102,47 @@ async def test_a_late_reply_is_not_an_answer(make_quorum: QuorumFactory) -> None
     assert row["answer"] is None
 
 
+async def test_a_reply_before_the_question_is_recorded_is_answered(
+    make_quorum: QuorumFactory,
+) -> None:
+    h = await make_quorum()
+    # Telegram shows the question at once and answers the bot's sendMessage 3 s later.
+    await h.emu.add_fault("timeout", method="sendMessage", chat_id=CHAT, delay=3)
+    await ask(h)
+    msg = await question_message(h)
+    sent = await h.emu.reply(CHAT, msg["message_id"], ALICE, "wrong cluster")
+    await h.wait_for(functools.partial(handled, h, sent["update_id"]))
+    [row] = await db_rows(h, "SELECT message_id FROM telegram_messages WHERE purpose = 'question'")
+    assert row["message_id"] is None  # the reply came before the bot knew its question's id
+
+    async def answered() -> list[Any]:
+        return await answers(h)
+
+    assert await h.wait_for(answered, timeout=30) == [
+        (ALICE, {"text": "wrong cluster", "subject": {"thing": 7}})
+    ]
+    [update] = await db_rows(
+        h, "SELECT status, last_error FROM inbound_updates WHERE update_id = $1", sent["update_id"]
+    )
+    assert update["status"] == "done" and "being sent" in update["last_error"]
+
+
+async def test_a_reply_to_another_message_is_not_held(make_quorum: QuorumFactory) -> None:
+    h = await make_quorum()
+    await ask(h)
+    msg = await question_message(h)
+    await h.emu.add_fault("timeout", method="sendMessage", chat_id=CHAT, delay=3)
+    await ask(h)  # a second question, shown and not yet recorded
+    # A reply to the first (recorded) question is its answer at once, not held.
+    sent = await h.emu.reply(CHAT, msg["message_id"], ALICE, "wrong cluster")
+    await h.wait_for(functools.partial(handled, h, sent["update_id"]))
+    assert len(await answers(h)) == 1
+    [update] = await db_rows(
+        h, "SELECT last_error FROM inbound_updates WHERE update_id = $1", sent["update_id"]
+    )
+    assert update["last_error"] is None
+
+
 async def private_state(h: Harness, user: int) -> str | None:
     rows = await db_rows(h, "SELECT state FROM private_chats WHERE telegram_id = $1", user)
     return str(rows[0]["state"]) if rows else None
