@@ -17,6 +17,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 # BotFather tokens: numeric bot id, colon, 35 url-safe characters (we accept 30+).
 _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{30,}$")
+# A listener on one of these takes the port on every address of the machine.
+_ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (compared, never bound)
+
+
+def _hosts_overlap(first: str, second: str) -> bool:
+    """Whether listeners on the two hosts and one port clash."""
+    return first == second or first in _ANY_ADDRESS or second in _ANY_ADDRESS
+
 
 # The values .env.example ships with. They are published, so a deployment still using one is
 # misconfigured; kept here because the example file is not installed with Quorum (a unit test
@@ -190,6 +198,14 @@ class Settings(BaseSettings):
             found.append(("QUORUM_TOKEN_SECRET", "required, at least 32 bytes"))
         if any(len(old.get_secret_value().encode()) < 32 for old in self.token_previous_secrets):
             found.append(("QUORUM_TOKEN_PREVIOUS_SECRETS", "every key must be 32+ bytes"))
+        same_port = self.metrics_port and self.metrics_port == self.http_port
+        if same_port and _hosts_overlap(self.http_host, self.metrics_host):
+            message = (
+                f"the same port as QUORUM_HTTP_PORT ({self.http_port}) on the same address:"
+                " the metrics listener needs a port of its own (or leave it unset to serve"
+                " /metrics on the public listener)"
+            )
+            found.append(("QUORUM_METRICS_PORT", message))
         return found
 
     def require_runnable(self) -> None:

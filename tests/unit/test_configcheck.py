@@ -118,6 +118,25 @@ def test_settings_errors_name_their_variable(values: dict[str, Any], expected: s
     assert all(p.message and "\n" not in p.message for p in problems)
 
 
+@pytest.mark.parametrize(
+    ("values", "clash"),
+    [
+        ({"http_port": 8080, "metrics_port": 8080}, True),
+        ({"http_port": 8080, "metrics_port": 8080, "metrics_host": "0.0.0.0"}, True),  # noqa: S104
+        ({"http_port": 8080, "metrics_port": 8080, "http_host": "::"}, True),
+        ({"http_port": 8080, "metrics_port": 8080, "metrics_host": "10.0.0.7"}, False),
+        ({"http_port": 8080, "metrics_port": 9090}, False),
+        ({"http_port": 0, "metrics_port": 0}, False),  # two free ports, chosen apart
+        ({"http_port": 8080, "metrics_port": None}, False),
+    ],
+    ids=["same", "metrics-any", "http-any", "other-address", "other-port", "both-free", "unset"],
+)
+def test_the_metrics_listener_needs_a_port_of_its_own(values: dict[str, Any], clash: bool) -> None:
+    problems = check(settings(**values), POLICY)
+    assert found(problems) == ({(ERROR, "QUORUM_METRICS_PORT")} if clash else set())
+    assert all("QUORUM_HTTP_PORT (8080)" in p.message for p in problems)
+
+
 def test_example_database_url_is_a_warning() -> None:
     problems = check(settings(database_url=EXAMPLE_VALUES["database_url"]), POLICY)
     assert found(problems) == {(WARNING, "QUORUM_DATABASE_URL")}
