@@ -15,7 +15,7 @@ from bot.runtime import Runtime
 from storage import audit
 from storage.db import transaction
 from storage.outbox import Priority, put_message
-from tests.support import ALICE, BOB, CHAT, Harness, QuorumFactory, db_rows
+from tests.support import ALICE, BOB, CHAT, Harness, QuorumFactory, db_rows, metric
 
 KIND = "test.echo"
 FORUM = -1001000000900
@@ -125,6 +125,7 @@ async def test_a_reply_before_the_question_is_recorded_is_answered(
         h, "SELECT status, last_error FROM inbound_updates WHERE update_id = $1", sent["update_id"]
     )
     assert update["status"] == "done" and "being sent" in update["last_error"]
+    assert metric(h, "quorum_updates_failed_total") == 0  # held, not failed
 
 
 async def test_a_reply_to_another_message_is_not_held(make_quorum: QuorumFactory) -> None:
