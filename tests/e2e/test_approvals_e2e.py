@@ -608,22 +608,23 @@ async def test_failed_audit_write_leaves_no_vote(quorum: Harness) -> None:
 # ---------------------------------------------------------------- commands
 
 
+async def message_ids_stored(h: Harness, *request_ids: str) -> bool:
+    """Whether the sender has stored Telegram's message id of each request's card: a card is
+    in the chat a moment before."""
+    rows = await sql(
+        h,
+        "SELECT count(DISTINCT approval_id) AS n FROM telegram_messages"
+        " WHERE approval_id = ANY($1::uuid[]) AND message_id IS NOT NULL",
+        list(request_ids),
+    )
+    return bool(rows[0]["n"] == len(request_ids))
+
+
 async def test_pending_status_whoami_commands(quorum: Harness) -> None:
     req = await create(quorum, action="drop <table> & co")
     msg = await card(quorum, req["id"])
-
-    async def message_id_stored() -> bool:
-        rows = await sql(
-            quorum,
-            "SELECT 1 FROM telegram_messages WHERE approval_id = $1::uuid"
-            " AND message_id IS NOT NULL",
-            req["id"],
-        )
-        return bool(rows)
-
-    # The card is in the chat a moment before its message id is stored: /pending links it
-    # only once stored.
-    await quorum.wait_for(message_id_stored)
+    # /pending links a card only once its message id is stored.
+    await quorum.wait_for(lambda: message_ids_stored(quorum, req["id"]))
     await quorum.emu.send_text(CHAT, CAROL, "/pending")
     link = f"https://t.me/c/{str(CHAT)[4:]}/{msg['message_id']}"
 
@@ -728,6 +729,7 @@ async def test_tap_before_the_message_id_is_stored_still_counts(quorum: Harness)
     other = await create(quorum, action="other action")
     msg = await card(quorum, req["id"])
     other_msg = await card(quorum, other["id"])
+    await quorum.wait_for(lambda: message_ids_stored(quorum, req["id"], other["id"]))
     # As if the sender had not yet stored the answer of sendMessage for this card.
     await sql(
         quorum,
